@@ -1,0 +1,122 @@
+# w2v: one workflow for every recipe. Stages are rules; each calls the `w2v` CLI.
+#   snakemake -c2 --configfile egs/<recipe>/config.yaml [stage]
+# Stages: prepare cuts lang lm pretrain finetune decode score report (the default target).
+# Rerunning the same command resumes: finished stages are skipped, an interrupted training
+# stage continues from its last checkpoint (profiles/default sets --rerun-incomplete).
+import json
+from w2v import config as w2vconfig
+
+configfile: "egs/demo/config.yaml"
+
+w2vconfig.validate(config, "the recipe config (" + ", ".join(map(str, workflow.configfiles)) + ")")
+R = config["recipe"]
+D = f"data/{R}"
+E = f"exp/{R}"
+CFG = f"{E}/config.json"
+w2vconfig.write_resolved(config, CFG)  # the merged config (--configfile + --config) the CLI reads
+
+DEV = config.get("decode", {}).get("dev_set", "dev")
+TESTS = config.get("decode", {}).get("test_sets", ["test"])
+SUBSETS = list(config.get("finetune", {}).get("subsets", {}))
+EXPS = [f"{init}_{subset}" for init, subset in w2vconfig.experiments(config)]
+LM_ORDER = config.get("lm", {}).get("order", 4)
+CUTS = [f"{D}/cuts/{name}.jsonl.gz" for name in ["pretrain", *[f"train_{s}" for s in SUBSETS], DEV, *TESTS]]
+
+wildcard_constraints:
+    init="pretrained|scratch",
+    subset="|".join(SUBSETS) or "none",
+
+
+def finetune_inputs(wildcards):
+    """Fine-tuning from pre-trained weights needs the pre-training stage; from scratch it does not."""
+    inputs = {"train": f"{D}/cuts/train_{wildcards.subset}.jsonl.gz", "dev": f"{D}/cuts/{DEV}.jsonl.gz",
+              "units": f"{D}/lang/units.txt"}
+    if wildcards.init == "pretrained":
+        inputs["init"] = f"{E}/pretrain/model.pt"
+    return inputs
+
+
+rule all:
+    input: f"{E}/results.md"
+    default_target: True
+
+rule prepare:
+    output: f"{D}/manifests/recordings.jsonl.gz", f"{D}/manifests/supervisions.jsonl.gz"
+    log: f"{D}/logs/prepare.log"
+    message: "prepare: corpus -> lhotse manifests in {D}/manifests"
+    threads: workflow.cores
+    shell: "w2v prepare --config {CFG} --out {D}/manifests --jobs {threads} 2>&1 | tee {log}"
+
+rule cuts:
+    input: rules.prepare.output
+    output: CUTS, summary=f"{D}/cuts/cuts_summary.json"
+    log: f"{D}/logs/cuts.log"
+    message: "cuts: 16 kHz mono CutSets, labeled subsets {SUBSETS}, {DEV} and {TESTS}"
+    shell: "w2v cuts --config {CFG} --manifests {D}/manifests --out {D}/cuts 2>&1 | tee {log}"
+
+rule lang:
+    input: f"{D}/cuts/train.jsonl.gz", rules.cuts.output.summary
+    output: units=f"{D}/lang/units.txt", lexicon=f"{D}/lang/lexicon.txt", lm_text=f"{D}/lang/lm_text.txt"
+    log: f"{D}/logs/lang.log"
+    message: "lang: character units, lexicon and LM text in {D}/lang"
+    shell: "w2v lang --config {CFG} --cuts {input[0]} --out {D}/lang 2>&1 | tee {log}"
+
+rule lm:
+    input: rules.lang.output.lm_text
+    output: f"{D}/lm/{LM_ORDER}gram.bin"
+    log: f"{D}/logs/lm.log"
+    message: "lm: {LM_ORDER}-gram KenLM from {input}"
+    shell: "w2v lm --config {CFG} --text {input} --out {D}/lm 2>&1 | tee {log}"
+
+rule pretrain:
+    input: f"{D}/cuts/pretrain.jsonl.gz"
+    output: f"{E}/pretrain/model.pt"
+    log: f"{E}/pretrain/log.txt"
+    message: "pretrain: wav2vec 2.0 ({config[model]}) on {input}"
+    threads: workflow.cores
+    resources: gpu=1
+    shell: "w2v pretrain --config {CFG} --cuts {input} --out {E}/pretrain --threads {threads} 2>&1 | tee -a {log}"
+
+rule finetune_one:
+    input: unpack(finetune_inputs)
+    output: f"{E}/finetune/{{init}}_{{subset}}/model.pt"
+    log: f"{E}/finetune/{{init}}_{{subset}}/log.txt"
+    message: "finetune: CTC on {wildcards.subset} labeled, init {wildcards.init}"
+    threads: workflow.cores
+    resources: gpu=1
+    shell: "w2v finetune --config {CFG} --subset {wildcards.subset} --init-from {wildcards.init} --cuts {input.train} "
+           "--dev {input.dev} --units {input.units} --out {E}/finetune/{wildcards.init}_{wildcards.subset} "
+           "--threads {threads} 2>&1 | tee -a {log}"
+
+rule finetune:
+    input: expand(f"{E}/finetune/{{exp}}/model.pt", exp=EXPS)
+
+rule decode_one:
+    input: model=f"{E}/finetune/{{exp}}/model.pt", lexicon=rules.lang.output.lexicon, lm=rules.lm.output,
+           cuts=[f"{D}/cuts/{name}.jsonl.gz" for name in [DEV, *TESTS]]
+    output: f"{E}/decode/{{exp}}/decode.json"
+    log: f"{E}/decode/{{exp}}/log.txt"
+    message: "decode: {wildcards.exp}, greedy and lexicon beam search + {LM_ORDER}-gram (tuned on {DEV})"
+    threads: workflow.cores
+    shell: "w2v decode --config {CFG} --model {input.model} --lexicon {input.lexicon} --lm {input.lm} "
+           "--cuts {input.cuts} --out {E}/decode/{wildcards.exp} --threads {threads} 2>&1 | tee {log}"
+
+rule decode:
+    input: expand(f"{E}/decode/{{exp}}/decode.json", exp=EXPS)
+
+rule score_one:
+    input: f"{E}/decode/{{exp}}/decode.json"
+    output: f"{E}/decode/{{exp}}/scores.json"
+    log: f"{E}/decode/{{exp}}/score_log.txt"
+    message: "score: WER/CER of {wildcards.exp}"
+    shell: "w2v score --config {CFG} --decode {input} --out {output} 2>&1 | tee {log}"
+
+rule score:
+    input: expand(f"{E}/decode/{{exp}}/scores.json", exp=EXPS)
+
+rule report:
+    input: rules.score.input
+    output: md=f"{E}/results.md", json=f"{E}/results.json"
+    log: f"{E}/report_log.txt"
+    message: "report: {output.md}"
+    shell: "w2v report --config {CFG} --scores {input} --out-md {output.md} --out-json {output.json} 2>&1 | tee {log}"

@@ -1,0 +1,164 @@
+"""Recipe configuration: loading, JSON-schema validation with errors that name the key and file.
+
+A recipe is ``egs/<corpus>/config.yaml``. Training settings (``pretrain``, ``finetune``)
+are further checked against :class:`w2v.train.config.TrainConfig` by the stages that use them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+_corpus_item = {
+    "type": "object",
+    "required": ["type", "path"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"enum": ["folder", "kaldi"], "description": "folder: audio + transcripts.tsv; kaldi: data dir"},
+        "path": {"type": "string"},
+        "split": {"type": "string", "description": "kaldi: which set this directory is (train, dev, test...)"},
+    },
+}
+_train = {"type": "object", "description": "w2v.train.config.TrainConfig fields"}
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["recipe", "corpus", "model"],
+    "additionalProperties": False,
+    "properties": {
+        "recipe": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"},
+        "description": {"type": "string"},
+        "local": {
+            "type": "object", "required": ["script"], "additionalProperties": False,
+            "properties": {"script": {"type": "string"}, "args": {"type": "object"}},
+            "description": "corpus-specific preparation run before ingestion: python SCRIPT --out CORPUS_PATH --KEY VALUE...",
+        },
+        "corpus": {"oneOf": [_corpus_item, {"type": "array", "items": _corpus_item, "minItems": 1}]},
+        "cuts": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "labeled_subsets": {"type": "array", "items": {"type": "string", "pattern": r"^\d+(\.\d+)?[smh]$"}},
+                "dev_speakers": {"type": "integer", "minimum": 0},
+                "test_speakers": {"type": "integer", "minimum": 0},
+                "min_duration": {"type": "number", "minimum": 0},
+                "max_duration": {"type": "number", "exclusiveMinimum": 0},
+                "seed": {"type": "integer"},
+            },
+        },
+        "text": {"type": "object", "additionalProperties": False,
+                 "properties": {"normalize": {"enum": ["upper_letters"]}}},
+        "lm": {"type": "object", "additionalProperties": False,
+               "properties": {"order": {"type": "integer", "minimum": 1, "maximum": 6},
+                              "text": {"type": "string"}, "prune": {"type": "string"}}},
+        "model": {"type": "string", "description": "preset name in conf/model/ or a YAML path"},
+        "pretrain": _train,
+        "finetune": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "subsets": {"type": "object", "additionalProperties": _train,
+                            "description": "labeled subset -> its training settings"},
+                "settings": _train,
+                "scratch": {"type": ["object", "boolean"],
+                            "description": "false, or overrides for the no-pre-training baseline"},
+            },
+        },
+        "decode": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "dev_set": {"type": "string"},
+                "test_sets": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                "beam": {"type": "integer", "minimum": 1},
+                "beam_threshold": {"type": "number"},
+                "lm_weights": {"type": "array", "items": {"type": "number"}, "minItems": 1},
+                "word_scores": {"type": "array", "items": {"type": "number"}, "minItems": 1},
+                "max_duration": {"type": "number"},
+            },
+        },
+        "device": {"type": "string"},
+        "paper": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def validate(cfg: dict, source: str) -> dict:
+    """Validate a recipe config; raise :class:`ConfigError` naming the key, the file and the expectation."""
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for e in errors[:10]:
+            key = ".".join(str(p) for p in e.absolute_path) or "(top level)"
+            if e.validator == "additionalProperties":
+                extra = sorted(set(e.instance) - set(e.schema.get("properties", {})))
+                known = sorted(e.schema.get("properties", {}))
+                lines.append(f"  {key}: unknown key(s) {extra}; expected one of {known}")
+            else:
+                lines.append(f"  {key}: {e.message}")
+        raise ConfigError(f"invalid recipe config {source}:\n" + "\n".join(lines))
+    return cfg
+
+
+def load(path: str | Path) -> dict:
+    """Read and validate a recipe config file (YAML or JSON)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe config not found: {path}")
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse {path}: {e}") from e
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return validate(cfg, str(path))
+
+
+_UNIT = {"s": 1, "m": 60, "h": 3600}
+
+
+def subset_seconds(name: str) -> float:
+    """``10m`` -> 600.0, ``1h`` -> 3600.0, ``30s`` -> 30.0."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smh])", name)
+    if not m:
+        raise ConfigError(f"labeled subset name {name!r} must look like 10m, 1h or 30s")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def experiments(cfg: dict) -> list[tuple[str, str]]:
+    """Fine-tuning experiments as ``(init, subset)``: ``pretrained`` and, if enabled, ``scratch``."""
+    ft = cfg.get("finetune", {})
+    subsets = list(ft.get("subsets", {}))
+    inits = ["pretrained"] + (["scratch"] if ft.get("scratch", True) is not False else [])
+    return [(init, s) for s in subsets for init in inits]
+
+
+def finetune_settings(cfg: dict, init: str, subset: str) -> dict:
+    """Merge the fine-tuning settings: common, then per-subset, then the scratch overrides."""
+    ft = cfg.get("finetune", {})
+    if subset not in ft.get("subsets", {}):
+        raise ConfigError(f"finetune.subsets has no subset {subset!r}")
+    d = {"task": "finetune", **ft.get("settings", {}), **(ft["subsets"][subset] or {})}
+    if init == "scratch" and isinstance(ft.get("scratch"), dict):
+        overrides = ft["scratch"]
+        d = {**d, **overrides, "model_overrides": {**d.get("model_overrides", {}),
+                                                   **overrides.get("model_overrides", {})}}
+    return d
+
+
+def write_resolved(cfg: dict, path: str | Path) -> None:
+    """Write the merged config where the CLI reads it, only when it changed (keeps mtimes stable)."""
+    import json
+
+    from w2v.io import write_text
+
+    path = Path(path)
+    text = json.dumps(cfg, indent=2, sort_keys=True) + "\n"
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        write_text(path, text)

@@ -1,0 +1,48 @@
+"""Run a fine-tuned CTC model over audio: log-probabilities per frame, batched by duration."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from w2v.data.batching import BatchPlan, collate_audio
+from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC
+from w2v.train.checkpoint import load
+
+log = logging.getLogger(__name__)
+
+
+def load_ctc_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Wav2Vec2ForCTC, dict]:
+    """A fine-tuned ``model.pt`` in eval mode, and its metadata (units, training settings)."""
+    ck = load(path)
+    if ck.get("task") != "finetune" or not ck.get("units"):
+        raise ValueError(f"{path}: not a fine-tuned CTC model (task {ck.get('task')!r})")
+    cfg = Wav2Vec2Config.from_dict(ck["model_config"])
+    model = Wav2Vec2ForCTC(cfg, len(ck["units"]))
+    model.load_state_dict(ck["model"])
+    model.to(device).eval()
+    return model, ck
+
+
+@torch.no_grad()
+def compute_emissions(model: Wav2Vec2ForCTC, audio: list[np.ndarray], normalize: bool,
+                      max_duration: float = 120.0, device: torch.device | str = "cpu",
+                      desc: str | None = None) -> list[torch.Tensor]:
+    """Log-probabilities ``(frames, units)`` (float32, CPU) for each mono 16 kHz waveform, in order."""
+    durations = [len(a) / 16000 for a in audio]
+    plan = BatchPlan(durations, max_duration, seed=0, num_buckets=1)
+    out: list[torch.Tensor | None] = [None] * len(audio)
+    use_bf16 = torch.device(device).type == "cuda"
+    batches = plan.epoch(0)
+    for batch in tqdm(batches, desc=desc or "emissions", unit="batch", disable=desc is None, mininterval=2):
+        wav, lens = collate_audio([audio[i] for i in batch], normalize)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=use_bf16):
+            logits, flens = model(wav.to(device), lens.to(device))
+        logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+        for j, i in enumerate(batch):
+            out[i] = logp[j, : int(flens[j])].clone()
+    return out  # type: ignore[return-value]

@@ -1,0 +1,369 @@
+"""Building blocks of wav2vec 2.0 (Baevski et al. 2020, section 2).
+
+Feature encoder (7 strided convolutions over the raw waveform), feature projection,
+convolutional relative positional embedding and the Transformer context network, each its
+own module so that wav2vec 1.0 / vq-wav2vec / wav2vec 2.0 can be assembled from the same
+parts. Attribute names mirror Hugging Face's `modeling_wav2vec2.py` so that checkpoint
+import is a rename table; the arithmetic (order of layer norms, residuals, dropouts)
+matches fairseq and Hugging Face exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import weight_norm
+
+
+class GradMultiply(torch.autograd.Function):
+    """Identity forward, gradient scaled by `scale` backward (fairseq's feature_grad_mult)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return grad * ctx.scale, None
+
+
+def _activation(name: str) -> nn.Module:
+    table = {"gelu": nn.GELU, "relu": nn.ReLU, "gelu_new": lambda: nn.GELU(approximate="tanh"), "swish": nn.SiLU}
+    if name not in table:
+        raise ValueError(f"unsupported activation_fn {name!r}; known: {sorted(table)}")
+    return table[name]()
+
+
+def conv_output_lengths(lengths: Tensor, layers: Sequence[tuple[int, int, int]]) -> Tensor:
+    """Frames produced from `lengths` samples by unpadded strided convolutions.
+
+    Each layer maps L -> floor((L - kernel) / stride) + 1; inputs shorter than the
+    receptive field give 0 frames (never negative).
+    """
+    out = lengths.long()
+    for _, kernel, stride in layers:
+        out = torch.div(out - kernel, stride, rounding_mode="floor") + 1
+        out = out.clamp(min=0)
+    return out
+
+
+def lengths_to_padding_mask(lengths: Tensor, max_len: int) -> Tensor:
+    """(batch,) lengths -> (batch, max_len) bool, True at padding."""
+    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
+
+
+class _ConvLayer(nn.Module):
+    """Conv1d -> optional norm -> GELU; `norm` is "group" (per-channel over time), "layer"
+    (over channels, per frame) or None."""
+
+    def __init__(self, in_dim: int, out_dim: int, kernel: int, stride: int, bias: bool, norm: str | None):
+        super().__init__()
+        self.conv = nn.Conv1d(in_dim, out_dim, kernel, stride=stride, bias=bias)
+        self.norm_kind = norm
+        if norm == "group":
+            # One group per channel: normalises each channel over the whole (padded) time
+            # axis, so this layer is not padding-invariant (same as fairseq/HF BASE).
+            self.layer_norm = nn.GroupNorm(out_dim, out_dim, affine=True)
+        elif norm == "layer":
+            self.layer_norm = nn.LayerNorm(out_dim, elementwise_affine=True)
+        self.activation = nn.GELU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(x)
+        if self.norm_kind == "group":
+            x = self.layer_norm(x)
+        elif self.norm_kind == "layer":
+            x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
+        return self.activation(x)
+
+
+class ConvFeatureEncoder(nn.Module):
+    """Raw waveform -> latent speech representations z (paper's feature encoder f: X -> Z).
+
+    Args:
+        layers: (dim, kernel, stride) per convolution.
+        mode: "default" (group norm in the first layer only, BASE/LARGE) or "layer_norm"
+            (layer norm in every layer, LARGE-LV60/XLS-R).
+        bias: whether the convolutions have a bias.
+    """
+
+    def __init__(self, layers: Sequence[tuple[int, int, int]], mode: str = "default", bias: bool = False):
+        super().__init__()
+        if mode not in ("default", "layer_norm"):
+            raise ValueError(f"unknown extractor_mode {mode!r}")
+        self.layers_spec = tuple(tuple(layer) for layer in layers)
+        blocks = []
+        in_dim = 1
+        for i, (dim, kernel, stride) in enumerate(self.layers_spec):
+            norm = "layer" if mode == "layer_norm" else ("group" if i == 0 else None)
+            blocks.append(_ConvLayer(in_dim, dim, kernel, stride, bias, norm))
+            in_dim = dim
+        self.conv_layers = nn.ModuleList(blocks)
+
+    @property
+    def receptive_field(self) -> int:
+        rf = 1
+        for _, kernel, stride in reversed(self.layers_spec):
+            rf = (rf - 1) * stride + kernel
+        return rf
+
+    @property
+    def stride(self) -> int:
+        return math.prod(stride for _, _, stride in self.layers_spec)
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """(batch,) sample counts -> (batch,) frame counts."""
+        return conv_output_lengths(lengths, self.layers_spec)
+
+    def forward(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """
+        Args:
+            waveforms: (batch, samples).
+            lengths: (batch,) valid samples per utterance, or None when unpadded.
+
+        Returns:
+            features (batch, frames, channels) and (batch,) frame lengths (None if `lengths` is).
+            Frames past an utterance's length are computed from padding and must be masked
+            by the caller.
+        """
+        if waveforms.dim() != 2:
+            raise ValueError(f"waveforms must be (batch, samples), got {tuple(waveforms.shape)}")
+        x = waveforms.unsqueeze(1)
+        for layer in self.conv_layers:
+            x = layer(x)
+        frame_lengths = None if lengths is None else self.output_lengths(lengths)
+        return x.transpose(1, 2), frame_lengths
+
+
+class FeatureProjection(nn.Module):
+    """LayerNorm(C) -> Linear(C, D) -> Dropout. Returns (projected, normalised conv features):
+    the normalised features are the quantizer's input (fairseq `unmasked_features`)."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(in_dim, eps=1e-5)
+        self.projection = nn.Linear(in_dim, out_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        normed = self.layer_norm(features)
+        return self.dropout(self.projection(normed)), normed
+
+
+class ConvPositionalEmbedding(nn.Module):
+    """Relative positional information from a wide grouped convolution (paper section 2).
+
+    Weight-normalised along the kernel axis (dim=2), as fairseq and HF, so imported
+    checkpoints map `weight_g`/`weight_v` to `parametrizations.weight.original0/1`.
+    """
+
+    def __init__(self, dim: int, kernel: int, groups: int, dropout: float = 0.0):
+        super().__init__()
+        conv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=groups)
+        # fairseq's init: the variance keeps the residual branch's scale (assumes dropout).
+        nn.init.normal_(conv.weight, mean=0.0, std=math.sqrt(4.0 * (1.0 - dropout) / (kernel * dim)))
+        nn.init.zeros_(conv.bias)
+        self.conv = weight_norm(conv, name="weight", dim=2)
+        # An even kernel with padding k//2 yields one extra frame; drop the last.
+        self.num_pad_remove = 1 if kernel % 2 == 0 else 0
+        self.activation = nn.GELU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(batch, frames, dim) -> (batch, frames, dim) positional term to add to x."""
+        y = self.conv(x.transpose(1, 2))
+        if self.num_pad_remove:
+            y = y[:, :, : -self.num_pad_remove]
+        return self.activation(y).transpose(1, 2)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention through `scaled_dot_product_attention`.
+
+    Padded keys are masked with a boolean mask, so their weight is exactly zero.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.dropout = dropout
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.q_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """x (batch, frames, dim); attn_mask (batch, 1, 1, frames) bool, True = attend."""
+        b, t, d = x.shape
+
+        def heads(y: Tensor) -> Tensor:
+            return y.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out_proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, ffn_dim: int, activation: str, activation_dropout: float, dropout: float):
+        super().__init__()
+        self.intermediate_dense = nn.Linear(dim, ffn_dim)
+        self.intermediate_act_fn = _activation(activation)
+        self.intermediate_dropout = nn.Dropout(activation_dropout)
+        self.output_dense = nn.Linear(ffn_dim, dim)
+        self.output_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.intermediate_dropout(self.intermediate_act_fn(self.intermediate_dense(x)))
+        return self.output_dropout(self.output_dense(x))
+
+
+class TransformerLayer(nn.Module):
+    """One block; `layer_norm_first` picks pre-LN (LV60/XLS-R) or post-LN (BASE/LARGE)."""
+
+    def __init__(
+        self,
+        dim: int,
+        ffn_dim: int,
+        heads: int,
+        dropout: float,
+        attention_dropout: float,
+        activation_dropout: float,
+        activation: str,
+        layer_norm_first: bool,
+    ):
+        super().__init__()
+        self.layer_norm_first = layer_norm_first
+        self.attention = SelfAttention(dim, heads, attention_dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.layer_norm = nn.LayerNorm(dim, eps=1e-5)
+        self.feed_forward = FeedForward(dim, ffn_dim, activation, activation_dropout, dropout)
+        self.final_layer_norm = nn.LayerNorm(dim, eps=1e-5)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        if self.layer_norm_first:
+            x = x + self.dropout(self.attention(self.layer_norm(x), attn_mask))
+            return x + self.feed_forward(self.final_layer_norm(x))
+        x = self.layer_norm(x + self.dropout(self.attention(x, attn_mask)))
+        return self.final_layer_norm(x + self.feed_forward(x))
+
+
+class TransformerEncoder(nn.Module):
+    """Context network g: positional conv, layer norm, Transformer blocks with LayerDrop.
+
+    Post-LN (BASE): x + pos_conv(x) -> LayerNorm -> dropout -> layers.
+    Pre-LN (LV60):  x + pos_conv(x) -> dropout -> layers -> LayerNorm.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        ffn_dim: int,
+        layers: int,
+        heads: int,
+        conv_pos: int,
+        conv_pos_groups: int,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.1,
+        activation_dropout: float = 0.0,
+        activation: str = "gelu",
+        layer_norm_first: bool = False,
+        layerdrop: float = 0.0,
+    ):
+        super().__init__()
+        self.layer_norm_first = layer_norm_first
+        self.layerdrop = layerdrop
+        self.pos_conv_embed = ConvPositionalEmbedding(dim, conv_pos, conv_pos_groups, dropout)
+        self.layer_norm = nn.LayerNorm(dim, eps=1e-5)
+        self.dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            TransformerLayer(
+                dim, ffn_dim, heads, dropout, attention_dropout, activation_dropout, activation, layer_norm_first
+            )
+            for _ in range(layers)
+        )
+
+    def forward(
+        self, x: Tensor, padding_mask: Tensor | None = None, output_hidden_states: bool = False
+    ) -> tuple[Tensor, list[Tensor] | None]:
+        """
+        Args:
+            x: (batch, frames, dim) projected (and possibly masked) features.
+            padding_mask: (batch, frames) bool, True at padding.
+            output_hidden_states: also return the hidden states, HF-style: the input of the
+                first block, then each block's output (the last one after the final layer
+                norm for pre-LN), i.e. `layers + 1` tensors.
+
+        Returns:
+            (batch, frames, dim) output and the hidden-state list (or None).
+        """
+        attn_mask = None
+        if padding_mask is not None:
+            # Padded frames must not reach the positional convolution: zero them, which is
+            # what the conv's own zero padding does at the end of a cropped utterance.
+            x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+            keep = ~padding_mask
+            # An all-padding row (input shorter than the receptive field) would give NaN.
+            keep = keep | ~keep.any(dim=1, keepdim=True)
+            attn_mask = keep[:, None, None, :]
+        x = x + self.pos_conv_embed(x)
+        if not self.layer_norm_first:
+            x = self.layer_norm(x)
+        x = self.dropout(x)
+        hidden: list[Tensor] | None = [] if output_hidden_states else None
+        for layer in self.layers:
+            if hidden is not None:
+                hidden.append(x)
+            if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:
+                continue
+            x = layer(x, attn_mask)
+        if self.layer_norm_first:
+            x = self.layer_norm(x)
+        if hidden is not None:
+            hidden.append(x)
+        return x, hidden
+
+
+def init_bert_params(module: nn.Module) -> None:
+    """BERT-style init used by fairseq's TransformerSentenceEncoder and HF: linear N(0, 0.02),
+    zero biases, unit layer norms. Apply to the Transformer blocks only."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def init_conv_feature_encoder(module: ConvFeatureEncoder) -> None:
+    """Kaiming-normal convolutions (fairseq and HF)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv1d):
+            nn.init.kaiming_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+__all__ = [
+    "ConvFeatureEncoder",
+    "ConvPositionalEmbedding",
+    "FeatureProjection",
+    "FeedForward",
+    "GradMultiply",
+    "SelfAttention",
+    "TransformerEncoder",
+    "TransformerLayer",
+    "conv_output_lengths",
+    "init_bert_params",
+    "init_conv_feature_encoder",
+    "lengths_to_padding_mask",
+]

@@ -1,0 +1,165 @@
+"""Span masking and negative sampling (Baevski et al. 2020, sections 3.1 and 3.2).
+
+Masking: per utterance, `mask_prob * length / mask_length` span starts (randomly rounded)
+are drawn without replacement and each masks `mask_length` consecutive frames; spans may
+overlap, so the masked fraction is below `mask_prob` (about 49% for 0.65 / 10).
+
+Negatives: distractors for a masked frame are other masked frames of the same utterance,
+drawn uniformly, never the frame itself (fairseq `sample_negatives`).
+
+All randomness comes from the generator passed in (a `torch.Generator` or a
+`numpy.random.Generator`), never from a global RNG, so a resumed run draws the same masks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+Generator = torch.Generator | np.random.Generator | None
+
+
+def _uniform(shape: tuple[int, ...], generator: Generator) -> Tensor:
+    """float64 uniforms in [0, 1) on the CPU."""
+    if isinstance(generator, np.random.Generator):
+        return torch.from_numpy(generator.random(shape))
+    return torch.rand(shape, generator=generator, dtype=torch.float64)
+
+
+def _choice(n: int, k: int, generator: Generator) -> Tensor:
+    """k distinct integers from range(n)."""
+    if isinstance(generator, np.random.Generator):
+        return torch.from_numpy(generator.choice(n, k, replace=False)).long()
+    return torch.randperm(n, generator=generator)[:k]
+
+
+def compute_mask_indices(
+    shape: tuple[int, int],
+    padding_mask: Tensor | None,
+    mask_prob: float,
+    mask_length: int,
+    min_masks: int = 0,
+    generator: Generator = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Random span mask over (batch, frames).
+
+    Per utterance of `n` unpadded frames: `num = int(mask_prob * n / mask_length + u)`,
+    `u ~ U[0, 1)`, at least `min_masks`; span starts are drawn without replacement from
+    the `n - mask_length + 1` positions where a whole span fits (Hugging Face's range), so a
+    span never reaches padding. Unlike fairseq's `require_same_masks`, utterances keep
+    their own number of masked frames: negatives are sampled per utterance, so equal
+    counts are not needed.
+
+    Args:
+        shape: (batch, frames).
+        padding_mask: (batch, frames) bool, True at padding, or None.
+        mask_prob: probability of a frame being a span start, times `mask_length`.
+        mask_length: span length in frames (shortened to the utterance if longer).
+        min_masks: minimum number of spans per (non-empty) utterance.
+        generator: torch or numpy generator; None uses torch's default generator.
+        device: device of the returned mask (default: padding_mask's device, else CPU).
+
+    Returns:
+        (batch, frames) bool, True at masked frames; never True at padding.
+    """
+    batch, frames = shape
+    if device is None:
+        device = padding_mask.device if padding_mask is not None else "cpu"
+    mask = torch.zeros(batch, frames, dtype=torch.bool)
+    if padding_mask is None:
+        sizes = [frames] * batch
+    else:
+        sizes = (~padding_mask).sum(1).tolist()
+    if mask_prob <= 0 or mask_length <= 0:
+        return mask.to(device)
+    # One uniform per utterance, drawn up front so the stream does not depend on lengths.
+    rounding = _uniform((batch,), generator).tolist()
+    for i, size in enumerate(sizes):
+        if size == 0:
+            continue
+        num = max(min_masks, int(mask_prob * size / mask_length + rounding[i]))
+        span = min(mask_length, size)
+        num_starts = size - span + 1
+        num = min(num, num_starts)
+        if num == 0:
+            continue
+        starts = _choice(num_starts, num, generator)
+        idx = (starts[:, None] + torch.arange(span)[None, :]).reshape(-1)
+        if padding_mask is not None:
+            # Valid frames need not be a prefix in principle; map onto them in order.
+            valid = (~padding_mask[i]).nonzero().squeeze(1).cpu()
+            idx = valid[idx]
+        mask[i, idx] = True
+    return mask.to(device)
+
+
+def sample_negatives(
+    targets: Tensor,
+    num_negatives: int,
+    padding_mask: Tensor | None = None,
+    mask_indices: Tensor | None = None,
+    generator: Generator = None,
+    cross_sample_negatives: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Distractors for every masked (positive) frame.
+
+    For the positive at frame t of utterance b, `num_negatives` frames are drawn uniformly
+    with replacement from the other masked frames of utterance b (or its unpadded frames
+    when `mask_indices` is None), never t itself; `cross_sample_negatives` more are drawn
+    from the masked frames of the whole batch, again never t. An utterance with a single
+    masked frame can only offer the positive itself; the model then sets those logits to
+    -inf, as fairseq does for any negative equal to the positive.
+
+    Args:
+        targets: (batch, frames, dim) candidate vectors (quantized, projected).
+        num_negatives: K, distractors from the same utterance.
+        padding_mask: (batch, frames) bool, True at padding.
+        mask_indices: (batch, frames) bool, True at positives; None = all unpadded frames.
+        generator: torch or numpy generator; None uses torch's default generator.
+        cross_sample_negatives: distractors from anywhere in the batch.
+
+    Returns:
+        negatives (K + cross, N, dim) with N = number of positives, in the order of
+        `targets[mask_indices]`, and their indices (K + cross, N) into
+        `targets.reshape(batch * frames, dim)`.
+    """
+    b, t, d = targets.shape
+    device = targets.device
+    if mask_indices is not None:
+        selected = mask_indices
+    elif padding_mask is not None:
+        selected = ~padding_mask
+    else:
+        selected = torch.ones(b, t, dtype=torch.bool, device=device)
+    selected = selected.to("cpu")
+    flat = selected.reshape(-1).nonzero().squeeze(1)  # (N,) positives, utterance-major
+    n_total = flat.numel()
+    counts = selected.sum(1)
+    offsets = counts.cumsum(0) - counts
+    utt = torch.div(flat, t, rounding_mode="floor")
+    own_offset = offsets[utt]
+    own_count = counts[utt]
+    position = torch.arange(n_total) - own_offset
+
+    picks = []
+    if num_negatives > 0:
+        r = (_uniform((num_negatives, n_total), generator) * (own_count - 1).clamp(min=0)).long()
+        r = r + (r >= position).long()  # skip the positive itself
+        r = torch.where(own_count > 1, r, position)  # nothing else to draw from
+        picks.append(own_offset + r)
+    if cross_sample_negatives > 0:
+        r = (_uniform((cross_sample_negatives, n_total), generator) * max(n_total - 1, 0)).long()
+        r = r + (r >= torch.arange(n_total)).long()
+        r = r if n_total > 1 else torch.zeros_like(r)
+        picks.append(r)
+    if not picks:
+        empty = torch.empty(0, n_total, dtype=torch.long, device=device)
+        return targets.new_empty(0, n_total, d), empty
+    neg_idx = flat[torch.cat(picks)].to(device)
+    negatives = targets.reshape(b * t, d)[neg_idx]
+    return negatives, neg_idx
+
+
+__all__ = ["compute_mask_indices", "sample_negatives"]

@@ -1,0 +1,132 @@
+"""Gumbel-softmax product quantization (Baevski et al. 2020, section 2, "quantization module").
+
+G codebooks of V entries; a conv-feature frame picks one entry per codebook and the
+picked entries are concatenated. Training picks with hard Gumbel-softmax (straight-through
+gradient), evaluation with argmax. The two perplexities feed the diversity loss
+(section 3.2) and the training logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class QuantizerOutput:
+    """`quantized` (batch, frames, codevector_dim); perplexities are summed over groups, so
+    they lie in [G, G*V] (fairseq/HF convention, matching `num_vars` = G*V)."""
+
+    quantized: Tensor
+    code_perplexity: Tensor
+    prob_perplexity: Tensor
+    num_vars: int
+    temperature: float
+
+
+def _perplexity(probs: Tensor) -> Tensor:
+    """probs (groups, V) -> exp(entropy) per group, summed over groups. The 1e-7 is fairseq's."""
+    return torch.exp(-(probs * torch.log(probs + 1e-7)).sum(-1)).sum()
+
+
+def gumbel_softmax_hard(logits: Tensor, tau: float, generator: torch.Generator | None = None) -> Tensor:
+    """Hard one-hot sample with straight-through gradient of the soft sample.
+
+    Same distribution as `F.gumbel_softmax(hard=True)`, but the noise comes from `generator`
+    so that a resumed run draws the same codes.
+    """
+    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    tiny = torch.finfo(logits.dtype).tiny
+    gumbels = -torch.log(-torch.log(u.clamp_min(tiny)).clamp_min(tiny))
+    soft = ((logits + gumbels) / tau).softmax(-1)
+    hard = F.one_hot(soft.argmax(-1), logits.shape[-1]).to(soft.dtype)
+    return hard - soft.detach() + soft
+
+
+class GumbelVectorQuantizer(nn.Module):
+    """
+    Args:
+        in_dim: conv feature channels C.
+        num_groups: G codebooks.
+        num_vars: V entries per codebook.
+        codevector_dim: concatenated output size (G * per-group size).
+        temp: (start, end, decay) of the Gumbel temperature, decayed per update.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        num_groups: int,
+        num_vars: int,
+        codevector_dim: int,
+        temp: tuple[float, float, float] = (2.0, 0.5, 0.999995),
+    ):
+        super().__init__()
+        if codevector_dim % num_groups:
+            raise ValueError("codevector_dim must be divisible by num_groups")
+        self.num_groups = num_groups
+        self.num_vars_per_group = num_vars
+        self.max_temp, self.min_temp, self.temp_decay = temp
+        self.temperature = float(self.max_temp)
+        # (1, G*V, d/G) as HF `codevectors` (fairseq `vars`).
+        self.codevectors = nn.Parameter(torch.empty(1, num_groups * num_vars, codevector_dim // num_groups))
+        self.weight_proj = nn.Linear(in_dim, num_groups * num_vars)
+        nn.init.uniform_(self.codevectors)
+        nn.init.normal_(self.weight_proj.weight, mean=0.0, std=1.0)
+        nn.init.zeros_(self.weight_proj.bias)
+
+    @property
+    def num_vars(self) -> int:
+        """Total entries G*V (the diversity loss's normaliser)."""
+        return self.num_groups * self.num_vars_per_group
+
+    def set_num_updates(self, num_updates: int) -> None:
+        self.temperature = max(self.max_temp * self.temp_decay**num_updates, self.min_temp)
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> QuantizerOutput:
+        """
+        Args:
+            x: (batch, frames, in_dim) conv features.
+            mask: (batch, frames) bool, True at frames that count in the perplexities
+                (unpadded frames, or the masked frames during pre-training as HF). None = all.
+            generator: source of the Gumbel noise (training only).
+
+        Returns:
+            QuantizerOutput with `quantized` (batch, frames, codevector_dim).
+        """
+        b, t, _ = x.shape
+        g, v = self.num_groups, self.num_vars_per_group
+        logits = self.weight_proj(x).view(b * t, g, v)
+        flat_mask = None if mask is None else mask.reshape(b * t)
+
+        # Perplexities in fp32; statistics over the counted frames only.
+        counted = logits.float() if flat_mask is None else logits.float()[flat_mask]
+        n = max(counted.shape[0], 1)
+        hard_idx = counted.argmax(-1)
+        hard_probs = F.one_hot(hard_idx, v).float().sum(0) / n
+        code_perplexity = _perplexity(hard_probs)
+        avg_probs = counted.softmax(-1).sum(0) / n
+        prob_perplexity = _perplexity(avg_probs)
+
+        if self.training:
+            onehot = gumbel_softmax_hard(logits.float(), self.temperature, generator).type_as(logits)
+        else:
+            onehot = F.one_hot(logits.argmax(-1), v).type_as(logits)
+        # (b*t, g, v, 1) * (g, v, d/g) summed over v -> (b*t, g, d/g)
+        codebook = self.codevectors.view(g, v, -1)
+        quantized = torch.einsum("ngv,gvd->ngd", onehot, codebook.to(onehot.dtype))
+        return QuantizerOutput(
+            quantized=quantized.reshape(b, t, -1),
+            code_perplexity=code_perplexity,
+            prob_perplexity=prob_perplexity,
+            num_vars=self.num_vars,
+            temperature=self.temperature,
+        )
+
+
+__all__ = ["GumbelVectorQuantizer", "QuantizerOutput", "gumbel_softmax_hard"]

@@ -1,0 +1,394 @@
+"""wav2vec 2.0 assembled from `components`, `quantizer` and `masking` (Baevski et al. 2020).
+
+- `Wav2Vec2Model`: feature encoder -> feature projection -> (masking) -> Transformer.
+- `Wav2Vec2ForPreTraining`: adds the quantizer and the two projections of the contrastive
+  task (section 3.2) and returns its logits; the loss is `w2v.train.losses`.
+- `Wav2Vec2ForCTC`: adds a linear output layer for CTC fine-tuning (section 4.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from w2v.models.components import (
+    ConvFeatureEncoder,
+    FeatureProjection,
+    GradMultiply,
+    TransformerEncoder,
+    init_bert_params,
+    init_conv_feature_encoder,
+    lengths_to_padding_mask,
+)
+from w2v.models.config import Wav2Vec2Config
+from w2v.models.masking import Generator, compute_mask_indices, sample_negatives
+from w2v.models.quantizer import GumbelVectorQuantizer
+
+
+@dataclass
+class Wav2Vec2Output:
+    """What `Wav2Vec2Model.forward` returns.
+
+    Attributes:
+        hidden: (batch, frames, dim) context representations c.
+        lengths: (batch,) valid frames.
+        padding_mask: (batch, frames) bool, True at padding.
+        features: (batch, frames, conv_dim) unmasked conv features after layer norm.
+        mask_indices: (batch, frames) bool time mask, or None if unmasked.
+        features_pen: scalar, mean squared conv feature over valid frames (before the norm).
+        layer_results: `layers + 1` hidden states (see `TransformerEncoder`), or None.
+    """
+
+    hidden: Tensor
+    lengths: Tensor
+    padding_mask: Tensor
+    features: Tensor
+    mask_indices: Tensor | None
+    features_pen: Tensor
+    layer_results: list[Tensor] | None = None
+
+
+@dataclass
+class PreTrainingOutput:
+    """What `Wav2Vec2ForPreTraining.forward` returns.
+
+    Attributes:
+        logits: (num_masked, 1 + K) cosine similarity / logit_temp; column 0 is the positive,
+            negatives identical to the positive are -inf.
+        prob_perplexity, code_perplexity: scalars (None without a quantizer), in [G, G*V].
+        num_vars: G*V (0 without a quantizer).
+        temperature: current Gumbel temperature.
+        features_pen: scalar feature penalty.
+        mask_indices: (batch, frames) bool.
+        lengths: (batch,) valid frames.
+    """
+
+    logits: Tensor
+    prob_perplexity: Tensor | None
+    code_perplexity: Tensor | None
+    num_vars: int
+    temperature: float
+    features_pen: Tensor
+    mask_indices: Tensor
+    lengths: Tensor
+
+
+def _zero_padded_samples(waveforms: Tensor, lengths: Tensor | None) -> Tensor:
+    """Padding content must not matter, even where group norm sees the whole time axis."""
+    if lengths is None:
+        return waveforms
+    pad = lengths_to_padding_mask(lengths.to(waveforms.device), waveforms.shape[1])
+    return waveforms.masked_fill(pad, 0.0)
+
+
+class Wav2Vec2Model(nn.Module):
+    """The wav2vec 2.0 encoder shared by pre-training and fine-tuning (HF `Wav2Vec2Model`)."""
+
+    def __init__(self, cfg: Wav2Vec2Config):
+        super().__init__()
+        self.cfg = cfg
+        self.feature_extractor = ConvFeatureEncoder(cfg.conv_feature_layers, cfg.extractor_mode, cfg.conv_bias)
+        self.feature_projection = FeatureProjection(cfg.conv_dim, cfg.encoder_embed_dim, cfg.dropout_input)
+        self.masked_spec_embed = nn.Parameter(torch.empty(cfg.encoder_embed_dim).uniform_())
+        self.encoder = TransformerEncoder(
+            dim=cfg.encoder_embed_dim,
+            ffn_dim=cfg.encoder_ffn_embed_dim,
+            layers=cfg.encoder_layers,
+            heads=cfg.encoder_attention_heads,
+            conv_pos=cfg.conv_pos,
+            conv_pos_groups=cfg.conv_pos_groups,
+            dropout=cfg.dropout,
+            attention_dropout=cfg.attention_dropout,
+            activation_dropout=cfg.activation_dropout,
+            activation=cfg.activation_fn,
+            layer_norm_first=cfg.layer_norm_first,
+            layerdrop=cfg.layerdrop,
+        )
+        self.feature_grad_mult = cfg.feature_grad_mult
+        init_conv_feature_encoder(self.feature_extractor)
+        init_bert_params(self.encoder.layers)
+
+    def freeze_feature_encoder(self) -> None:
+        """No gradient into the convolutions (fine-tuning recipe); the projection still trains."""
+        self.feature_grad_mult = 0.0
+        for p in self.feature_extractor.parameters():
+            p.requires_grad_(False)
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        return self.feature_extractor.output_lengths(lengths)
+
+    def extract_features(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Raw conv features with fairseq's gradient scaling.
+
+        Returns:
+            (batch, frames, conv_dim) features and (batch,) frame lengths.
+        """
+        waveforms = _zero_padded_samples(waveforms, lengths)
+        if self.feature_grad_mult > 0:
+            features, frame_lengths = self.feature_extractor(waveforms, lengths)
+            if self.feature_grad_mult != 1.0:
+                features = GradMultiply.apply(features, self.feature_grad_mult)
+        else:
+            with torch.no_grad():
+                features, frame_lengths = self.feature_extractor(waveforms, lengths)
+        if frame_lengths is None:
+            frame_lengths = torch.full((features.shape[0],), features.shape[1], dtype=torch.long)
+        return features, frame_lengths.to(features.device)
+
+    def compute_masks(
+        self, padding_mask: Tensor, dim: int, generator: Generator = None, with_time: bool = True
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Time mask (batch, frames) and channel mask (batch, dim) from the config's rates."""
+        cfg = self.cfg
+        time = None
+        if with_time and cfg.mask_prob > 0:
+            time = compute_mask_indices(
+                tuple(padding_mask.shape), padding_mask, cfg.mask_prob, cfg.mask_length, cfg.mask_min_masks, generator
+            )
+        channel = None
+        if cfg.mask_channel_prob > 0:
+            channel = compute_mask_indices(
+                (padding_mask.shape[0], dim), None, cfg.mask_channel_prob, cfg.mask_channel_length, 0, generator,
+                device=padding_mask.device,
+            )
+        return time, channel
+
+    def forward(
+        self,
+        waveforms: Tensor,
+        lengths: Tensor | None = None,
+        mask: bool = False,
+        mask_indices: Tensor | None = None,
+        generator: Generator = None,
+        output_hidden_states: bool = False,
+    ) -> Wav2Vec2Output:
+        """
+        Args:
+            waveforms: (batch, samples) float.
+            lengths: (batch,) valid samples, or None if unpadded.
+            mask: draw time masks (cfg.mask_prob) and channel masks (cfg.mask_channel_prob).
+            mask_indices: (batch, frames) bool time mask to use instead of drawing one.
+            generator: source of the masks.
+            output_hidden_states: also return every layer's hidden states.
+
+        Returns:
+            Wav2Vec2Output.
+        """
+        raw, frame_lengths = self.extract_features(waveforms, lengths)
+        padding_mask = lengths_to_padding_mask(frame_lengths, raw.shape[1])
+        valid = (~padding_mask).unsqueeze(-1).to(raw.dtype)
+        # Over valid frames only, so the penalty does not depend on batch composition
+        # (fairseq averages over padded frames too).
+        features_pen = (raw.float().pow(2) * valid).sum() / (valid.sum() * raw.shape[-1]).clamp(min=1)
+        x, features = self.feature_projection(raw)
+
+        channel_mask = None
+        if mask:
+            drawn_time, channel_mask = self.compute_masks(padding_mask, x.shape[-1], generator, mask_indices is None)
+            mask_indices = mask_indices if mask_indices is not None else drawn_time
+        if mask_indices is not None:
+            mask_indices = mask_indices.to(x.device) & ~padding_mask
+            x = torch.where(mask_indices.unsqueeze(-1), self.masked_spec_embed.to(x.dtype), x)
+        if channel_mask is not None:
+            x = x.masked_fill(channel_mask.unsqueeze(1), 0.0)
+
+        hidden, layer_results = self.encoder(x, padding_mask, output_hidden_states)
+        return Wav2Vec2Output(
+            hidden=hidden,
+            lengths=frame_lengths,
+            padding_mask=padding_mask,
+            features=features,
+            mask_indices=mask_indices,
+            features_pen=features_pen,
+            layer_results=layer_results,
+        )
+
+
+class Wav2Vec2ForPreTraining(nn.Module):
+    """Self-supervised wav2vec 2.0: mask, contextualise, and pick the true quantized latent
+    among distractors (section 3.2). Returns logits; `w2v.train.losses.pretraining_loss`
+    turns them into the objective."""
+
+    def __init__(self, cfg: Wav2Vec2Config):
+        super().__init__()
+        if cfg.codebook_negatives > 0:
+            raise NotImplementedError("codebook_negatives > 0 is not supported")
+        self.cfg = cfg
+        self.wav2vec2 = Wav2Vec2Model(cfg)
+        self.dropout_features = nn.Dropout(cfg.dropout_features)
+        if cfg.quantize_targets:
+            self.quantizer = GumbelVectorQuantizer(
+                cfg.conv_dim, cfg.latent_groups, cfg.latent_vars, cfg.codevector_dim, cfg.latent_temp
+            )
+            self.project_q = nn.Linear(cfg.codevector_dim, cfg.final_dim)
+        else:
+            self.quantizer = None
+            self.project_q = nn.Linear(cfg.conv_dim, cfg.final_dim)
+        self.project_hid = nn.Linear(cfg.encoder_embed_dim, cfg.final_dim)
+
+    def set_num_updates(self, num_updates: int) -> None:
+        if self.quantizer is not None:
+            self.quantizer.set_num_updates(num_updates)
+
+    def freeze_feature_encoder(self) -> None:
+        self.wav2vec2.freeze_feature_encoder()
+
+    def forward(
+        self,
+        waveforms: Tensor,
+        lengths: Tensor | None = None,
+        generator: Generator = None,
+        mask_indices: Tensor | None = None,
+        negatives_indices: Tensor | None = None,
+    ) -> PreTrainingOutput:
+        """
+        Args:
+            waveforms: (batch, samples).
+            lengths: (batch,) valid samples, or None.
+            generator: source of masks, negatives and Gumbel noise (torch.Generator for the
+                latter; a numpy generator is accepted for masks and negatives only).
+            mask_indices: (batch, frames) bool, to use instead of drawing masks.
+            negatives_indices: (K, num_masked) indices into the flattened (batch * frames)
+                grid, to use instead of sampling (parity tests).
+
+        Returns:
+            PreTrainingOutput.
+        """
+        cfg = self.cfg
+        out = self.wav2vec2(waveforms, lengths, mask=True, mask_indices=mask_indices, generator=generator)
+        if out.mask_indices is None:
+            raise ValueError("pre-training needs masks: set mask_prob > 0 or pass mask_indices")
+        mask_indices = out.mask_indices
+        b, t, _ = out.features.shape
+        unmasked = self.dropout_features(out.features)
+
+        if self.quantizer is not None:
+            gumbel_gen = generator if isinstance(generator, torch.Generator) else None
+            q = self.quantizer(unmasked, mask=mask_indices, generator=gumbel_gen)
+            targets = self.project_q(q.quantized)
+            prob_ppl, code_ppl, num_vars, temp = q.prob_perplexity, q.code_perplexity, q.num_vars, q.temperature
+        else:
+            targets = self.project_q(unmasked)
+            prob_ppl = code_ppl = None
+            num_vars, temp = 0, 0.0
+
+        positives = targets[mask_indices]  # (N, final_dim)
+        if negatives_indices is None:
+            negatives, _ = sample_negatives(
+                targets, cfg.num_negatives, out.padding_mask, mask_indices, generator, cfg.cross_sample_negatives
+            )
+        else:
+            negatives = targets.reshape(b * t, -1)[negatives_indices.to(targets.device)]
+        predictions = self.project_hid(out.hidden[mask_indices])  # (N, final_dim)
+
+        logits = self.contrastive_logits(predictions, positives, negatives)
+        return PreTrainingOutput(
+            logits=logits,
+            prob_perplexity=prob_ppl,
+            code_perplexity=code_ppl,
+            num_vars=num_vars,
+            temperature=temp,
+            features_pen=out.features_pen,
+            mask_indices=mask_indices,
+            lengths=out.lengths,
+        )
+
+    def contrastive_logits(self, predictions: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
+        """Cosine similarities / logit_temp, fp32.
+
+        Args:
+            predictions: (N, D) projected context vectors.
+            positives: (N, D) projected quantized targets.
+            negatives: (K, N, D).
+
+        Returns:
+            (N, 1 + K); a negative equal to its positive gets -inf (fairseq), so a duplicate
+            code is neither rewarded nor penalised.
+        """
+        candidates = torch.cat([positives.unsqueeze(0), negatives], dim=0).float()  # (1+K, N, D)
+        logits = F.cosine_similarity(predictions.float().unsqueeze(0), candidates, dim=-1) / self.cfg.logit_temp
+        neg_is_pos = (negatives == positives.unsqueeze(0)).all(-1)  # (K, N)
+        if neg_is_pos.any():
+            logits[1:] = logits[1:].masked_fill(neg_is_pos, float("-inf"))
+        return logits.transpose(0, 1)
+
+
+class Wav2Vec2ForCTC(nn.Module):
+    """wav2vec 2.0 with a linear projection to `vocab_size` output tokens for CTC.
+
+    Args:
+        cfg: encoder config (fine-tuning usually overrides mask_prob, dropouts, layerdrop).
+        vocab_size: output units including the CTC blank.
+        final_dropout: dropout before the output layer (fairseq `final_dropout`).
+    """
+
+    def __init__(self, cfg: Wav2Vec2Config, vocab_size: int, final_dropout: float = 0.0):
+        super().__init__()
+        self.cfg = cfg
+        self.wav2vec2 = Wav2Vec2Model(cfg)
+        self.dropout = nn.Dropout(final_dropout)
+        self.lm_head = nn.Linear(cfg.encoder_embed_dim, vocab_size)
+        # fairseq's Linear(): Xavier-uniform weight, zero bias.
+        nn.init.xavier_uniform_(self.lm_head.weight)
+        nn.init.zeros_(self.lm_head.bias)
+
+    def freeze_feature_encoder(self) -> None:
+        self.wav2vec2.freeze_feature_encoder()
+
+    def load_pretrained(self, pretraining_state_dict: dict[str, Tensor]) -> list[str]:
+        """Copy the `wav2vec2.*` weights of a `Wav2Vec2ForPreTraining` state dict.
+
+        Every encoder parameter and buffer must be present (KeyError otherwise) and no
+        unknown `wav2vec2.*` key may appear; quantizer and projection weights are dropped.
+
+        Returns:
+            The dropped (non-`wav2vec2.`) keys.
+        """
+        prefix = "wav2vec2."
+        encoder_sd = {k[len(prefix):]: v for k, v in pretraining_state_dict.items() if k.startswith(prefix)}
+        dropped = sorted(k for k in pretraining_state_dict if not k.startswith(prefix))
+        expected = set(self.wav2vec2.state_dict())
+        missing = sorted(expected - set(encoder_sd))
+        unexpected = sorted(set(encoder_sd) - expected)
+        if missing or unexpected:
+            raise KeyError(f"pre-training state dict mismatch: missing {missing}, unexpected {unexpected}")
+        self.wav2vec2.load_state_dict(encoder_sd, strict=True)
+        return dropped
+
+    def forward(
+        self,
+        waveforms: Tensor,
+        lengths: Tensor | None = None,
+        apply_mask: bool = False,
+        generator: Generator = None,
+    ) -> tuple[Tensor, Tensor]:
+        """
+        Args:
+            waveforms: (batch, samples).
+            lengths: (batch,) valid samples, or None.
+            apply_mask: mask time steps and channels with the config's rates (fine-tuning
+                augmentation); off at evaluation.
+            generator: source of the masks.
+
+        Returns:
+            logits (batch, frames, vocab_size) and (batch,) frame lengths.
+        """
+        out = self.wav2vec2(waveforms, lengths, mask=apply_mask, generator=generator)
+        return self.lm_head(self.dropout(out.hidden)), out.lengths
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+__all__ = [
+    "PreTrainingOutput",
+    "Wav2Vec2ForCTC",
+    "Wav2Vec2ForPreTraining",
+    "Wav2Vec2Model",
+    "Wav2Vec2Output",
+    "count_parameters",
+]

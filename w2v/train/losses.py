@@ -1,0 +1,133 @@
+"""Training objectives, kept outside the models (Baevski et al. 2020, sections 3.2 and 4.2).
+
+- `pretraining_loss`: contrastive task + codebook diversity + feature penalty.
+- `ctc_loss`: CTC for fine-tuning, normalised per target token.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from w2v.models.wav2vec2 import PreTrainingOutput
+
+
+def contrastive_accuracy(logits: Tensor) -> Tensor:
+    """Fraction of rows whose positive (column 0) beats every negative strictly.
+
+    A tie with the best negative counts as wrong, so a collapsed model (all logits equal)
+    scores 0 rather than 1 (fairseq's argmax/argmin rule has the same intent).
+    """
+    if logits.shape[0] == 0:
+        return logits.new_zeros(())
+    if logits.shape[1] == 1:
+        return logits.new_ones(())
+    best_negative = logits[:, 1:].max(dim=1).values
+    return (logits[:, 0] > best_negative).float().mean()
+
+
+def pretraining_loss(
+    out: PreTrainingOutput, diversity_weight: float = 0.1, feature_penalty_weight: float = 10.0
+) -> tuple[Tensor, dict[str, float]]:
+    """L = L_m + alpha * L_d + beta * feature_pen (section 3.2).
+
+    The contrastive term is the cross-entropy of picking column 0 among the 1 + K
+    candidates, averaged over masked frames. fairseq sums it and divides gradients by the
+    number of masked frames, and scales the extra terms by that number before doing so:
+    the per-frame mean used here gives identical gradients. The diversity term is
+    (G*V - prob_perplexity) / (G*V), 0 for perfectly used codebooks.
+
+    Args:
+        out: the output of `Wav2Vec2ForPreTraining`.
+        diversity_weight: alpha (0.1 in the paper).
+        feature_penalty_weight: weight of the conv-feature L2 penalty (10 in fairseq).
+
+    Returns:
+        The scalar loss and float stats: loss, contrastive, diversity, feature_pen,
+        accuracy, code_ppl, prob_ppl, temp, num_masked.
+    """
+    logits = out.logits.float()
+    num_masked = logits.shape[0]
+    if num_masked > 0:
+        target = torch.zeros(num_masked, dtype=torch.long, device=logits.device)
+        contrastive = F.cross_entropy(logits, target, reduction="mean")
+    else:
+        contrastive = logits.sum() * 0.0  # keeps the graph; nothing was masked
+    loss = contrastive
+    diversity = logits.new_zeros(())
+    if out.prob_perplexity is not None and out.num_vars > 0 and diversity_weight != 0:
+        diversity = (out.num_vars - out.prob_perplexity.float()) / out.num_vars
+        loss = loss + diversity_weight * diversity
+    feature_pen = out.features_pen.float()
+    if feature_penalty_weight != 0:
+        loss = loss + feature_penalty_weight * feature_pen
+
+    def scalar(x: Tensor | None) -> float:
+        return math.nan if x is None else float(x.detach())
+
+    stats = {
+        "loss": scalar(loss),
+        "contrastive": scalar(contrastive),
+        "diversity": scalar(diversity),
+        "feature_pen": scalar(feature_pen),
+        "accuracy": scalar(contrastive_accuracy(logits.detach())),
+        "code_ppl": scalar(out.code_perplexity),
+        "prob_ppl": scalar(out.prob_perplexity),
+        "temp": float(out.temperature),
+        "num_masked": float(num_masked),
+    }
+    return loss, stats
+
+
+def ctc_loss(
+    logits: Tensor,
+    frame_lengths: Tensor,
+    targets: Tensor,
+    target_lengths: Tensor,
+    blank: int = 0,
+    reduction: str = "mean",
+) -> Tensor:
+    """CTC loss on (batch, frames, vocab) logits.
+
+    Normalisation ("mean"): summed over the batch and divided by the total number of target
+    tokens, as fairseq's ctc criterion with sentence_avg=False. This weights every token
+    equally whatever the batch's length mix, unlike `F.ctc_loss(reduction="mean")`, which
+    divides each utterance by its own length and then averages utterances. Infinite losses
+    (target longer than the frames allow) are zeroed, and log-softmax runs in fp32 so the
+    loss is stable under bf16/fp16 autocast.
+
+    Args:
+        logits: (batch, frames, vocab) unnormalised scores.
+        frame_lengths: (batch,) valid frames.
+        targets: (batch, max_target_len) token ids, padded (padding value ignored).
+        target_lengths: (batch,) valid target tokens.
+        blank: id of the CTC blank.
+        reduction: "mean" (per target token), "sum", or "none" (per utterance, (batch,)).
+
+    Returns:
+        The loss (scalar, or (batch,) for "none").
+    """
+    log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (frames, batch, vocab)
+    per_utt = F.ctc_loss(
+        log_probs,
+        targets.long(),
+        frame_lengths.long(),
+        target_lengths.long(),
+        blank=blank,
+        reduction="none",
+        zero_infinity=True,
+    )
+    if reduction == "none":
+        return per_utt
+    total = per_utt.sum()
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total / target_lengths.sum().clamp(min=1)
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+__all__ = ["contrastive_accuracy", "ctc_loss", "pretraining_loss"]
