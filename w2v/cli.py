@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 log = logging.getLogger("w2v")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _cfg(path: str) -> dict:
@@ -39,7 +40,10 @@ def _run_local(cfg: dict) -> None:
     if not local:
         return
     corpus = cfg["corpus"] if isinstance(cfg["corpus"], dict) else cfg["corpus"][0]
-    cmd = [sys.executable, local["script"], "--out", corpus["path"]]
+    script = Path(local["script"])
+    if not script.is_file() and (REPO / script).is_file():  # run from another working directory
+        script = REPO / script
+    cmd = [sys.executable, str(script), "--out", corpus["path"]]
     for k, v in (local.get("args") or {}).items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
     log.info("running %s", " ".join(cmd))

@@ -135,7 +135,7 @@ def load_model_config(name_or_path: str | Path, **overrides: Any) -> Wav2Vec2Con
         The frozen config. Unknown keys (in the file or the overrides) raise `ValueError`.
     """
     path = Path(name_or_path)
-    if not path.suffix and not path.exists():
+    if not path.suffix and not path.is_file():
         path = PRESET_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"no model config {name_or_path!r} (looked for {path})")

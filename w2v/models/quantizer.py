@@ -40,7 +40,7 @@ def gumbel_softmax_hard(logits: Tensor, tau: float, generator: torch.Generator |
     """
     u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
     tiny = torch.finfo(logits.dtype).tiny
-    gumbels = -torch.log(-torch.log(u.clamp_min(tiny)).clamp_min(tiny))
+    gumbels = -torch.log((-torch.log(u.clamp_min(tiny))).clamp_min(tiny))
     soft = ((logits + gumbels) / tau).softmax(-1)
     hard = F.one_hot(soft.argmax(-1), logits.shape[-1]).to(soft.dtype)
     return hard - soft.detach() + soft

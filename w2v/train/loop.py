@@ -321,7 +321,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                     else:
                         logits, flens = model(wav, lens, apply_mask=True, generator=g)
                     loss = ctc_loss(logits, flens, tgt.to(dev), tlens.to(dev))
-                    stats = {"loss": float(loss)}
+                    stats = {"loss": float(loss.detach())}
             opt.zero_grad(set_to_none=True)
             if not torch.isfinite(loss):
                 bad_steps += 1

@@ -1,0 +1,44 @@
+"""Tiny synthetic corpora for tests (importable as `synth`: pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+WORDS = ["IN", "THE", "BEGINNING", "GOD", "CREATED", "HEAVEN", "AND", "EARTH", "LIGHT", "WATERS"]
+
+
+def write_tiny_cuts(root: Path, n: int = 8, seed: int = 0, min_s: float = 0.8, max_s: float = 1.6) -> Path:
+    """``n`` labeled utterances of tone-and-noise audio at 16 kHz as a lhotse CutSet file."""
+    from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+
+    rng = np.random.default_rng(seed)
+    pyrng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    cuts = []
+    for i in range(n):
+        dur = float(rng.uniform(min_s, max_s))
+        t = np.arange(int(dur * 16000)) / 16000
+        x = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 400) * t) + 0.05 * rng.standard_normal(len(t))
+        path = root / f"utt{i:03d}.wav"
+        sf.write(path, x.astype(np.float32), 16000)
+        rec = Recording.from_file(path)
+        text = " ".join(pyrng.choice(WORDS) for _ in range(pyrng.randint(1, 3)))
+        sup = SupervisionSegment(id=rec.id, recording_id=rec.id, start=0, duration=rec.duration, text=text,
+                                 speaker=f"spk{i % 3}")
+        cuts.append((rec, sup))
+    cutset = CutSet.from_manifests(recordings=RecordingSet.from_recordings(r for r, _ in cuts),
+                                   supervisions=SupervisionSet.from_segments(s for _, s in cuts))
+    out = root / "cuts.jsonl.gz"
+    cutset.to_file(out)
+    return out
+
+
+def write_units(path: Path) -> Path:
+    chars = sorted(set("".join(WORDS)))
+    units = ["<blank>", "|", *chars]
+    path.write_text("".join(f"{u} {i}\n" for i, u in enumerate(units)))
+    return path

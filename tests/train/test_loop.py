@@ -1,0 +1,97 @@
+"""The training loop: it learns, it writes a usable model, and a killed run resumes exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from synth import write_tiny_cuts, write_units
+from w2v.models import load_model_config
+from w2v.train import checkpoint as ck
+from w2v.train.config import TrainConfig
+from w2v.train.loop import conv_output_frames, ctc_min_frames, train
+
+SMALL = dict(conv_feature_layers=[[32, 10, 5], [32, 3, 2], [32, 3, 2], [32, 3, 2], [32, 3, 2], [32, 2, 2], [32, 2, 2]],
+             encoder_layers=1, encoder_embed_dim=32, encoder_ffn_embed_dim=64, encoder_attention_heads=2,
+             conv_pos=8, conv_pos_groups=4, final_dim=16, latent_vars=8, num_negatives=4, mask_length=3)
+
+
+def _cfg():
+    return load_model_config("tiny", **SMALL)
+
+
+def _pretrain_cfg(**kw):
+    d = dict(task="pretrain", max_updates=6, lr=5e-4, warmup=2, max_duration=4.0, crop_seconds=1.0,
+             save_every=2, log_every=1, keep_last=5)
+    d.update(kw)
+    return TrainConfig(**d)
+
+
+def test_conv_frames_and_ctc_min_frames():
+    cfg = load_model_config("base")
+    assert conv_output_frames(cfg, 16000) == 49
+    assert conv_output_frames(cfg, 399) == 0 and conv_output_frames(cfg, 400) == 1
+    assert ctc_min_frames([1, 1, 2]) == 4 and ctc_min_frames([1, 2, 3]) == 3
+
+
+def test_pretraining_writes_model_and_log(tmp_path):
+    cuts = write_tiny_cuts(tmp_path / "a")
+    out = train(_pretrain_cfg(), cuts, tmp_path / "exp", _cfg())
+    m = ck.load(out)
+    assert m["task"] == "pretrain" and m["num_updates"] == 6
+    rows = [json.loads(x) for x in (tmp_path / "exp" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    for key in ("loss", "accuracy", "code_ppl", "prob_ppl", "temp", "lr", "gnorm", "audio_s_per_s"):
+        assert key in rows[0], key
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_killed_run_resumes_bit_identical(tmp_path, monkeypatch):
+    cuts = write_tiny_cuts(tmp_path / "a", n=10)
+    ref = ck.load(train(_pretrain_cfg(), cuts, tmp_path / "ref", _cfg()))
+
+    real_save = ck.CheckpointDir.save
+
+    def save_then_die(self, state, num_updates, is_best=False):
+        path = real_save(self, state, num_updates, is_best)
+        if num_updates == 4:
+            raise _Killed()
+        return path
+
+    monkeypatch.setattr(ck.CheckpointDir, "save", save_then_die)
+    with pytest.raises(_Killed):
+        train(_pretrain_cfg(), cuts, tmp_path / "run", _cfg())
+    monkeypatch.undo()
+    assert not (tmp_path / "run" / "model.pt").exists()
+    resumed = ck.load(train(_pretrain_cfg(), cuts, tmp_path / "run", _cfg()))
+    for k, v in ref["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
+    log_updates = [json.loads(x)["update"] for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert log_updates == [1, 2, 3, 4, 5, 6]
+
+
+def test_finetune_from_pretrained_and_scratch(tmp_path):
+    cuts = write_tiny_cuts(tmp_path / "a", n=6, min_s=1.5, max_s=2.0)
+    units = write_units(tmp_path / "units.txt")
+    pre = train(_pretrain_cfg(max_updates=2), cuts, tmp_path / "pre", _cfg())
+    ft = dict(task="finetune", max_updates=4, lr=1e-3, schedule="tri_stage", max_duration=6.0, save_every=2,
+              freeze_feature_encoder=True, freeze_transformer_updates=2)
+    out = train(TrainConfig(**ft), cuts, tmp_path / "ft", _cfg(), units_path=units, init=pre, dev_cuts_path=cuts)
+    m = ck.load(out)
+    assert m["task"] == "finetune" and m["units"][0] == "<blank>" and m["best"] is not None
+    pre_w = ck.load(pre)["model"]
+    # the frozen feature encoder kept its pre-trained weights; the transformer moved
+    for k, v in m["model"].items():
+        if k.startswith("wav2vec2.feature_extractor."):
+            assert torch.equal(v, pre_w[k]), k
+    moved = [k for k, v in m["model"].items() if k.startswith("wav2vec2.encoder.") and not torch.equal(v, pre_w[k])]
+    assert moved
+    out2 = train(TrainConfig(**{**ft, "freeze_feature_encoder": False, "freeze_transformer_updates": 0}),
+                 cuts, tmp_path / "scratch", _cfg(), units_path=units, dev_cuts_path=cuts)
+    assert ck.load(out2)["init"] is None

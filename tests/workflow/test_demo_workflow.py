@@ -1,0 +1,80 @@
+"""The whole demo recipe through Snakemake at a reduced size, then its resume behaviour.
+
+Slow (a few minutes on 2 cores): it is the CI's end-to-end check, run once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+needs = [shutil.which("espeak-ng"), shutil.which("bible")]
+
+
+def _small_config(workdir: Path) -> Path:
+    cfg = yaml.safe_load((ROOT / "egs/demo/config.yaml").read_text())
+    cfg["local"]["args"]["scale"] = 0.12
+    cfg["cuts"]["labeled_subsets"] = ["1m", "3m"]
+    cfg["model"] = str(workdir / "model.yaml")
+    model = yaml.safe_load((ROOT / "conf/model/tiny.yaml").read_text())
+    model.update(encoder_layers=2, encoder_embed_dim=96, encoder_ffn_embed_dim=192)
+    (workdir / "model.yaml").write_text(yaml.safe_dump(model))
+    cfg["pretrain"].update(max_updates=16, save_every=8, log_every=4)
+    cfg["finetune"]["settings"].update(save_every=10, log_every=5, freeze_transformer_updates=5)
+    cfg["finetune"]["subsets"] = {"1m": {"max_updates": 20}, "3m": {"max_updates": 20}}
+    cfg["decode"].update(lm_weights=[0.5, 1.0], word_scores=[0.0], beam=50)
+    path = workdir / "demo_small.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _snakemake(workdir: Path, cfg: Path, *targets: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "-c2",
+           "--configfile", str(cfg), *targets]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=1500)
+
+
+@pytest.mark.skipif(not all(needs), reason="espeak-ng and bible-kjv are needed (scripts/setup.sh installs them)")
+def test_demo_end_to_end_and_resume(tmp_path):
+    cfg = _small_config(tmp_path)
+    r = _snakemake(tmp_path, cfg)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-8000:]
+
+    results = json.loads((tmp_path / "exp/demo/results.json").read_text())
+    rows = results["rows"] if isinstance(results, dict) else results
+    keys = {(row["init"], row["labeled"], row["decoder"], row["test_set"]) for row in rows}
+    for init in ("pretrained", "scratch"):
+        for subset in ("1m", "3m"):
+            for decoder in ("greedy", "4gram"):
+                assert (init, subset, decoder, "test") in keys
+    for row in rows:
+        assert 0.0 <= row["cer"] and 0.0 <= row["wer"]
+    md = (tmp_path / "exp/demo/results.md").read_text()
+    assert "scratch" in md and "pretrained" in md
+    errs = tmp_path / "exp/demo/decode/pretrained_1m/greedy/errs_test.txt"
+    assert errs.exists() and "ref" in errs.read_text()
+
+    # finished stages are skipped
+    r = _snakemake(tmp_path, cfg)
+    assert r.returncode == 0 and "Nothing to be done" in (r.stdout + r.stderr)
+
+    # an interrupted fine-tuning (model.pt missing, checkpoints present) resumes from its checkpoint
+    # and only what depends on it is redone
+    ft = tmp_path / "exp/demo/finetune/scratch_3m"
+    (ft / "model.pt").unlink()
+    r = _snakemake(tmp_path, cfg)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-8000:]
+    assert "resumed from" in (ft / "log.txt").read_text()
+    assert "rule pretrain" not in out and "rule finetune_one" in out and "rule report" in out

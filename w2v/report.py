@@ -1,0 +1,173 @@
+"""Gather ``score.json`` files into ``results.md`` / ``results.json``.
+
+The Markdown table follows the layout of the wav2vec 2.0 paper's Tables 1-2: one row per
+(model, pre-training data, labeled subset, init, decoder/LM), error rates per test set,
+rows ordered by the amount of labeled data. The paper's own numbers, when given, go in a
+second table beneath so that the two are never confused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from w2v.score.wer import SCORE_META_KEYS, atomic_write_text
+
+__all__ = ["collect", "parse_duration", "write_report"]
+
+ROW_KEYS = ("model", "pretrain_data", "labeled", "init", "decoder", "lm")
+INIT_ORDER = {"pretrained": 0, "scratch": 1}
+_UNITS_H = {"s": 1 / 3600, "sec": 1 / 3600, "m": 1 / 60, "min": 1 / 60, "h": 1.0, "hr": 1.0,
+            "hrs": 1.0, "hour": 1.0, "hours": 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"10m"`` -> 0.1667, ``"1h"`` -> 1.0, ``"960h"`` -> 960.0 (hours).
+
+    Accepts s/sec, m/min, h/hr/hours suffixes, optionally separated by ``_`` or a space.
+
+    Raises:
+        ValueError: for anything else.
+    """
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*[_ ]?\s*([a-zA-Z]+)\s*", str(text))
+    if not m or m.group(2).lower() not in _UNITS_H:
+        raise ValueError(f"cannot read {text!r} as a duration like '10m', '1h', '960h'")
+    return float(m.group(1)) * _UNITS_H[m.group(2).lower()]
+
+
+def _labeled_hours(text) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError:
+        return math.inf  # unknown sizes go last, still grouped by their name
+
+
+def _row_sort_key(row: Mapping) -> tuple:
+    greedy = row.get("decoder") in (None, "greedy", "viterbi")
+    return (
+        _labeled_hours(row["labeled"]), str(row["labeled"]),
+        INIT_ORDER.get(row.get("init"), len(INIT_ORDER)), str(row.get("init")),
+        str(row.get("model")), str(row.get("pretrain_data")),
+        not greedy, str(row.get("decoder")), str(row.get("lm")),
+    )
+
+
+def _test_set_key(name: str) -> tuple:
+    # dev before test, as the paper's columns: dev clean, dev other, test clean, test other.
+    return (0 if "dev" in name else 1 if "test" in name else 2, name)
+
+
+def collect(score_jsons: Iterable[str | Path]) -> list[dict]:
+    """Read ``score.json`` files (see :func:`w2v.score.wer.write_score_json`) into rows.
+
+    Returns:
+        One dict per (model, pretrain_data, labeled, init, decoder, lm), sorted as in the
+        report, with ``results``: ``{test_set: {"wer_pct", "cer_pct", "wer", "cer",
+        "words", "chars", "num_utts", "ser", "missing", "lm_weight", "word_score",
+        "source"}}``.
+
+    Raises:
+        ValueError: a file without the meta keys, or two files for the same row and test set.
+    """
+    rows: dict[tuple, dict] = {}
+    for path in map(Path, score_jsons):
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        meta = data.get("meta") or {}
+        lacking = [k for k in SCORE_META_KEYS if k not in meta]
+        if lacking:
+            raise ValueError(f"{path}: meta lacks {lacking}")
+        key = tuple(meta[k] for k in ROW_KEYS)
+        row = rows.setdefault(key, {**{k: meta[k] for k in ROW_KEYS}, "results": {}})
+        test_set = meta["test_set"]
+        if test_set in row["results"]:
+            raise ValueError(
+                f"{path} and {row['results'][test_set]['source']} both score {test_set} for {key}"
+            )
+        row["results"][test_set] = {
+            "wer_pct": data["wer_pct"], "cer_pct": data["cer_pct"],
+            "wer": data["wer"], "cer": data["cer"], "words": data.get("words"),
+            "chars": data.get("chars"), "num_utts": data.get("num_utts"),
+            "ser": data.get("ser"), "missing": len(data.get("missing") or []),
+            "lm_weight": meta["lm_weight"], "word_score": meta["word_score"],
+            "source": str(path),
+        }
+    return sorted(rows.values(), key=_row_sort_key)
+
+
+def _lm_cell(row: Mapping) -> str:
+    if row.get("lm"):
+        return str(row["lm"])
+    return "None" if row.get("decoder") in (None, "greedy", "viterbi") else str(row["decoder"])
+
+
+def _fmt(x) -> str:
+    return "–" if x is None else f"{x:.1f}" if isinstance(x, (int, float)) else str(x)
+
+
+def _md_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i < 5 else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return lines
+
+
+def write_report(
+    rows: Sequence[Mapping],
+    out_md: str | Path,
+    out_json: str | Path,
+    paper_rows: Sequence[Mapping] | None = None,
+    title: str = "Results",
+    run_info: Mapping[str, str] | None = None,
+) -> None:
+    """Write ``results.md`` and ``results.json`` (atomically).
+
+    Args:
+        rows: from :func:`collect`.
+        out_md, out_json: output paths.
+        paper_rows: the paper's numbers, each ``{"model", "pretrain_data", "labeled",
+            "lm", "wer": {test_set: pct}}`` (optional ``"cer"`` likewise and ``"source"``
+            such as ``"Table 1"``); shown in a separate table.
+        title: the Markdown heading.
+        run_info: what the run was (recipe, command, checkpoint, device, commit...), shown
+            as a list under the heading and stored in the JSON.
+    """
+    rows = sorted(rows, key=_row_sort_key)
+    test_sets = sorted({t for r in rows for t in r["results"]}, key=_test_set_key)
+    md = [f"# {title}", ""]
+    for k, v in (run_info or {}).items():
+        md.append(f"- **{k}**: {v}")
+    md += [
+        f"- {len(rows)} system(s) on {', '.join(test_sets) or 'no test set'}; WER and CER in %"
+        " (lower is better). LM weight and word score per cell are in results.json.",
+        "",
+    ]
+    header = ["Labeled", "Model", "Pre-training data", "Init", "LM"]
+    header += [f"{t} {m}" for t in test_sets for m in ("WER", "CER")]
+    body = []
+    for r in rows:
+        cells = [str(r["labeled"]), str(r["model"]), str(r["pretrain_data"]), str(r["init"]),
+                 _lm_cell(r)]
+        for t in test_sets:
+            res = r["results"].get(t)
+            cells += [_fmt(res and res["wer_pct"]), _fmt(res and res["cer_pct"])]
+        body.append(cells)
+    md += _md_table(header, body) if rows else ["(no results yet)"]
+
+    if paper_rows:
+        paper_rows = sorted(paper_rows, key=lambda r: _row_sort_key({"init": "pretrained", **r}))
+        p_sets = sorted({t for r in paper_rows for t in r.get("wer", {})}, key=_test_set_key)
+        md += ["", "## The paper's numbers (WER %)", ""]
+        header = ["Labeled", "Model", "Pre-training data", "Source", "LM"] + list(p_sets)
+        body = [[str(r.get("labeled")), str(r.get("model")), str(r.get("pretrain_data")),
+                 str(r.get("source", "")), _lm_cell(r)]
+                + [_fmt(r.get("wer", {}).get(t)) for t in p_sets] for r in paper_rows]
+        md += _md_table(header, body)
+
+    atomic_write_text(out_md, "\n".join(md) + "\n")
+    payload = {"title": title, "run": dict(run_info or {}), "test_sets": test_sets,
+               "rows": list(rows), "paper_rows": list(paper_rows or [])}
+    atomic_write_text(out_json, json.dumps(payload, indent=2) + "\n")
