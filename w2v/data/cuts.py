@@ -146,10 +146,11 @@ def make_cuts(
     """
     manifest_dir, out_dir = Path(manifest_dir), Path(out_dir)
     labeled_subsets = dict(labeled_subsets or {})
-    recs = RecordingSet.from_file(manifest_dir / "recordings.jsonl.gz")
+    recs = {r.id: r for r in RecordingSet.from_file(manifest_dir / "recordings.jsonl.gz")}
     sups = [fastcopy(s, custom={**(s.custom or {}), "split": (s.custom or {}).get("split", "train")})
-            for s in SupervisionSet.from_file(manifest_dir / "supervisions.jsonl.gz")]
-    if any(r.sampling_rate != SAMPLING_RATE for r in recs) and not (
+            # an all-unlabeled corpus has an empty supervisions file, which lhotse reads as None
+            for s in SupervisionSet.from_file(manifest_dir / "supervisions.jsonl.gz") or []]
+    if any(r.sampling_rate != SAMPLING_RATE for r in recs.values()) and not (
             importlib.util.find_spec("torchaudio") or importlib.util.find_spec("scipy")):
         raise RuntimeError("some recordings need resampling to 16 kHz and lhotse 1.33 needs "
                            "torchaudio or scipy for that: pip install scipy")
@@ -173,7 +174,10 @@ def make_cuts(
     pretrain: list[Cut] = []
     supervised_recs: set[str] = set()
     for s in sups:
-        rec = recs[s.recording_id]
+        rec = recs.get(s.recording_id)
+        if rec is None:
+            raise CorpusError(f"{manifest_dir / 'supervisions.jsonl.gz'}: supervision {s.id} refers to "
+                              f"recording {s.recording_id}, which is not in recordings.jsonl.gz")
         supervised_recs.add(rec.id)
         split = s.custom["split"]
         if split == "train":  # its audio is pre-training data whatever its transcript
@@ -190,7 +194,7 @@ def make_cuts(
         else:
             sup = fastcopy(s, start=0.0, text=text)
             by_set[split].append(_data_cut(s.id, rec, s.start, s.duration, [sup]))
-    for rec in recs:
+    for rec in recs.values():
         if rec.id not in supervised_recs:  # unlabeled
             pretrain += [_data_cut(i, rec, st, d, []) for i, st, d in
                          _windows(rec.id, rec, 0.0, rec.duration, max_duration)]

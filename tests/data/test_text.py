@@ -1,0 +1,26 @@
+"""w2v.data.text.normalize_text."""
+
+import pytest
+
+from w2v.data.text import dropped_characters, normalize_text
+
+
+@pytest.mark.parametrize("raw, norm", [
+    ("Hello, world!", "HELLO WORLD"),
+    ("Café déjà-vu — naïve", "CAFE DEJA VU NAIVE"),
+    ("Don’t 'tis Jesus' name", "DON'T TIS JESUS NAME"),
+    ("  spaced\tout\n ", "SPACED OUT"),
+    ("Straße Ærø", "STRASSE AERO"),
+    ("chapter 12: «Привет» ok", "CHAPTER OK"),
+    ("123", ""),
+])
+def test_normalize(raw, norm):
+    assert normalize_text(raw) == norm
+    assert normalize_text(norm) == norm  # idempotent
+
+
+def test_dropped_characters_and_scheme():
+    assert dropped_characters("room 101, Σ") == "101Σ"
+    assert dropped_characters("plain text!") == ""
+    with pytest.raises(ValueError, match="unknown text normalisation scheme 'ipa'"):
+        normalize_text("x", scheme="ipa")
