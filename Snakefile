@@ -6,7 +6,8 @@
 import json
 from w2v import config as w2vconfig
 
-configfile: "egs/demo/config.yaml"
+if not workflow.overwrite_configfiles:  # the demo is the default; a --configfile replaces it
+    configfile: "egs/demo/config.yaml"
 
 w2vconfig.validate(config, "the recipe config (" + ", ".join(map(str, workflow.configfiles)) + ")")
 R = config["recipe"]
@@ -20,7 +21,7 @@ TESTS = config.get("decode", {}).get("test_sets", ["test"])
 SUBSETS = list(config.get("finetune", {}).get("subsets", {}))
 EXPS = [f"{init}_{subset}" for init, subset in w2vconfig.experiments(config)]
 LM_ORDER = config.get("lm", {}).get("order", 4)
-CUTS = [f"{D}/cuts/{name}.jsonl.gz" for name in ["pretrain", *[f"train_{s}" for s in SUBSETS], DEV, *TESTS]]
+CUTS = [f"{D}/cuts/{name}.jsonl.gz" for name in ["pretrain", "train", *[f"train_{s}" for s in SUBSETS], DEV, *TESTS]]
 
 wildcard_constraints:
     init="pretrained|scratch",
@@ -63,10 +64,10 @@ rule lang:
 
 rule lm:
     input: rules.lang.output.lm_text
-    output: f"{D}/lm/{LM_ORDER}gram.bin"
+    output: f"{D}/lm/{LM_ORDER}gram/lm.bin"
     log: f"{D}/logs/lm.log"
     message: "lm: {LM_ORDER}-gram KenLM from {input}"
-    shell: "w2v lm --config {CFG} --text {input} --out {D}/lm 2>&1 | tee {log}"
+    shell: "w2v lm --config {CFG} --text {input} --out {D}/lm/{LM_ORDER}gram 2>&1 | tee {log}"
 
 rule pretrain:
     input: f"{D}/cuts/pretrain.jsonl.gz"

@@ -30,7 +30,7 @@ def test_pruned_trie_and_no_arpa(tmp_path):
     _need_kenlm()
     text = tmp_path / "text.txt"
     text.write_text("A B C\nA B D\nA B C\n")
-    out = build_ngram(text, tmp_path / "lm", order=3, prune=[0, 0, 1], memory="32M",
+    out = build_ngram(text, tmp_path / "lm", order=3, prune="0 0 1", memory="32M",
                       binary_type="trie")
     assert out.is_file() and not (tmp_path / "lm" / "lm.arpa").exists()
 

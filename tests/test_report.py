@@ -57,7 +57,7 @@ def test_rows_sorted_and_merged(tmp_path):
                       "test_other CER |")
     table = [l for l in lines if l.startswith("| 1")]
     assert table[0] == "| 10m | BASE | LS-960 | pretrained | None | – | – | 25.0 | 14.3 | – | – |"
-    assert table[1].startswith("| 10m | BASE | LS-960 | pretrained | 4-gram | – | – | 0.0 |")
+    assert table[1].startswith("| 10m | BASE | LS-960 | pretrained | 4gram | – | – | 0.0 |")
     assert table[4].startswith("| 100h | BASE | LS-960 | pretrained | None | 0.0 | 0.0 | 0.0 |")
     paper_at = lines.index("## The paper's numbers (WER %)")
     assert lines[paper_at + 4] == "| 10m | BASE | LS-960 | Table 9 | 4-gram | 5.2 | 8.6 |"
@@ -79,3 +79,26 @@ def test_missing_meta_named(tmp_path):
     p.write_text(json.dumps({"meta": {"model": "BASE"}, "wer": 0.1}))
     with pytest.raises(ValueError, match="meta lacks"):
         collect([p])
+
+
+def test_flat_records_list_file_and_cfg(tmp_path):
+    # The score stage may write one file per experiment holding a list of flat records.
+    base = {"model": "tiny", "pretrain_data": "demo pretrain", "labeled": "1h",
+            "init": "pretrained", "lm_weight": None, "word_score": None, "lm": "none"}
+    records = [{**base, "decoder": "greedy", "test_set": "test", "wer": 0.5, "cer": 0.25},
+               {**base, "decoder": "greedy", "test_set": "dev", "wer": 0.4, "cer": 0.2},
+               {**base, "decoder": "4gram", "lm": "lm.bin", "lm_weight": 1.0,
+                "word_score": 0.0, "test_set": "test", "wer": 0.3, "cer": 0.2}]
+    p = tmp_path / "scores.json"
+    p.write_text(json.dumps(records))
+    rows = collect([p])
+    assert [r["decoder"] for r in rows] == ["greedy", "4gram"]
+    assert rows[0]["results"]["dev"]["wer_pct"] == pytest.approx(40.0)
+    md = tmp_path / "results.md"
+    cfg = {"recipe": "demo", "description": "espeak KJV",
+           "paper": [{"model": "BASE", "labeled": "1h", "lm": "None", "wer": {"test": 24.5}}]}
+    write_report(records, md, tmp_path / "results.json", cfg=cfg)
+    text = md.read_text()
+    assert text.startswith("# Results: demo\n") and "- **description**: espeak KJV" in text
+    assert "| 1h | tiny | demo pretrain | pretrained | None | 40.0 | 20.0 | 50.0 | 25.0 |" in text
+    assert "| 1h | BASE | None |  | None | 24.5 |" in text

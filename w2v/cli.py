@@ -56,7 +56,7 @@ def cmd_prepare(a) -> None:
 
     cfg = _cfg(a.config)
     _run_local(cfg)
-    prepare(cfg["corpus"], Path(a.out), jobs=a.jobs)
+    prepare(cfg["corpus"], Path(a.out), num_threads=a.jobs)
 
 
 def cmd_cuts(a) -> None:
@@ -144,8 +144,8 @@ def cmd_decode(a) -> None:
     from w2v.decode.ctc import greedy_decode
     from w2v.decode.emissions import compute_emissions, load_ctc_model
     from w2v.decode.lexicon import LexiconBeamSearch
-    from w2v.decode.tune import grid_search
-    from w2v.io import write_json, write_text
+    from w2v.decode.tune import beam_search_decode_fn, grid_search, write_tuning_tsv
+    from w2v.io import write_json
     from w2v.train.loop import resolve_device
 
     cfg = _cfg(a.config)
@@ -190,19 +190,12 @@ def cmd_decode(a) -> None:
     search = LexiconBeamSearch(units, a.lexicon, a.lm, beam=dc.get("beam", 500),
                                beam_threshold=dc.get("beam_threshold", 25.0))
     ids_dev, em_dev, refs_dev = sets[dev_name]
-    x_dev, l_dev = as_batch(em_dev)
-
-    def decode_dev(lm_weight, word_score):
-        search.set_weights(lm_weight=lm_weight, word_score=word_score)
-        return dict(zip(ids_dev, search.decode(x_dev, l_dev)))
-
     t0 = time.time()
-    best, table = grid_search(decode_dev, refs_dev, dc.get("lm_weights", [0.5, 1.0, 2.0]),
-                              dc.get("word_scores", [-1.0, 0.0, 1.0]))
+    best, table = grid_search(beam_search_decode_fn(search), dict(zip(ids_dev, em_dev)), refs_dev,
+                              dc.get("lm_weights", [0.5, 1.0, 2.0]), dc.get("word_scores", [-1.0, 0.0, 1.0]))
     log.info("tuned on %s in %.0fs: lm_weight=%s word_score=%s", dev_name, time.time() - t0,
              best["lm_weight"], best["word_score"])
-    write_text(out / lm_name / "tuning.tsv", "lm_weight\tword_score\tdev_wer\n" + "".join(
-        f"{r['lm_weight']}\t{r['word_score']}\t{r['wer']:.4f}\n" for r in table))
+    write_tuning_tsv(table, out / lm_name / "tuning.tsv")
     search.set_weights(lm_weight=best["lm_weight"], word_score=best["word_score"])
     beam_hyps = {}
     for name, (ids, em, _) in sets.items():

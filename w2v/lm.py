@@ -80,7 +80,7 @@ def build_ngram(
     text_path: str | Path,
     out_dir: str | Path,
     order: int = 4,
-    prune: Sequence[int] | None = None,
+    prune: Sequence[int] | str | None = None,
     vocab: str | Path | None = None,
     memory: str = "20%",
     tmp_dir: str | Path | None = None,
@@ -99,8 +99,8 @@ def build_ngram(
         out_dir: where ``lm.bin`` (and ``lm.arpa`` with ``keep_arpa``) are written, with
             ``lmplz.log`` / ``build_binary.log`` kept there.
         order: n-gram order (the paper's LM is a 4-gram).
-        prune: per-order count thresholds for ``lmplz --prune`` (e.g. ``[0, 0, 1]``);
-            ``None`` builds an unpruned model.
+        prune: per-order count thresholds for ``lmplz --prune`` (e.g. ``[0, 0, 1]`` or
+            the config's string form ``"0 0 1"``); ``None`` builds an unpruned model.
         vocab: optional word list (whitespace-separated words); n-grams with other words
             are dropped (``--limit_vocab_file``), e.g. to match a decoding lexicon.
         memory: lmplz's sorting memory, ``-S`` (``"20%"`` of RAM, or ``"2G"``...).
@@ -131,6 +131,8 @@ def build_ngram(
     tmp_dir = Path(tmp_dir) if tmp_dir is not None else out_dir
 
     cmd = [str(lmplz), "-o", str(order), "--discount_fallback", "-S", memory, "-T", str(tmp_dir)]
+    if isinstance(prune, str):
+        prune = prune.split()
     if prune:
         if len(prune) > order:
             raise ValueError(f"prune has {len(prune)} thresholds for an order-{order} model")

@@ -16,7 +16,7 @@ from typing import Iterable, Mapping, Sequence
 
 from w2v.score.wer import SCORE_META_KEYS, atomic_write_text
 
-__all__ = ["collect", "parse_duration", "write_report"]
+__all__ = ["collect", "group_rows", "parse_duration", "write_report"]
 
 ROW_KEYS = ("model", "pretrain_data", "labeled", "init", "decoder", "lm")
 INIT_ORDER = {"pretrained": 0, "scratch": 1}
@@ -48,7 +48,7 @@ def _labeled_hours(text) -> float:
 def _row_sort_key(row: Mapping) -> tuple:
     greedy = row.get("decoder") in (None, "greedy", "viterbi")
     return (
-        _labeled_hours(row["labeled"]), str(row["labeled"]),
+        _labeled_hours(row.get("labeled")), str(row.get("labeled")),
         INIT_ORDER.get(row.get("init"), len(INIT_ORDER)), str(row.get("init")),
         str(row.get("model")), str(row.get("pretrain_data")),
         not greedy, str(row.get("decoder")), str(row.get("lm")),
@@ -60,48 +60,71 @@ def _test_set_key(name: str) -> tuple:
     return (0 if "dev" in name else 1 if "test" in name else 2, name)
 
 
-def collect(score_jsons: Iterable[str | Path]) -> list[dict]:
-    """Read ``score.json`` files (see :func:`w2v.score.wer.write_score_json`) into rows.
+def _records(path: Path) -> list[dict]:
+    """Flat records ``{meta keys..., "wer", "cer", ...}`` from one score file.
+
+    Two shapes are read: one ``write_score_json`` object (``{"meta": {...}, "wer": ...}``)
+    or a list of flat records (several decoders/test sets of one experiment in a file).
+    """
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    items = data if isinstance(data, list) else [data]
+    records = []
+    for i, item in enumerate(items):
+        rec = {**item.get("meta", {}), **{k: v for k, v in item.items() if k != "meta"}}
+        lacking = [k for k in (*SCORE_META_KEYS, "wer", "cer") if k not in rec]
+        if lacking:
+            where = f"{path}" + (f" (entry {i})" if isinstance(data, list) else "")
+            raise ValueError(f"{where}: meta lacks {lacking}")
+        rec.setdefault("source", str(path))
+        records.append(rec)
+    return records
+
+
+def group_rows(records: Iterable[Mapping]) -> list[dict]:
+    """Group flat score records (one per system and test set) into report rows.
 
     Returns:
         One dict per (model, pretrain_data, labeled, init, decoder, lm), sorted as in the
         report, with ``results``: ``{test_set: {"wer_pct", "cer_pct", "wer", "cer",
-        "words", "chars", "num_utts", "ser", "missing", "lm_weight", "word_score",
-        "source"}}``.
+        "lm_weight", "word_score", "source", ...the record's other numbers}}``.
 
     Raises:
-        ValueError: a file without the meta keys, or two files for the same row and test set.
+        ValueError: two records for the same row and test set.
     """
     rows: dict[tuple, dict] = {}
-    for path in map(Path, score_jsons):
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-        meta = data.get("meta") or {}
-        lacking = [k for k in SCORE_META_KEYS if k not in meta]
-        if lacking:
-            raise ValueError(f"{path}: meta lacks {lacking}")
-        key = tuple(meta[k] for k in ROW_KEYS)
-        row = rows.setdefault(key, {**{k: meta[k] for k in ROW_KEYS}, "results": {}})
-        test_set = meta["test_set"]
+    for rec in records:
+        key = tuple(rec[k] for k in ROW_KEYS)
+        row = rows.setdefault(key, {**{k: rec[k] for k in ROW_KEYS}, "results": {}})
+        test_set = rec["test_set"]
         if test_set in row["results"]:
-            raise ValueError(
-                f"{path} and {row['results'][test_set]['source']} both score {test_set} for {key}"
-            )
-        row["results"][test_set] = {
-            "wer_pct": data["wer_pct"], "cer_pct": data["cer_pct"],
-            "wer": data["wer"], "cer": data["cer"], "words": data.get("words"),
-            "chars": data.get("chars"), "num_utts": data.get("num_utts"),
-            "ser": data.get("ser"), "missing": len(data.get("missing") or []),
-            "lm_weight": meta["lm_weight"], "word_score": meta["word_score"],
-            "source": str(path),
-        }
+            raise ValueError(f"{rec.get('source')} and {row['results'][test_set].get('source')} "
+                             f"both score {test_set} for {key}")
+        cell = {k: v for k, v in rec.items() if k not in ROW_KEYS and k != "test_set"}
+        cell["wer_pct"], cell["cer_pct"] = 100 * rec["wer"], 100 * rec["cer"]
+        row["results"][test_set] = cell
     return sorted(rows.values(), key=_row_sort_key)
 
 
+def collect(score_jsons: Iterable[str | Path]) -> list[dict]:
+    """Read score files (see :func:`w2v.score.wer.write_score_json`) into report rows.
+
+    Returns:
+        :func:`group_rows` of every record of every file.
+
+    Raises:
+        ValueError: a record without the meta keys, or two for the same row and test set.
+    """
+    return group_rows(rec for path in score_jsons for rec in _records(Path(path)))
+
+
 def _lm_cell(row: Mapping) -> str:
-    if row.get("lm"):
-        return str(row["lm"])
-    return "None" if row.get("decoder") in (None, "greedy", "viterbi") else str(row["decoder"])
+    # The paper's "LM" column: None for greedy rows, else the decoder's name ("4gram"); the
+    # LM file itself is in results.json. Paper rows have no decoder, only "lm".
+    decoder = row.get("decoder")
+    if decoder is None:
+        return str(row.get("lm") or "None")
+    return "None" if str(decoder).lower() in ("greedy", "viterbi", "none") else str(decoder)
 
 
 def _fmt(x) -> str:
@@ -120,22 +143,35 @@ def write_report(
     out_md: str | Path,
     out_json: str | Path,
     paper_rows: Sequence[Mapping] | None = None,
-    title: str = "Results",
+    title: str | None = None,
     run_info: Mapping[str, str] | None = None,
+    cfg: Mapping | None = None,
 ) -> None:
     """Write ``results.md`` and ``results.json`` (atomically).
 
     Args:
-        rows: from :func:`collect`.
+        rows: from :func:`collect`, or flat score records (grouped here).
         out_md, out_json: output paths.
         paper_rows: the paper's numbers, each ``{"model", "pretrain_data", "labeled",
             "lm", "wer": {test_set: pct}}`` (optional ``"cer"`` likewise and ``"source"``
             such as ``"Table 1"``); shown in a separate table.
-        title: the Markdown heading.
+        title: the Markdown heading (default: "Results", or "Results: <recipe>").
         run_info: what the run was (recipe, command, checkpoint, device, commit...), shown
             as a list under the heading and stored in the JSON.
+        cfg: the recipe config; supplies the recipe name and description for the header
+            and, when ``paper_rows`` is not given, its ``paper`` list.
     """
+    if rows and "results" not in rows[0]:
+        rows = group_rows(rows)
     rows = sorted(rows, key=_row_sort_key)
+    cfg = cfg or {}
+    if title is None:
+        title = f"Results: {cfg['recipe']}" if cfg.get("recipe") else "Results"
+    run_info = {**({"recipe": cfg["recipe"]} if cfg.get("recipe") else {}),
+                **({"description": cfg["description"]} if cfg.get("description") else {}),
+                **(run_info or {})}
+    if paper_rows is None:
+        paper_rows = cfg.get("paper")
     test_sets = sorted({t for r in rows for t in r["results"]}, key=_test_set_key)
     md = [f"# {title}", ""]
     for k, v in (run_info or {}).items():

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 from lhotse import RecordingSet, SupervisionSet
 
-from conftest import tone
+from corpus_fixtures import tone
 from w2v.data.ingest import CorpusError, default_speaker, prepare, read_transcripts
 
 
@@ -55,7 +55,7 @@ def test_all_unlabeled_empty_transcripts(tmp_path):
 
 def write_kaldi(d: Path, split_audio: Path, ids=("r1", "r2")) -> Path:
     d.mkdir(parents=True)
-    for i, rid in enumerate(ids):
+    for rid in ids:
         sf.write(split_audio / f"{rid}.wav", tone(3.0, 16000), 16000)
     (d / "wav.scp").write_text("".join(f"{r} {split_audio / f'{r}.wav'}\n" for r in ids))
     segs = [(f"{r}-seg{j}", r, j * 1.0, j * 1.0 + 0.9) for r in ids for j in range(2)]
@@ -141,3 +141,15 @@ def test_bad_split_and_unreadable_audio(folder_corpus, tmp_path):
     (folder_corpus / "broken.wav").write_bytes(b"RIFF0000WAVEjunk")
     with pytest.raises(CorpusError, match=r"cannot read 1 audio file\(s\): .*broken.wav"):
         prepare({"type": "folder", "path": folder_corpus}, tmp_path / "m")
+
+
+def test_kaldi_paths_relative_to_data_dir(tmp_path):
+    d = tmp_path / "k"
+    d.mkdir()
+    (d / "wavs").mkdir()
+    sf.write(d / "wavs" / "r1.wav", tone(1.5, 8000), 8000)
+    (d / "wav.scp").write_text("r1 wavs/r1.wav\n")
+    (d / "text").write_text("r1 hello\n")
+    recs, sups = load(prepare({"type": "kaldi", "path": d, "split": "dev"}, tmp_path / "m"))
+    assert recs["r1"].sampling_rate == 8000 and recs["r1"].duration == pytest.approx(1.5)
+    assert (sups["r1"].text, sups["r1"].speaker, sups["r1"].custom["split"]) == ("hello", "r1", "dev")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import write_manifests
+from corpus_fixtures import write_manifests
 from w2v.data.cuts import make_cuts
 from w2v.data.lang import build_lang, decode_ids, encode, read_units
 

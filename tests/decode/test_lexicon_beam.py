@@ -15,7 +15,7 @@ def test_lm_picks_the_in_lm_word(lang_dir, tiny_lm, units, make_emissions, ambig
                                lm_weight=0.0, word_score=0.0)
     assert search.decode(x[None], [len(x)]) == ["A CAB"]  # acoustics alone
     lm, trie = search.lm, search.trie
-    search.configure(lm_weight=2.0)
+    search.set_weights(lm_weight=2.0, word_score=0.0)
     assert search.lm is lm and search.trie is trie  # re-weighting reloads nothing
     assert search.decode(x[None], [len(x)]) == ["A CAT"]
 

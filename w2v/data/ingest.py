@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ __all__ = [
     "check_split",
     "is_eval_split",
     "atomic_path",
+    "utf8_lines",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,8 +124,12 @@ class Transcript:
     line: int
 
 
-def _utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) of a UTF-8 file; a bad byte is reported with its line number."""
+def utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line without its newline) of a UTF-8 file.
+
+    Raises:
+        CorpusError: naming the file and line of the first byte that is not UTF-8.
+    """
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
             try:
@@ -139,7 +145,7 @@ def read_transcripts(path: Path) -> list[Transcript]:
     path = Path(path)
     rows: list[Transcript] = []
     columns: tuple[str, ...] | None = None
-    for n, line in _utf8_lines(path):
+    for n, line in utf8_lines(path):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -224,7 +230,8 @@ def _prepare_folder(corpus: dict, key: str, num_threads: int):
     audio: dict[str, Path] = {}
     dups: dict[str, list[Path]] = {}
     for p in sorted(root.rglob("*")):
-        if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file():
+        # dot files are skipped: macOS leaves unreadable "._x.wav" shadows on shared drives
+        if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".") and p.is_file():
             if p.stem in audio:
                 dups.setdefault(p.stem, [audio[p.stem]]).append(p)
             audio.setdefault(p.stem, p)
@@ -256,29 +263,47 @@ def _prepare_kaldi(corpus: dict, key: str, num_threads: int):
     split = check_split(str(corpus.get("split", "train")), f"{key}.split")
     for name in ("wav.scp", "text", "utt2spk", "segments"):
         if (root / name).is_file():
-            for _ in _utf8_lines(root / name):  # clear error for bad bytes before lhotse reads it
+            for _ in utf8_lines(root / name):  # clear error for bad bytes before lhotse reads it
                 pass
     if not (root / "wav.scp").is_file():
         raise CorpusError(f"{key}: {root / 'wav.scp'} not found (a Kaldi data dir needs wav.scp)")
     if (root / "segments").is_file() and not (root / "text").is_file():
         raise CorpusError(f"{root}: has segments but no text file")
     sr = int(corpus.get("sampling_rate", 16000))
-    recs, sups, _ = load_kaldi_data_dir(root, sampling_rate=sr, num_jobs=num_threads)
-    # wav.scp paths are relative to the recipe dir in Kaldi; fall back to the data dir.
+    # Audio files are measured here with soundfile (threads); lhotse then reads a copy of the
+    # dir whose wav.scp has absolute paths and whose reco2dur holds those durations, so it
+    # does not open every file again. Kaldi paths are relative to the recipe dir (the cwd);
+    # a path found only relative to the data dir is accepted too.
+    scp: dict[str, str] = {}
+    for n, line in utf8_lines(root / "wav.scp"):
+        if line.strip():
+            k, _, v = line.strip().partition(" ")
+            if not v.strip():
+                raise CorpusError(f"{root / 'wav.scp'}:{n}: no path or command for {k!r}")
+            scp[k] = v.strip()
     files = {}
-    for r in recs:
-        src = r.sources[0]
-        if src.type == "file":
-            p = Path(src.source)
+    for k, v in scp.items():
+        if not v.endswith("|"):
+            p = Path(v)
             if not p.is_absolute() and not p.exists() and (root / p).exists():
                 p = root / p
-            files[r.id] = p
+            files[k] = p.resolve()
     measured = {r.id: r for r in _recordings(files, num_threads, desc=f"reading {root.name}")}
-    recs = [measured.get(r.id, r) for r in recs if r.id in measured or r.sources[0].type != "file"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name in ("text", "utt2spk", "segments", "spk2gender", "utt2lang", "reco2dur"):
+            if (root / name).is_file():
+                shutil.copyfile(root / name, tmp / name)
+        (tmp / "wav.scp").write_text("".join(f"{k} {files.get(k, v)}\n" for k, v in scp.items()
+                                             if k in measured or k not in files), encoding="utf-8")
+        if not (tmp / "reco2dur").is_file() and len(measured) == len(scp):
+            (tmp / "reco2dur").write_text("".join(f"{k} {r.duration}\n" for k, r in measured.items()))
+        recs, sups, _ = load_kaldi_data_dir(tmp, sampling_rate=sr, num_jobs=num_threads)
+    recs = [measured.get(r.id, r) for r in recs]
     by_id = {r.id: r for r in recs}
     if sups is None and (root / "text").is_file():
         texts = {}
-        for _, line in _utf8_lines(root / "text"):
+        for _, line in utf8_lines(root / "text"):
             if line.strip():
                 k, _, v = line.strip().partition(" ")
                 texts[k] = v.strip()

@@ -27,7 +27,7 @@ from typing import Iterable, Mapping, Sequence
 
 from lhotse import CutSet
 
-from w2v.data.ingest import atomic_path
+from w2v.data.ingest import atomic_path, utf8_lines
 from w2v.data.text import normalize_text
 
 __all__ = ["BLANK", "WORD_SEP", "build_lang", "read_units", "encode", "decode_ids"]
@@ -47,11 +47,10 @@ def _write_lines(path: Path, lines: Iterable[str]) -> Path:
 
 
 def _text_lines(path: Path, scheme: str) -> Iterable[str]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            text = normalize_text(line, scheme)
-            if text:
-                yield text
+    for _, line in utf8_lines(path):
+        text = normalize_text(line, scheme)
+        if text:
+            yield text
 
 
 def build_lang(

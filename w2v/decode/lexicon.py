@@ -180,6 +180,10 @@ class LexiconBeamSearch:
         )
         return self
 
+    def set_weights(self, lm_weight: float, word_score: float) -> "LexiconBeamSearch":
+        """Shorthand for ``configure(lm_weight=..., word_score=...)`` (the tuned pair)."""
+        return self.configure(lm_weight=lm_weight, word_score=word_score)
+
     def decode_one(self, log_probs: torch.Tensor) -> str:
         """Decode one utterance.
 

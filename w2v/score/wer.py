@@ -171,6 +171,10 @@ class ScoreResult:
         return 100 * self.cer
 
     @property
+    def ref_words(self) -> int:
+        return self.words.ref
+
+    @property
     def num_utts(self) -> int:
         return len(self.utts)
 
