@@ -14,7 +14,8 @@ import re
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from w2v.score.wer import SCORE_META_KEYS, atomic_write_text
+from w2v.io import write_text
+from w2v.score.wer import SCORE_META_KEYS
 
 __all__ = ["collect", "group_rows", "parse_duration", "write_report"]
 
@@ -203,7 +204,7 @@ def write_report(
                 + [_fmt(r.get("wer", {}).get(t)) for t in p_sets] for r in paper_rows]
         md += _md_table(header, body)
 
-    atomic_write_text(out_md, "\n".join(md) + "\n")
+    write_text(out_md, "\n".join(md) + "\n")
     payload = {"title": title, "run": dict(run_info or {}), "test_sets": test_sets,
                "rows": list(rows), "paper_rows": list(paper_rows or [])}
-    atomic_write_text(out_json, json.dumps(payload, indent=2) + "\n")
+    write_text(out_json, json.dumps(payload, indent=2) + "\n")

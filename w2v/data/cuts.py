@@ -36,7 +36,8 @@ from lhotse import CutSet, RecordingSet, SupervisionSet
 from lhotse.cut import Cut, MixedCut, MixTrack, MonoCut, MultiCut
 from lhotse.utils import fastcopy
 
-from w2v.data.ingest import CorpusError, atomic_path, is_eval_split
+from w2v.data.ingest import CorpusError, is_eval_split
+from w2v.io import atomic_path
 from w2v.data.text import dropped_characters, normalize_text
 
 __all__ = ["SAMPLING_RATE", "make_cuts", "speaker_balanced_order", "to_mono_16k"]

@@ -34,7 +34,6 @@ recordings have none.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -48,6 +47,8 @@ import soundfile as sf
 from lhotse import AudioSource, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from tqdm import tqdm
 
+from w2v.io import atomic_path
+
 __all__ = [
     "AUDIO_EXTENSIONS",
     "CorpusError",
@@ -56,7 +57,6 @@ __all__ = [
     "default_speaker",
     "check_split",
     "is_eval_split",
-    "atomic_path",
     "utf8_lines",
 ]
 
@@ -76,25 +76,6 @@ def _few(items) -> str:
     items = list(items)
     more = f" ... ({len(items)} in all)" if len(items) > _SHOW else ""
     return ", ".join(str(i) for i in items[:_SHOW]) + more
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffixes) and rename it on success.
-
-    Readers (and Snakemake) never see a half-written file; on error the temp file is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def check_split(name: str, where: str) -> str:

@@ -27,7 +27,8 @@ from typing import Iterable, Mapping, Sequence
 
 from lhotse import CutSet
 
-from w2v.data.ingest import atomic_path, utf8_lines
+from w2v.data.ingest import utf8_lines
+from w2v.io import atomic_path
 from w2v.data.text import normalize_text
 
 __all__ = ["BLANK", "WORD_SEP", "build_lang", "read_units", "encode", "decode_ids"]

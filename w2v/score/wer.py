@@ -20,8 +20,6 @@ Conventions:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,11 +27,12 @@ from typing import Iterable, Mapping, Sequence
 
 import kaldialign
 
+from w2v.io import write_text
+
 __all__ = [
     "ErrorCounts",
     "ScoreResult",
     "UttScore",
-    "atomic_write_text",
     "read_text_file",
     "result_to_dict",
     "score",
@@ -44,20 +43,6 @@ __all__ = [
 ]
 
 EPS = "*"
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_text_file(path: str | Path) -> dict[str, str]:
@@ -96,7 +81,7 @@ def write_text_file(texts: Mapping[str, str], path: str | Path) -> None:
     for utt, text in texts.items():
         if "\t" in utt or "\n" in utt or "\n" in text:
             raise ValueError(f"id or text of {utt!r} contains a tab or newline")
-    atomic_write_text(path, "".join(f"{u}\t{texts[u]}\n" for u in sorted(texts)))
+    write_text(path, "".join(f"{u}\t{texts[u]}\n" for u in sorted(texts)))
 
 
 @dataclass
@@ -313,7 +298,7 @@ def write_alignments(result: ScoreResult, path: str | Path, title: str = "") -> 
         lines.append(f"{name}: count item")
         lines += [f"{n} {item}" for item, n in counter.most_common()]
         lines.append("")
-    atomic_write_text(path, "\n".join(lines))
+    write_text(path, "\n".join(lines))
 
 
 def write_per_utt(result: ScoreResult, path: str | Path) -> None:
@@ -327,7 +312,7 @@ def write_per_utt(result: ScoreResult, path: str | Path) -> None:
             u.utt_id, w.ref, w.sub, w.dels, w.ins, f"{w.rate:.4f}", c.ref, c.errors,
             f"{c.rate:.4f}", int(u.missing), u.ref, u.hyp,
         ])))
-    atomic_write_text(path, "\n".join(rows) + "\n")
+    write_text(path, "\n".join(rows) + "\n")
 
 
 SCORE_META_KEYS = ("model", "pretrain_data", "labeled", "init", "decoder", "lm", "test_set",
@@ -349,7 +334,7 @@ def write_score_json(result: ScoreResult, path: str | Path, meta: Mapping) -> No
     if missing:
         raise KeyError(f"score meta for {path} lacks {missing}")
     payload = {"meta": dict(meta), **result.summary()}
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
 def result_to_dict(result: ScoreResult) -> dict:

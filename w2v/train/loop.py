@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from w2v.data.batching import BatchPlan, collate_audio, collate_targets
+from w2v.decode.ctc import load_units
 from w2v.io import atomic_path
 from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
 from w2v.train.checkpoint import CheckpointDir, load, save_atomic
@@ -116,17 +117,6 @@ def _ctc_items(cuts: list, unit_to_id: dict[str, int], cfg: Wav2Vec2Config, tcfg
     return keep, targets, {k: len(v) for k, v in dropped.items()}
 
 
-def read_units(path: str | Path) -> list[str]:
-    units = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            unit, idx = line.split()
-            if int(idx) != len(units):
-                raise TrainingError(f"{path}: unit ids must be 0, 1, 2, ... in order; got {line!r}")
-            units.append(unit)
-    return units
-
-
 def build_model(task: str, model_cfg: Wav2Vec2Config, tcfg: TrainConfig, vocab_size: int | None,
                 init: str | Path | None):
     """The model to train, its config, and (for fine-tuning) the pre-trained weights loaded."""
@@ -217,7 +207,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     np.random.seed(tcfg.seed)
     torch.manual_seed(tcfg.seed)
 
-    units = read_units(units_path) if task == "finetune" else None
+    units = load_units(units_path) if task == "finetune" else None
     model, cfg = build_model(task, model_cfg, tcfg, len(units) if units else None, init)
     cuts = _load_cuts(cuts_path)
     if task == "pretrain":
