@@ -229,7 +229,7 @@ def cmd_score(a) -> None:
 
             res = score(refs[name], read_text_file(hyp_path))
             write_alignments(res, Path(hyp_path).with_name(f"errs_{name}.txt"))
-            rows.append({"model": cfg["model"], "pretrain_data": f"{cfg['recipe']} pretrain" if init == "pretrained"
+            rows.append({"model": Path(cfg["model"]).stem, "pretrain_data": f"{cfg['recipe']} pretrain" if init == "pretrained"
                          else "none", "labeled": subset, "init": init, "decoder": decoder, "lm": d["lm"],
                          "test_set": name, "is_dev": name == dev_name, "lm_weight": d.get("lm_weight"),
                          "word_score": d.get("word_score"), "wer": res.wer, "cer": res.cer,

@@ -12,7 +12,8 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from w2v.score.wer import atomic_write_text, score
+from w2v.io import write_text
+from w2v.score.wer import score
 
 __all__ = ["beam_search_decode_fn", "grid_search", "write_tuning_tsv"]
 
@@ -74,4 +75,4 @@ def write_tuning_tsv(table: Sequence[Mapping], path) -> None:
         f"{r['ref_words']}"
         for r in table
     ]
-    atomic_write_text(path, "\n".join(rows) + "\n")
+    write_text(path, "\n".join(rows) + "\n")
