@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from synth import write_tiny_cuts, write_units
-from test_loop import _cfg, _pretrain_cfg
+from test_loop import _cfg
 from w2v.cli import main
 from w2v.train.config import TrainConfig
 from w2v.train.loop import train

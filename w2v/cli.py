@@ -139,11 +139,9 @@ def _write_hyps(path: Path, ids: list[str], hyps: list[str]) -> None:
 
 
 def cmd_decode(a) -> None:
-    import torch
-
     from w2v.decode.ctc import greedy_decode
-    from w2v.decode.emissions import compute_emissions, load_ctc_model
-    from w2v.decode.lexicon import LexiconBeamSearch
+    from w2v.decode.emissions import compute_emissions, load_ctc_model, pad_emissions
+    from w2v.decode.lexicon import ParallelLexiconBeamSearch
     from w2v.decode.tune import beam_search_decode_fn, grid_search, write_tuning_tsv
     from w2v.io import write_json
     from w2v.train.loop import resolve_device
@@ -170,40 +168,32 @@ def cmd_decode(a) -> None:
     if dev_name not in sets:
         raise SystemExit(f"w2v decode: the dev set {dev_name!r} (decode.dev_set) is not among --cuts {a.cuts}")
 
-    def as_batch(em):
-        lengths = torch.tensor([e.shape[0] for e in em])
-        x = torch.zeros(len(em), int(lengths.max()) if len(em) else 0, len(units))
-        for i, e in enumerate(em):
-            x[i, : e.shape[0]] = e
-        return x, lengths
-
     result = {"model": str(a.model), "units": len(units), "decoders": {}}
     greedy = {}
     for name, (ids, em, _) in sets.items():
-        x, lengths = as_batch(em)
-        hyps = greedy_decode(x, lengths, units)
+        hyps = greedy_decode(*pad_emissions(em), units)
         _write_hyps(out / "greedy" / f"hyp_{name}.txt", ids, hyps)
         greedy[name] = str(out / "greedy" / f"hyp_{name}.txt")
     result["decoders"]["greedy"] = {"lm": "none", "hyps": greedy}
 
     lm_name = f"{cfg.get('lm', {}).get('order', 4)}gram"
-    search = LexiconBeamSearch(units, a.lexicon, a.lm, beam=dc.get("beam", 500),
-                               beam_threshold=dc.get("beam_threshold", 25.0))
-    ids_dev, em_dev, refs_dev = sets[dev_name]
-    t0 = time.time()
-    best, table = grid_search(beam_search_decode_fn(search), dict(zip(ids_dev, em_dev)), refs_dev,
-                              dc.get("lm_weights", [0.5, 1.0, 2.0]), dc.get("word_scores", [-1.0, 0.0, 1.0]))
-    log.info("tuned on %s in %.0fs: lm_weight=%s word_score=%s", dev_name, time.time() - t0,
-             best["lm_weight"], best["word_score"])
-    write_tuning_tsv(table, out / lm_name / "tuning.tsv")
-    search.set_weights(lm_weight=best["lm_weight"], word_score=best["word_score"])
-    beam_hyps = {}
-    for name, (ids, em, _) in sets.items():
-        x, lengths = as_batch(em)
-        _write_hyps(out / lm_name / f"hyp_{name}.txt", ids, search.decode(x, lengths))
-        beam_hyps[name] = str(out / lm_name / f"hyp_{name}.txt")
+    beam = dict(beam=dc.get("beam", 500), beam_threshold=dc.get("beam_threshold", 25.0))
+    with ParallelLexiconBeamSearch(a.threads or 1, units, a.lexicon, a.lm, **beam) as search:
+        ids_dev, em_dev, refs_dev = sets[dev_name]
+        t0 = time.time()
+        best, table = grid_search(beam_search_decode_fn(search), dict(zip(ids_dev, em_dev)), refs_dev,
+                                  dc.get("lm_weights", [0.5, 1.0, 2.0]), dc.get("word_scores", [-1.0, 0.0, 1.0]))
+        log.info("tuned on %s in %.0fs (%d points): lm_weight=%s word_score=%s", dev_name, time.time() - t0,
+                 len(table), best["lm_weight"], best["word_score"])
+        write_tuning_tsv(table, out / lm_name / "tuning.tsv")
+        search.set_weights(lm_weight=best["lm_weight"], word_score=best["word_score"])
+        beam_hyps = {}
+        for name, (ids, em, _) in sets.items():
+            hyps = search.decode_utterances(dict(zip(ids, em)))
+            _write_hyps(out / lm_name / f"hyp_{name}.txt", ids, [hyps[i] for i in ids])
+            beam_hyps[name] = str(out / lm_name / f"hyp_{name}.txt")
     result["decoders"][lm_name] = {"lm": str(a.lm), "hyps": beam_hyps, "lm_weight": best["lm_weight"],
-                                   "word_score": best["word_score"], "tuned_on": dev_name}
+                                   "word_score": best["word_score"], "tuned_on": dev_name, **beam}
     result["refs"] = {name: str(p) for name, p in zip((_cut_name(p) for p in a.cuts), a.cuts)}
     write_json(out / "decode.json", result)
 
@@ -250,11 +240,10 @@ def cmd_report(a) -> None:
 
 
 def cmd_transcribe(a) -> None:
-    import torch
     from lhotse import Recording
 
     from w2v.decode.ctc import greedy_decode
-    from w2v.decode.emissions import compute_emissions, load_ctc_model
+    from w2v.decode.emissions import compute_emissions, load_ctc_model, pad_emissions
     from w2v.train.loop import resolve_device
 
     _threads(a.threads)
@@ -272,10 +261,7 @@ def cmd_transcribe(a) -> None:
             raise SystemExit(f"w2v transcribe: cannot read audio {f}: {e}")
         audio.append(x.mean(axis=0))
     em = compute_emissions(model, audio, meta["train_config"].get("normalize_audio", True), device=device)
-    lengths = torch.tensor([e.shape[0] for e in em])
-    x = torch.zeros(len(em), int(lengths.max()), len(units))
-    for i, e in enumerate(em):
-        x[i, : e.shape[0]] = e
+    x, lengths = pad_emissions(em)
     if a.lm:
         from w2v.decode.lexicon import LexiconBeamSearch
 

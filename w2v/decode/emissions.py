@@ -46,3 +46,13 @@ def compute_emissions(model: Wav2Vec2ForCTC, audio: list[np.ndarray], normalize:
         for j, i in enumerate(batch):
             out[i] = logp[j, : int(flens[j])].clone()
     return out  # type: ignore[return-value]
+
+
+def pad_emissions(emissions: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(frames, units)`` tensors into ``(batch, max_frames, units)`` plus their lengths."""
+    lengths = torch.tensor([e.shape[0] for e in emissions], dtype=torch.long)
+    units = emissions[0].shape[1] if emissions else 0
+    x = torch.zeros(len(emissions), int(lengths.max()) if len(emissions) else 0, units)
+    for i, e in enumerate(emissions):
+        x[i, : e.shape[0]] = e
+    return x, lengths
