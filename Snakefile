@@ -37,6 +37,19 @@ def finetune_inputs(wildcards):
     return inputs
 
 
+def finetune_dir(wildcards):
+    return f"{E}/finetune/{wildcards.init}_{wildcards.subset}"
+
+
+def finetune_settings(wildcards):
+    """Only this experiment's settings, so that editing another subset's does not rerun this one."""
+    return w2vconfig.finetune_settings(config, wildcards.init, wildcards.subset)
+
+
+def decode_dir(wildcards):
+    return f"{E}/decode/{wildcards.exp}"
+
+
 rule all:
     input: f"{E}/results.md"
     default_target: True
@@ -45,29 +58,33 @@ rule prepare:
     output: f"{D}/manifests/recordings.jsonl.gz", f"{D}/manifests/supervisions.jsonl.gz"
     log: f"{D}/logs/prepare.log"
     message: "prepare: corpus -> lhotse manifests in {D}/manifests"
+    params: cfg=CFG, out=f"{D}/manifests", settings={k: config.get(k) for k in ("local", "corpus")}
     threads: workflow.cores
-    shell: "w2v prepare --config {CFG} --out {D}/manifests --jobs {threads} 2>&1 | tee {log}"
+    shell: "w2v prepare --config {params.cfg} --out {params.out} --jobs {threads} 2>&1 | tee {log}"
 
 rule cuts:
     input: rules.prepare.output
     output: CUTS, summary=f"{D}/cuts/cuts_summary.json"
     log: f"{D}/logs/cuts.log"
     message: "cuts: 16 kHz mono CutSets, labeled subsets {SUBSETS}, {DEV} and {TESTS}"
-    shell: "w2v cuts --config {CFG} --manifests {D}/manifests --out {D}/cuts 2>&1 | tee {log}"
+    params: cfg=CFG, manifests=f"{D}/manifests", out=f"{D}/cuts", settings={k: config.get(k) for k in ("cuts", "text")}
+    shell: "w2v cuts --config {params.cfg} --manifests {params.manifests} --out {params.out} 2>&1 | tee {log}"
 
 rule lang:
     input: f"{D}/cuts/train.jsonl.gz", rules.cuts.output.summary
     output: units=f"{D}/lang/units.txt", lexicon=f"{D}/lang/lexicon.txt", lm_text=f"{D}/lang/lm_text.txt"
     log: f"{D}/logs/lang.log"
     message: "lang: character units, lexicon and LM text in {D}/lang"
-    shell: "w2v lang --config {CFG} --cuts {input[0]} --out {D}/lang 2>&1 | tee {log}"
+    params: cfg=CFG, out=f"{D}/lang", settings=config.get("lm", {}).get("text")
+    shell: "w2v lang --config {params.cfg} --cuts {input[0]} --out {params.out} 2>&1 | tee {log}"
 
 rule lm:
     input: rules.lang.output.lm_text
     output: f"{D}/lm/{LM_ORDER}gram/lm.bin"
     log: f"{D}/logs/lm.log"
     message: "lm: {LM_ORDER}-gram KenLM from {input}"
-    shell: "w2v lm --config {CFG} --text {input} --out {D}/lm/{LM_ORDER}gram 2>&1 | tee {log}"
+    params: cfg=CFG, out=f"{D}/lm/{LM_ORDER}gram", settings=config.get("lm")
+    shell: "w2v lm --config {params.cfg} --text {input} --out {params.out} 2>&1 | tee {log}"
 
 rule pretrain:
     input: f"{D}/cuts/pretrain.jsonl.gz"
@@ -76,7 +93,8 @@ rule pretrain:
     message: "pretrain: wav2vec 2.0 ({config[model]}) on {input}"
     threads: workflow.cores
     resources: gpu=1
-    shell: "w2v pretrain --config {CFG} --cuts {input} --out {E}/pretrain --threads {threads} 2>&1 | tee -a {log}"
+    params: cfg=CFG, out=f"{E}/pretrain", settings={"model": config["model"], **config.get("pretrain", {})}
+    shell: "w2v pretrain --config {params.cfg} --cuts {input} --out {params.out} --threads {threads} 2>&1 | tee -a {log}"
 
 rule finetune_one:
     input: unpack(finetune_inputs)
@@ -85,8 +103,9 @@ rule finetune_one:
     message: "finetune: CTC on {wildcards.subset} labeled, init {wildcards.init}"
     threads: workflow.cores
     resources: gpu=1
-    shell: "w2v finetune --config {CFG} --subset {wildcards.subset} --init-from {wildcards.init} --cuts {input.train} "
-           "--dev {input.dev} --units {input.units} --out {E}/finetune/{wildcards.init}_{wildcards.subset} "
+    params: cfg=CFG, out=finetune_dir, settings=finetune_settings
+    shell: "w2v finetune --config {params.cfg} --subset {wildcards.subset} --init-from {wildcards.init} "
+           "--cuts {input.train} --dev {input.dev} --units {input.units} --out {params.out} "
            "--threads {threads} 2>&1 | tee -a {log}"
 
 rule finetune:
@@ -99,8 +118,9 @@ rule decode_one:
     log: f"{E}/decode/{{exp}}/log.txt"
     message: "decode: {wildcards.exp}, greedy and lexicon beam search + {LM_ORDER}-gram (tuned on {DEV})"
     threads: workflow.cores
-    shell: "w2v decode --config {CFG} --model {input.model} --lexicon {input.lexicon} --lm {input.lm} "
-           "--cuts {input.cuts} --out {E}/decode/{wildcards.exp} --threads {threads} 2>&1 | tee {log}"
+    params: cfg=CFG, out=decode_dir, settings=config.get("decode")
+    shell: "w2v decode --config {params.cfg} --model {input.model} --lexicon {input.lexicon} --lm {input.lm} "
+           "--cuts {input.cuts} --out {params.out} --threads {threads} 2>&1 | tee {log}"
 
 rule decode:
     input: expand(f"{E}/decode/{{exp}}/decode.json", exp=EXPS)
@@ -110,7 +130,8 @@ rule score_one:
     output: f"{E}/decode/{{exp}}/scores.json"
     log: f"{E}/decode/{{exp}}/score_log.txt"
     message: "score: WER/CER of {wildcards.exp}"
-    shell: "w2v score --config {CFG} --decode {input} --out {output} 2>&1 | tee {log}"
+    params: cfg=CFG
+    shell: "w2v score --config {params.cfg} --decode {input} --out {output} 2>&1 | tee {log}"
 
 rule score:
     input: expand(f"{E}/decode/{{exp}}/scores.json", exp=EXPS)
@@ -120,4 +141,5 @@ rule report:
     output: md=f"{E}/results.md", json=f"{E}/results.json"
     log: f"{E}/report_log.txt"
     message: "report: {output.md}"
-    shell: "w2v report --config {CFG} --scores {input} --out-md {output.md} --out-json {output.json} 2>&1 | tee {log}"
+    params: cfg=CFG
+    shell: "w2v report --config {params.cfg} --scores {input} --out-md {output.md} --out-json {output.json} 2>&1 | tee {log}"
