@@ -36,3 +36,13 @@ def test_subset_seconds_and_finetune_merge():
     assert s["lr"] == 2.0 and s["max_updates"] == 5
     assert s["model_overrides"] == {"mask_prob": 0.5, "layerdrop": 0.0}
     assert config.finetune_settings(cfg, "pretrained", "10m")["lr"] == 1.0
+
+
+def test_demo_gpu_overlay_is_valid():
+    import yaml
+    from snakemake.utils import update_config
+
+    cfg = yaml.safe_load((ROOT / "egs/demo/config.yaml").read_text())
+    update_config(cfg, yaml.safe_load((ROOT / "egs/demo/gpu.yaml").read_text()))
+    config.validate(cfg, "demo + gpu overlay")
+    assert cfg["recipe"] == "demo_gpu" and cfg["local"]["args"]["size"] == "gpu"
