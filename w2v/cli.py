@@ -123,12 +123,14 @@ def _cut_name(path: str) -> str:
 def _load_eval_set(path: str):
     from lhotse import load_manifest
 
+    from w2v.data.cuts import transcript
+
     cuts = list(load_manifest(path))
     audio = []
     for c in cuts:
         a = c.load_audio()
         audio.append(a.mean(axis=0) if a.ndim == 2 else a)
-    refs = {c.id: " ".join(s.text or "" for s in c.supervisions).strip() for c in cuts}
+    refs = {c.id: transcript(c) for c in cuts}
     return cuts, audio, refs
 
 
@@ -201,8 +203,9 @@ def cmd_decode(a) -> None:
 def cmd_score(a) -> None:
     from lhotse import load_manifest
 
+    from w2v.data.cuts import transcript
     from w2v.io import write_json
-    from w2v.score.wer import score, write_alignments
+    from w2v.score.wer import read_text_file, score, write_alignments, write_per_utt
 
     cfg = _cfg(a.config)
     dec = json.loads(Path(a.decode).read_text(encoding="utf-8"))
@@ -211,16 +214,18 @@ def cmd_score(a) -> None:
     dev_name = cfg.get("decode", {}).get("dev_set", "dev")
     refs = {}
     for name, path in dec["refs"].items():
-        refs[name] = {c.id: " ".join(s.text or "" for s in c.supervisions).strip() for c in load_manifest(path)}
+        refs[name] = {c.id: transcript(c) for c in load_manifest(path)}
+    summary = Path(next(iter(dec["refs"].values()))).with_name("cuts_summary.json")
+    hours = json.loads(summary.read_text())["sets"]["pretrain"]["hours"] if summary.exists() else None
+    pretrain_data = f"{cfg['recipe']} {hours:.1f} h" if hours is not None else f"{cfg['recipe']} unlabeled"
     rows = []
     for decoder, d in dec["decoders"].items():
         for name, hyp_path in d["hyps"].items():
-            from w2v.score.wer import read_text_file
-
             res = score(refs[name], read_text_file(hyp_path))
             write_alignments(res, Path(hyp_path).with_name(f"errs_{name}.txt"))
-            rows.append({"model": Path(cfg["model"]).stem, "pretrain_data": f"{cfg['recipe']} pretrain" if init == "pretrained"
-                         else "none", "labeled": subset, "init": init, "decoder": decoder, "lm": d["lm"],
+            write_per_utt(res, Path(hyp_path).with_name(f"per_utt_{name}.tsv"))
+            rows.append({"model": Path(cfg["model"]).stem,
+                         "pretrain_data": pretrain_data if init == "pretrained" else "none", "labeled": subset, "init": init, "decoder": decoder, "lm": d["lm"],
                          "test_set": name, "is_dev": name == dev_name, "lm_weight": d.get("lm_weight"),
                          "word_score": d.get("word_score"), "wer": res.wer, "cer": res.cer,
                          "num_words": res.ref_words, "num_utts": len(refs[name])})
@@ -277,64 +282,41 @@ def cmd_transcribe(a) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="w2v", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="w2v", description="wav2vec-family recipes: one sub-command per stage.")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def add(name, fn, help):
+    def add(name, fn, help, required=(), config=True):
+        """A sub-command; ``--config`` (the recipe) and the ``required`` options take one value each."""
         s = sub.add_parser(name, help=help)
         s.set_defaults(fn=fn)
+        for opt in (["--config"] if config else []) + list(required):
+            s.add_argument(opt, required=True)
         return s
 
-    s = add("prepare", cmd_prepare, "corpus on disk -> lhotse manifests")
-    s.add_argument("--config", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--jobs", type=int, default=4)
-    s = add("cuts", cmd_cuts, "manifests -> 16 kHz mono CutSets and subsets")
-    s.add_argument("--config", required=True)
-    s.add_argument("--manifests", required=True)
-    s.add_argument("--out", required=True)
-    s = add("lang", cmd_lang, "units, lexicon and LM text")
-    s.add_argument("--config", required=True)
-    s.add_argument("--cuts", required=True, help="labeled training cuts (their characters are the units)")
-    s.add_argument("--out", required=True)
-    s = add("lm", cmd_lm, "n-gram KenLM from the LM text")
-    s.add_argument("--config", required=True)
-    s.add_argument("--text", required=True)
-    s.add_argument("--out", required=True)
-    for name, fn, help in (("pretrain", cmd_pretrain, "self-supervised pre-training"),
-                           ("finetune", cmd_finetune, "CTC fine-tuning on a labeled subset")):
-        s = add(name, fn, help)
-        s.add_argument("--config", required=True)
-        s.add_argument("--cuts", required=True)
-        s.add_argument("--out", required=True)
+    def compute(s):
         s.add_argument("--threads", type=int, default=None)
-        s.add_argument("--device", default=None)
-        if name == "finetune":
-            s.add_argument("--subset", required=True)
-            s.add_argument("--init-from", choices=["pretrained", "scratch"], default="pretrained")
-            s.add_argument("--init", default=None, help="pre-trained model.pt (default: the recipe's)")
-            s.add_argument("--dev", default=None, help="dev cuts for picking the best checkpoint")
-            s.add_argument("--units", required=True)
-    s = add("decode", cmd_decode, "greedy and lexicon beam search + n-gram, tuned on dev")
-    s.add_argument("--config", required=True)
-    s.add_argument("--model", required=True)
-    s.add_argument("--lexicon", required=True)
-    s.add_argument("--lm", required=True)
-    s.add_argument("--cuts", required=True, nargs="+")
-    s.add_argument("--out", required=True)
-    s.add_argument("--threads", type=int, default=None)
-    s.add_argument("--device", default=None)
-    s = add("score", cmd_score, "WER/CER with per-utterance alignments")
-    s.add_argument("--config", required=True)
-    s.add_argument("--decode", required=True)
-    s.add_argument("--out", required=True)
-    s = add("report", cmd_report, "results.md and results.json")
-    s.add_argument("--config", required=True)
+        s.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
+
+    add("prepare", cmd_prepare, "corpus on disk -> lhotse manifests", ["--out"]).add_argument(
+        "--jobs", type=int, default=4)
+    add("cuts", cmd_cuts, "manifests -> 16 kHz mono CutSets and subsets", ["--manifests", "--out"])
+    add("lang", cmd_lang, "units, lexicon and LM text (units from the --cuts transcripts)", ["--cuts", "--out"])
+    add("lm", cmd_lm, "n-gram KenLM from the LM text", ["--text", "--out"])
+    compute(add("pretrain", cmd_pretrain, "self-supervised pre-training", ["--cuts", "--out"]))
+    s = add("finetune", cmd_finetune, "CTC fine-tuning on a labeled subset", ["--cuts", "--out", "--subset", "--units"])
+    compute(s)
+    s.add_argument("--init-from", choices=["pretrained", "scratch"], default="pretrained")
+    s.add_argument("--init", default=None, help="pre-trained model.pt (default: the recipe's)")
+    s.add_argument("--dev", default=None, help="dev cuts for picking the best checkpoint")
+    s = add("decode", cmd_decode, "greedy and lexicon beam search + n-gram, tuned on dev",
+            ["--model", "--lexicon", "--lm", "--out"])
+    s.add_argument("--cuts", required=True, nargs="+", help="the dev set and the test sets")
+    compute(s)
+    add("score", cmd_score, "WER/CER with per-utterance alignments", ["--decode", "--out"])
+    s = add("report", cmd_report, "results.md and results.json", ["--out-md", "--out-json"])
     s.add_argument("--scores", required=True, nargs="+")
-    s.add_argument("--out-md", required=True)
-    s.add_argument("--out-json", required=True)
-    s = add("transcribe", cmd_transcribe, "print a transcript per audio file")
+    s = add("transcribe", cmd_transcribe, "print a transcript per audio file", config=False)
     s.add_argument("checkpoint")
     s.add_argument("audio", nargs="+")
     s.add_argument("--lm", default=None, help="KenLM binary for lexicon beam search")
@@ -342,8 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lm-weight", type=float, default=1.0)
     s.add_argument("--word-score", type=float, default=0.0)
     s.add_argument("--beam", type=int, default=500)
-    s.add_argument("--threads", type=int, default=None)
-    s.add_argument("--device", default=None)
+    compute(s)
     return p
 
 

@@ -254,3 +254,8 @@ def make_cuts(
                        "max_duration": max_duration, "seed": seed, "normalize": normalize},
         }, indent=2, ensure_ascii=False) + "\n")
     return paths
+
+
+def transcript(cut: Cut) -> str:
+    """The (normalised) text of a cut: its supervisions' texts joined by spaces."""
+    return " ".join(s.text for s in cut.supervisions if s.text).strip()

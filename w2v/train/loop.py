@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from w2v.data.batching import BatchPlan, collate_audio, collate_targets
+from w2v.data.cuts import transcript
 from w2v.decode.ctc import load_units
 from w2v.io import atomic_path
 from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
@@ -95,7 +96,7 @@ def _ctc_items(cuts: list, unit_to_id: dict[str, int], cfg: Wav2Vec2Config, tcfg
 
     keep, targets, dropped = [], [], {"short": [], "empty": [], "unknown_units": [], "too_many_tokens": []}
     for cut in cuts:
-        text = " ".join(s.text or "" for s in cut.supervisions).strip()
+        text = transcript(cut)
         if cut.duration < tcfg.min_seconds:
             dropped["short"].append(cut.id)
             continue
@@ -232,7 +233,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
         dcuts, dtargets, _ = _ctc_items(_load_cuts(dev_cuts_path), unit_to_id, cfg,
                                         replace(tcfg, min_seconds=0.0), str(dev_cuts_path))
         dev_store = AudioStore(dcuts, cache=True)
-        dev_refs = [" ".join(s.text for s in c.supervisions).strip() for c in dcuts]
+        dev_refs = [transcript(c) for c in dcuts]
 
     if task == "finetune" and tcfg.freeze_feature_encoder:
         model.freeze_feature_encoder()
