@@ -36,9 +36,12 @@ def gumbel_softmax_hard(logits: Tensor, tau: float, generator: torch.Generator |
     """Hard one-hot sample with straight-through gradient of the soft sample.
 
     Same distribution as `F.gumbel_softmax(hard=True)`, but the noise comes from `generator`
-    so that a resumed run draws the same codes.
+    so that a resumed run draws the same codes. The noise is drawn on the generator's device
+    (the training loop's generators live on the CPU, so that runs are reproducible across
+    devices) and moved to the logits' device.
     """
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    where = generator.device if generator is not None else logits.device
+    u = torch.rand(logits.shape, generator=generator, device=where, dtype=logits.dtype).to(logits.device)
     tiny = torch.finfo(logits.dtype).tiny
     gumbels = -torch.log((-torch.log(u.clamp_min(tiny))).clamp_min(tiny))
     soft = ((logits + gumbels) / tau).softmax(-1)
