@@ -82,3 +82,23 @@ def test_temperature_schedule():
     assert q.temperature > 0.5
     q.set_num_updates(n)
     assert q.temperature == 0.5
+
+
+def test_codebook_negatives_add_distractors_from_the_codebook():
+    import torch
+
+    from w2v.models import Wav2Vec2ForPreTraining, load_model_config
+
+    cfg = load_model_config("tiny", encoder_layers=1, num_negatives=3, codebook_negatives=2)
+    model = Wav2Vec2ForPreTraining(cfg)
+    out = model(torch.randn(2, 16000), generator=torch.Generator().manual_seed(0))
+    assert out.logits.shape[1] == 1 + 3 + 2
+    g = torch.Generator().manual_seed(1)
+    codes = model.quantizer.sample_codevectors(5, g)
+    assert codes.shape == (5, cfg.codevector_dim)
+    # every half of a sampled codeword is an entry of its own group's codebook
+    per_group = model.quantizer.codevectors[0].view(cfg.latent_groups, cfg.latent_vars, -1)
+    half = cfg.codevector_dim // cfg.latent_groups
+    for grp in range(cfg.latent_groups):
+        part = codes[:, grp * half:(grp + 1) * half]
+        assert all((per_group[grp] == row).all(-1).any() for row in part)

@@ -89,6 +89,19 @@ class GumbelVectorQuantizer(nn.Module):
     def set_num_updates(self, num_updates: int) -> None:
         self.temperature = max(self.max_temp * self.temp_decay**num_updates, self.min_temp)
 
+    def sample_codevectors(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` random codewords (one uniformly drawn entry per group, concatenated): fairseq's
+        ``sample_from_codebook``, the source of "codebook negatives".
+
+        Returns:
+            (n, codevector_dim).
+        """
+        where = generator.device if generator is not None else self.codevectors.device
+        idx = torch.randint(self.num_vars_per_group, (n, self.num_groups), generator=generator, device=where)
+        idx = idx.to(self.codevectors.device) + torch.arange(self.num_groups, device=self.codevectors.device) * (
+            self.num_vars_per_group)
+        return self.codevectors[0][idx].reshape(n, -1)
+
     def forward(
         self, x: Tensor, mask: Tensor | None = None, generator: torch.Generator | None = None
     ) -> QuantizerOutput:

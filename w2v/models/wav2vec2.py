@@ -214,8 +214,8 @@ class Wav2Vec2ForPreTraining(nn.Module):
 
     def __init__(self, cfg: Wav2Vec2Config):
         super().__init__()
-        if cfg.codebook_negatives > 0:
-            raise NotImplementedError("codebook_negatives > 0 is not supported")
+        if cfg.codebook_negatives > 0 and not cfg.quantize_targets:
+            raise ValueError("codebook_negatives needs quantize_targets (they are drawn from the codebook)")
         self.cfg = cfg
         self.wav2vec2 = Wav2Vec2Model(cfg)
         self.dropout_features = nn.Dropout(cfg.dropout_features)
@@ -282,6 +282,11 @@ class Wav2Vec2ForPreTraining(nn.Module):
             )
         else:
             negatives = targets.reshape(b * t, -1)[negatives_indices.to(targets.device)]
+        if cfg.codebook_negatives > 0:
+            gen = generator if isinstance(generator, torch.Generator) else None
+            n = positives.shape[0]
+            sampled = self.quantizer.sample_codevectors(cfg.codebook_negatives * n, gen).to(targets.dtype)
+            negatives = torch.cat([negatives, self.project_q(sampled).view(cfg.codebook_negatives, n, -1)])
         predictions = self.project_hid(out.hidden[mask_indices])  # (N, final_dim)
 
         logits = self.contrastive_logits(predictions, positives, negatives)
