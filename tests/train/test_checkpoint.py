@@ -38,3 +38,12 @@ def test_truncated_checkpoint_names_the_file(tmp_path):
     p.write_bytes(b"\x80\x02garbage")
     with pytest.raises(ck.CheckpointError, match="checkpoint_00000001.pt"):
         ck.load(p)
+
+
+def test_leftover_temporary_file_of_a_killed_save_is_ignored_and_removed(tmp_path):
+    d = ck.CheckpointDir(tmp_path)
+    d.save({"n": 1}, 1)
+    stale = tmp_path / ".checkpoint_00000002.tmpab12.pt"
+    stale.write_bytes(b"half a checkpoint")
+    d2 = ck.CheckpointDir(tmp_path)
+    assert not stale.exists() and ck.load(d2.latest())["n"] == 1

@@ -95,3 +95,43 @@ def test_finetune_from_pretrained_and_scratch(tmp_path):
     out2 = train(TrainConfig(**{**ft, "freeze_feature_encoder": False, "freeze_transformer_updates": 0}),
                  cuts, tmp_path / "scratch", _cfg(), units_path=units, dev_cuts_path=cuts)
     assert ck.load(out2)["init"] is None
+
+
+def test_sigkilled_training_process_resumes_bit_identical(tmp_path):
+    """The real thing: `w2v pretrain` killed with SIGKILL mid-run, then started again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    cuts = write_tiny_cuts(tmp_path / "a", n=10)
+    model_yaml = tmp_path / "model.yaml"
+    base = yaml.safe_load((__import__("pathlib").Path(__file__).parents[2] / "conf/model/tiny.yaml").read_text())
+    model_yaml.write_text(yaml.safe_dump({**base, **SMALL}))
+    settings = dict(max_updates=40, lr=5e-4, warmup=2, max_duration=4.0, crop_seconds=1.0, save_every=2,
+                    log_every=1, keep_last=3)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"recipe": "t", "model": str(model_yaml),
+                                      "corpus": {"type": "folder", "path": str(tmp_path)}, "pretrain": settings}))
+
+    def cmd(out):
+        return [sys.executable, "-m", "w2v.cli", "pretrain", "--config", str(recipe), "--cuts", str(cuts),
+                "--out", str(out), "--threads", "1"]
+
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    ref = tmp_path / "ref"
+    subprocess.run(cmd(ref), check=True, env=env, capture_output=True)
+    run = tmp_path / "run"
+    proc = subprocess.Popen(cmd(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((run / "checkpoints").glob("checkpoint_0*.pt"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "model.pt").exists(), "the run finished before it could be killed"
+    subprocess.run(cmd(run), check=True, env=env, capture_output=True)
+    a, b = ck.load(ref / "model.pt")["model"], ck.load(run / "model.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

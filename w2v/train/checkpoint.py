@@ -46,6 +46,8 @@ class CheckpointDir:
         self.path = Path(path)
         self.keep_last = max(1, keep_last)
         self.path.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.glob(".checkpoint_*.tmp*"):  # left by a save that was killed
+            stale.unlink(missing_ok=True)
 
     def numbered(self) -> list[tuple[int, Path]]:
         found = []
