@@ -369,6 +369,7 @@ class Wav2Vec2ForCTC(nn.Module):
         lengths: Tensor | None = None,
         apply_mask: bool = False,
         generator: Generator = None,
+        train_encoder: bool = True,
     ) -> tuple[Tensor, Tensor]:
         """
         Args:
@@ -377,11 +378,14 @@ class Wav2Vec2ForCTC(nn.Module):
             apply_mask: mask time steps and channels with the config's rates (fine-tuning
                 augmentation); off at evaluation.
             generator: source of the masks.
+            train_encoder: False runs the encoder without gradients, so only the output layer
+                learns (fairseq's freeze_finetune_updates, the first updates of fine-tuning).
 
         Returns:
             logits (batch, frames, vocab_size) and (batch,) frame lengths.
         """
-        out = self.wav2vec2(waveforms, lengths, mask=apply_mask, generator=generator)
+        with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
+            out = self.wav2vec2(waveforms, lengths, mask=apply_mask, generator=generator)
         return self.lm_head(self.dropout(out.hidden)), out.lengths
 
 

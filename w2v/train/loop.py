@@ -230,7 +230,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                      max_batch_size=tcfg.max_batch_size)
     dev_store = dev_refs = None
     if task == "finetune" and dev_cuts_path is not None:
-        dcuts, dtargets, _ = _ctc_items(_load_cuts(dev_cuts_path), unit_to_id, cfg,
+        dcuts, _, _ = _ctc_items(_load_cuts(dev_cuts_path), unit_to_id, cfg,
                                         replace(tcfg, min_seconds=0.0), str(dev_cuts_path))
         dev_store = AudioStore(dcuts, cache=True)
         dev_refs = [transcript(c) for c in dcuts]
@@ -305,12 +305,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                     loss, stats = pretraining_loss(out, tcfg.diversity_weight, tcfg.feature_penalty_weight)
                 else:
                     tgt, tlens = collate_targets([targets[i] for i in batch])
-                    if frozen:
-                        with torch.no_grad():
-                            enc = model.wav2vec2(wav, lens, mask=True, generator=g)
-                        logits, flens = model.lm_head(model.dropout(enc.hidden)), enc.lengths
-                    else:
-                        logits, flens = model(wav, lens, apply_mask=True, generator=g)
+                    logits, flens = model(wav, lens, apply_mask=True, generator=g, train_encoder=not frozen)
                     loss = ctc_loss(logits, flens, tgt.to(dev), tlens.to(dev))
                     stats = {"loss": float(loss.detach())}
             opt.zero_grad(set_to_none=True)
