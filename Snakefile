@@ -9,7 +9,7 @@ from w2v import config as w2vconfig
 if not workflow.overwrite_configfiles:  # the demo is the default; a --configfile replaces it
     configfile: "egs/demo/config.yaml"
 
-w2vconfig.validate(config, "the recipe config (" + ", ".join(map(str, workflow.configfiles)) + ")")
+w2vconfig.validate(config, " + ".join(map(str, workflow.configfiles)) or "the recipe config")
 R = config["recipe"]
 D = f"data/{R}"
 E = f"exp/{R}"
