@@ -221,6 +221,8 @@ def build(out: Path, size: str, seed: int, scale: float, jobs: int) -> dict:
     speakers = make_speakers(size, scale, rng)
     targets = {s: t * scale for s, t in SIZES[size].items()}
 
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a run that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the corpus is an ordinary directory
     try:
