@@ -18,24 +18,15 @@ import time
 
 import torch
 
+from w2v.interop.hf_config import to_hf_config
 from w2v.models import Wav2Vec2ForPreTraining, load_model_config
 from w2v.train.losses import pretraining_loss
 
 
 def hf_model(cfg):
-    from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining as HF
+    from transformers import Wav2Vec2ForPreTraining as HF
 
-    dims, kernels, strides = zip(*cfg.conv_feature_layers)
-    hc = Wav2Vec2Config(
-        conv_dim=dims, conv_kernel=kernels, conv_stride=strides, conv_bias=cfg.conv_bias,
-        feat_extract_norm="layer" if cfg.extractor_mode == "layer_norm" else "group",
-        hidden_size=cfg.encoder_embed_dim, num_hidden_layers=cfg.encoder_layers,
-        num_attention_heads=cfg.encoder_attention_heads, intermediate_size=cfg.encoder_ffn_embed_dim,
-        do_stable_layer_norm=cfg.layer_norm_first, num_conv_pos_embeddings=cfg.conv_pos,
-        num_conv_pos_embedding_groups=cfg.conv_pos_groups, num_codevectors_per_group=cfg.latent_vars,
-        num_codevector_groups=cfg.latent_groups, codevector_dim=cfg.codevector_dim, proj_codevector_dim=cfg.final_dim,
-        num_negatives=cfg.num_negatives, mask_time_prob=cfg.mask_prob, mask_time_length=cfg.mask_length,
-        diversity_loss_weight=0.1, layerdrop=cfg.layerdrop)
+    hc = to_hf_config(cfg)
     hc._attn_implementation = "sdpa"
     m = HF(hc)
     m.set_gumbel_temperature(2.0)
