@@ -33,7 +33,7 @@ def finetune_inputs(wildcards):
     inputs = {"train": f"{D}/cuts/train_{wildcards.subset}.jsonl.gz", "dev": f"{D}/cuts/{DEV}.jsonl.gz",
               "units": f"{D}/lang/units.txt"}
     if wildcards.init == "pretrained":
-        inputs["init"] = f"{E}/pretrain/model.pt"
+        inputs["init"] = w2vconfig.pretrained_model(config)
     return inputs
 
 
@@ -44,6 +44,10 @@ def finetune_dir(wildcards):
 def finetune_settings(wildcards):
     """Only this experiment's settings, so that editing another subset's does not rerun this one."""
     return w2vconfig.finetune_settings(config, wildcards.init, wildcards.subset)
+
+
+def finetune_init_arg(wildcards):
+    return f"--init {w2vconfig.pretrained_model(config)}" if wildcards.init == "pretrained" else ""
 
 
 def decode_dir(wildcards):
@@ -103,9 +107,9 @@ rule finetune_one:
     message: "finetune: CTC on {wildcards.subset} labeled, init {wildcards.init}"
     threads: workflow.cores
     resources: gpu=1
-    params: cfg=CFG, out=finetune_dir, settings=finetune_settings
+    params: cfg=CFG, out=finetune_dir, settings=finetune_settings, init=finetune_init_arg
     shell: "w2v finetune --config {params.cfg} --subset {wildcards.subset} --init-from {wildcards.init} "
-           "--cuts {input.train} --dev {input.dev} --units {input.units} --out {params.out} "
+           "--cuts {input.train} --dev {input.dev} --units {input.units} --out {params.out} {params.init} "
            "--threads {threads} 2>&1 | tee -a {log}"
 
 rule finetune:

@@ -46,3 +46,10 @@ def test_demo_gpu_overlay_is_valid():
     update_config(cfg, yaml.safe_load((ROOT / "egs/demo/gpu.yaml").read_text()))
     config.validate(cfg, "demo + gpu overlay")
     assert cfg["recipe"] == "demo_gpu" and cfg["local"]["args"]["size"] == "gpu"
+
+
+def test_pretrained_model_is_the_recipes_own_unless_init_from_is_set():
+    cfg = {"recipe": "r", "finetune": {}}
+    assert config.pretrained_model(cfg) == "exp/r/pretrain/model.pt"
+    cfg["finetune"]["init_from"] = "exp/imported/xlsr.pt"
+    assert config.pretrained_model(cfg) == "exp/imported/xlsr.pt"

@@ -109,9 +109,11 @@ def cmd_finetune(a) -> None:
 
     cfg = _cfg(a.config)
     settings = {k: v for k, v in finetune_settings(cfg, a.init_from, a.subset).items() if k != "task"}
+    from w2v.config import pretrained_model
+
     init = None
     if a.init_from == "pretrained":
-        init = Path(a.out).parent.parent / "pretrain" / "model.pt" if a.init is None else Path(a.init)
+        init = Path(a.init or pretrained_model(cfg))
     _train(a, "finetune", settings, units_path=a.units, init=init, dev_cuts_path=a.dev)
 
 
@@ -218,6 +220,8 @@ def cmd_score(a) -> None:
     summary = Path(next(iter(dec["refs"].values()))).with_name("cuts_summary.json")
     hours = json.loads(summary.read_text())["sets"]["pretrain"]["hours"] if summary.exists() else None
     pretrain_data = f"{cfg['recipe']} {hours:.1f} h" if hours is not None else f"{cfg['recipe']} unlabeled"
+    if cfg.get("finetune", {}).get("init_from"):
+        pretrain_data = f"imported {Path(cfg['finetune']['init_from']).stem}"
     rows = []
     for decoder, d in dec["decoders"].items():
         for name, hyp_path in d["hyps"].items():
@@ -281,6 +285,32 @@ def cmd_transcribe(a) -> None:
         print(f"{f}\t{h}")
 
 
+def cmd_import_checkpoint(a) -> None:
+    src = Path(a.src)
+    if src.is_dir():
+        from w2v.interop.hf import import_hf
+
+        summary = import_hf(src, Path(a.out))
+    elif src.is_file():
+        from w2v.interop.fairseq import import_fairseq
+
+        units = None
+        if a.units:
+            from w2v.decode.ctc import load_units
+
+            units = load_units(a.units)
+        summary = import_fairseq(src, Path(a.out), units=units)
+    else:
+        raise FileNotFoundError(f"{src}: neither a Hugging Face model directory nor a fairseq .pt file")
+    print(json.dumps({k: v for k, v in summary.items() if k != "units"}, indent=2, default=str))
+
+
+def cmd_export_hf(a) -> None:
+    from w2v.interop.hf import export_hf
+
+    print(export_hf(Path(a.checkpoint), Path(a.out_dir)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="w2v", description="wav2vec-family recipes: one sub-command per stage.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -307,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("finetune", cmd_finetune, "CTC fine-tuning on a labeled subset", ["--cuts", "--out", "--subset", "--units"])
     compute(s)
     s.add_argument("--init-from", choices=["pretrained", "scratch"], default="pretrained")
-    s.add_argument("--init", default=None, help="pre-trained model.pt (default: the recipe's)")
+    s.add_argument("--init", default=None, help="pre-trained model.pt (default: finetune.init_from, else the recipe's)")
     s.add_argument("--dev", default=None, help="dev cuts for picking the best checkpoint")
     s = add("decode", cmd_decode, "greedy and lexicon beam search + n-gram, tuned on dev",
             ["--model", "--lexicon", "--lm", "--out"])
@@ -316,6 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("score", cmd_score, "WER/CER with per-utterance alignments", ["--decode", "--out"])
     s = add("report", cmd_report, "results.md and results.json", ["--out-md", "--out-json"])
     s.add_argument("--scores", required=True, nargs="+")
+    s = add("import-checkpoint", cmd_import_checkpoint,
+            "a Hugging Face model directory or a fairseq .pt -> w2v model.pt", config=False)
+    s.add_argument("src", help="HF directory (config.json + safetensors/bin) or fairseq checkpoint .pt")
+    s.add_argument("out", help="model.pt to write")
+    s.add_argument("--units", default=None, help="fairseq CTC: units.txt (default: dict.ltr.txt beside SRC)")
+    s = add("export-hf", cmd_export_hf, "w2v model.pt -> a directory transformers loads", config=False)
+    s.add_argument("checkpoint")
+    s.add_argument("out_dir")
     s = add("transcribe", cmd_transcribe, "print a transcript per audio file", config=False)
     s.add_argument("checkpoint")
     s.add_argument("audio", nargs="+")

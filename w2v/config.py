@@ -64,6 +64,9 @@ SCHEMA: dict[str, Any] = {
                 "settings": _train,
                 "scratch": {"type": ["object", "boolean"],
                             "description": "false, or overrides for the no-pre-training baseline"},
+                "init_from": {"type": "string",
+                              "description": "a pre-trained model.pt (e.g. from `w2v import-checkpoint`) to "
+                                             "fine-tune instead of the recipe's own pretrain stage"},
             },
         },
         "decode": {
@@ -137,6 +140,12 @@ def experiments(cfg: dict) -> list[tuple[str, str]]:
     subsets = list(ft.get("subsets", {}))
     inits = ["pretrained"] + (["scratch"] if ft.get("scratch", True) is not False else [])
     return [(init, s) for s in subsets for init in inits]
+
+
+def pretrained_model(cfg: dict) -> str:
+    """The pre-trained model the ``pretrained`` experiments start from: ``finetune.init_from``
+    (an imported release, say) or the recipe's own pre-training output."""
+    return cfg.get("finetune", {}).get("init_from") or f"exp/{cfg['recipe']}/pretrain/model.pt"
 
 
 def finetune_settings(cfg: dict, init: str, subset: str) -> dict:
