@@ -192,14 +192,18 @@ def _read_weights(src: Path) -> tuple[dict[str, torch.Tensor], Path]:
     raise HFConversionError(f"no model.safetensors or pytorch_model.bin in {src}{hint}")
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise HFConversionError(f"cannot read {path}: {e}") from e
+
+
 def _read_units(src: Path, pad_token_id: int | None) -> list[str]:
     path = src / "vocab.json"
     if not path.is_file():
         raise HFConversionError(f"{src} holds a Wav2Vec2ForCTC model but no vocab.json")
-    try:
-        vocab = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise HFConversionError(f"cannot read {path}: {e}") from e
+    vocab = _read_json(path)
     if vocab and all(isinstance(v, dict) for v in vocab.values()):  # multilingual {lang: {tok: id}}
         raise HFConversionError(f"{path}: per-language vocabularies are not supported")
     ids = sorted(vocab.values())
@@ -273,10 +277,7 @@ def import_hf(src_dir: str | os.PathLike, out_path: str | os.PathLike) -> dict[s
     cfg_path = src / "config.json"
     if not cfg_path.is_file():
         raise HFConversionError(f"no config.json in {src}")
-    try:
-        cfg_dict = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise HFConversionError(f"cannot read {cfg_path}: {e}") from e
+    cfg_dict = _read_json(cfg_path)
     try:
         cfg = from_hf_config(cfg_dict)
     except ValueError as e:
