@@ -126,12 +126,11 @@ def _load_eval_set(path: str):
     from lhotse import load_manifest
 
     from w2v.data.cuts import transcript
+    from w2v.train.loop import AudioStore
 
     cuts = list(load_manifest(path))
-    audio = []
-    for c in cuts:
-        a = c.load_audio()
-        audio.append(a.mean(axis=0) if a.ndim == 2 else a)
+    store = AudioStore(cuts, cache=False)
+    audio = [store[i] for i in range(len(cuts))]
     refs = {c.id: transcript(c) for c in cuts}
     return cuts, audio, refs
 

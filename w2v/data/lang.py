@@ -107,14 +107,10 @@ def build_lang(
 
 
 def read_units(path: Path) -> dict[str, int]:
-    """Read ``units.txt`` into ``{unit: id}``."""
-    out = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                unit, idx = line.rsplit(maxsplit=1)
-                out[unit] = int(idx)
-    return out
+    """Read ``units.txt`` into ``{unit: id}`` (parsed and checked by :func:`w2v.decode.ctc.load_units`)."""
+    from w2v.decode.ctc import load_units
+
+    return {unit: i for i, unit in enumerate(load_units(path))}
 
 
 def encode(text: str, unit_to_id: Mapping[str, int]) -> list[int]:

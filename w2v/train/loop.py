@@ -156,28 +156,18 @@ def _step_generator(seed: int, num_updates: int) -> tuple[torch.Generator, np.ra
 
 def evaluate_ctc(model, store: AudioStore, refs: list[str], units: list[str], tcfg: TrainConfig,
                  device: torch.device) -> dict:
-    """Greedy-decode a dev set: character and word error rates, and the CTC loss is not needed."""
-    import kaldialign
-
+    """Greedy-decode a dev set with the decode stage's code; its word and character error rates."""
     from w2v.decode.ctc import greedy_decode
+    from w2v.decode.emissions import compute_emissions, pad_emissions
+    from w2v.score.wer import score
 
     model.eval()
-    plan = BatchPlan([c.duration for c in store.cuts], tcfg.max_duration, seed=0, num_buckets=1)
-    hyps: dict[int, str] = {}
-    with torch.no_grad():
-        for batch in plan.epoch(0):
-            wav, lens = collate_audio([store[i] for i in batch], tcfg.normalize_audio)
-            logits, flens = model(wav.to(device), lens.to(device))
-            for i, h in zip(batch, greedy_decode(logits.float().cpu(), flens.cpu(), units)):
-                hyps[i] = h
+    emissions = compute_emissions(model, [store[i] for i in range(len(store.cuts))], tcfg.normalize_audio,
+                                  tcfg.max_duration, device)
     model.train()
-    err_c = err_w = n_c = n_w = 0
-    for i, ref in enumerate(refs):
-        hyp = hyps[i]
-        err_c += kaldialign.edit_distance(list(ref), list(hyp))["total"]
-        err_w += kaldialign.edit_distance(ref.split(), hyp.split())["total"]
-        n_c, n_w = n_c + len(ref), n_w + len(ref.split())
-    return {"cer": err_c / max(1, n_c), "wer": err_w / max(1, n_w)}
+    hyps = greedy_decode(*pad_emissions(emissions), units)
+    result = score({str(i): r for i, r in enumerate(refs)}, {str(i): h for i, h in enumerate(hyps)})
+    return {"cer": result.cer, "wer": result.wer}
 
 
 def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_cfg: Wav2Vec2Config, *,
