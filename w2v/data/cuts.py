@@ -40,7 +40,7 @@ from w2v.data.ingest import CorpusError, is_eval_split
 from w2v.io import atomic_path
 from w2v.data.text import dropped_characters, normalize_text
 
-__all__ = ["SAMPLING_RATE", "make_cuts", "speaker_balanced_order", "to_mono_16k"]
+__all__ = ["SAMPLING_RATE", "cut_language", "make_cuts", "speaker_balanced_order", "to_mono_16k"]
 
 log = logging.getLogger(__name__)
 
@@ -259,3 +259,15 @@ def make_cuts(
 def transcript(cut: Cut) -> str:
     """The (normalised) text of a cut: its supervisions' texts joined by spaces."""
     return " ".join(s.text for s in cut.supervisions if s.text).strip()
+
+
+def cut_language(cut: Cut) -> str | None:
+    """The language of a cut: ``cut.custom["language"]`` (pre-training cuts, which have no
+    supervision), else its first supervision's ``language``; None when neither is set.
+    A down-mixed multi-channel cut (a ``MixedCut``) answers for its first track."""
+    if isinstance(cut, MixedCut):
+        return cut_language(cut.tracks[0].cut)
+    lang = (getattr(cut, "custom", None) or {}).get("language")
+    if lang:
+        return lang
+    return next((s.language for s in cut.supervisions if s.language), None)
