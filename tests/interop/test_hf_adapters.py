@@ -113,3 +113,15 @@ def test_unknown_language_is_a_clear_error(tmp_path):
     ck_path = adapter_checkpoint(tmp_path / "model.pt")
     with pytest.raises(ValueError, match=r"no adapter for language 'fra'.*\['eng', 'spa'\]"):
         load_ctc_model(ck_path, lang="fra")
+
+
+def test_post_ln_adapters_cannot_be_exported(tmp_path):
+    from w2v.interop.hf import HFConversionError
+
+    cfg = small_cfg("base_style").replace(adapter_dim=4)
+    m = Wav2Vec2ForCTC(cfg, 6)
+    save_atomic({"model": m.state_dict(), "model_config": cfg.to_dict(), "task": "finetune", "units": UNITS["eng"],
+                 "adapter_lang": "eng", "adapters": {"eng": {"weights": adapter_weights(m.state_dict()),
+                                                             "units": UNITS["eng"]}}}, tmp_path / "m.pt")
+    with pytest.raises(HFConversionError, match="adapters only in pre-LN"):
+        export_hf(tmp_path / "m.pt", tmp_path / "hf")
