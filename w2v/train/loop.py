@@ -173,7 +173,8 @@ def _select_language(cuts: list, lang: str, where) -> list:
 
 
 def _language_summary(plan: BatchPlan, seconds: dict[str, float]) -> dict:
-    """Hours available, sampling probability and hours actually sampled, per language."""
+    """Hours available (of the durations the plan batches: capped at the crop length when
+    pre-training), sampling probability, and hours actually trained on, per language."""
     probs, avail = plan.language_probabilities(), plan.language_hours()
     total = sum(seconds.values()) or 1.0
     return {"alpha": plan.alpha, "languages": {
@@ -314,8 +315,9 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
 
     def state() -> dict:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "num_updates": num_updates,
-                "epoch": epoch, "batch": pos, "best": best, "rng": _rng_state(), "language_seconds": dict(lang_seconds),
-                "model_config": cfg.to_dict(), "train_config": tcfg.to_dict(), "task": task}
+                "epoch": epoch, "batch": pos, "best": best, "rng": _rng_state(),
+                "language_seconds": dict(lang_seconds), "model_config": cfg.to_dict(),
+                "train_config": tcfg.to_dict(), "task": task}
 
     n_params = sum(p.numel() for p in model.parameters())
     log.info("%s: %d utterances (%.2f h), %d batches/epoch, model %.2fM params, device %s%s", task, len(cuts),
