@@ -256,7 +256,7 @@ def cmd_transcribe(a) -> None:
 
     _threads(a.threads)
     device = resolve_device(a.device)
-    model, meta = load_ctc_model(a.checkpoint, device)
+    model, meta = load_ctc_model(a.checkpoint, device, lang=a.lang)
     units = meta["units"]
     audio = []
     for f in a.audio:
@@ -361,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lm-weight", type=float, default=1.0)
     s.add_argument("--word-score", type=float, default=0.0)
     s.add_argument("--beam", type=int, default=500)
+    s.add_argument("--lang", default=None, help="language adapter to use (MMS; default: the model's own)")
     compute(s)
     return p
 

@@ -21,6 +21,8 @@ _corpus_item = {
         "type": {"enum": ["folder", "kaldi"], "description": "folder: audio + transcripts.tsv; kaldi: data dir"},
         "path": {"type": "string"},
         "split": {"type": "string", "description": "kaldi: which set this directory is (train, dev, test...)"},
+        "language": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$",
+                     "description": "language of this part (multilingual pre-training, MMS adapters)"},
     },
 }
 _train = {"type": "object", "description": "w2v.train.config.TrainConfig fields"}

@@ -4,16 +4,45 @@ Why not lhotse's ``DynamicBucketingSampler``: restoring its state replays every 
 epoch up to the saved position (reading nothing, but iterating the whole sampler), and its
 order depends on worker timing. Here an epoch's batch list is a pure function of
 ``(seed, epoch)``, so the data position is two integers and resume costs nothing.
+
+Multilingual pre-training (XLSR, Conneau et al. 2020, section 3.1; XLS-R, Babu et al. 2021):
+when items carry two or more languages, every batch holds one language, drawn from
+p_l ∝ (n_l / N)^α with n_l the hours of language l; α < 1 up-samples low-resource languages
+(α = 0.5 in both papers). The draw is still a pure function of ``(seed, epoch)``.
 """
 
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+
+
+def language_probabilities(amounts: Mapping[str, float], alpha: float) -> dict[str, float]:
+    """XLSR's language sampling distribution p_l ∝ (n_l / N)^α.
+
+    Args:
+        amounts: language -> amount of data n_l (hours, seconds: any unit).
+        alpha: 1 samples in proportion to the data, 0 uniformly over languages.
+
+    Returns:
+        language -> probability, summing to 1.
+    """
+    if not amounts:
+        raise ValueError("language_probabilities: no languages")
+    if alpha < 0:
+        raise ValueError(f"language sampling alpha must be >= 0, got {alpha}")
+    bad = sorted(lang for lang, n in amounts.items() if n <= 0)
+    if bad:
+        raise ValueError(f"language(s) {bad} have no data")
+    total = sum(amounts.values())
+    weights = {lang: (n / total) ** alpha for lang, n in amounts.items()}
+    norm = sum(weights.values())
+    return {lang: w / norm for lang, w in weights.items()}
 
 
 @dataclass(frozen=True)
@@ -26,6 +55,12 @@ class BatchPlan:
         seed: base seed; epoch ``e`` uses ``seed * 1000003 + e``.
         num_buckets: items are sorted by duration into this many buckets, shuffled within.
         max_batch_size: optional cap on items per batch.
+        languages: language per item, or None. With two or more distinct languages every
+            batch holds one language, and the language of each batch is drawn from
+            :func:`language_probabilities` of the languages' hours (``durations``); an epoch
+            has as many batches as the monolingual plan, so up-sampled languages repeat
+            (reshuffled) and down-sampled ones are not all seen.
+        alpha: the exponent α of the language distribution.
     """
 
     durations: Sequence[float]
@@ -33,11 +68,73 @@ class BatchPlan:
     seed: int = 0
     num_buckets: int = 8
     max_batch_size: int | None = None
+    languages: Sequence[str] | None = None
+    alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.languages is not None:
+            if len(self.languages) != len(self.durations):
+                raise ValueError(f"{len(self.languages)} languages for {len(self.durations)} items")
+            missing = [i for i, lang in enumerate(self.languages) if not lang]
+            if missing and self.multilingual:
+                raise ValueError(f"{len(missing)} item(s) have no language (e.g. item {missing[0]}) "
+                                 "while others do")
+
+    @property
+    def multilingual(self) -> bool:
+        return self.languages is not None and len({lang for lang in self.languages if lang}) >= 2
+
+    def language_hours(self) -> dict[str, float]:
+        """Hours per language (of the durations the plan batches), in sorted language order."""
+        hours: dict[str, float] = {}
+        for lang, d in zip(self.languages or [], self.durations):
+            hours[lang] = hours.get(lang, 0.0) + d / 3600
+        return dict(sorted(hours.items()))
+
+    def language_probabilities(self) -> dict[str, float]:
+        return language_probabilities(self.language_hours(), self.alpha)
 
     def epoch(self, epoch: int) -> list[list[int]]:
         """The batches (lists of item indices) of one epoch, in the order they are used."""
         rng = random.Random(self.seed * 1000003 + epoch)
-        order = sorted(range(len(self.durations)), key=lambda i: (self.durations[i], rng.random()))
+        if not self.multilingual:
+            batches = self._bucketed(list(range(len(self.durations))), rng)
+            rng.shuffle(batches)
+            return batches
+        by_lang: dict[str, list[int]] = {}
+        for i, lang in enumerate(self.languages):
+            by_lang.setdefault(lang, []).append(i)
+        langs = sorted(by_lang)
+
+        def pool(lang: str, rnd: int) -> list[list[int]]:
+            # A language's batches for its rnd-th pass in this epoch; str seeds hash with
+            # sha512, so they do not depend on PYTHONHASHSEED.
+            r = random.Random(f"{self.seed}/{epoch}/{lang}/{rnd}")
+            batches = self._bucketed(list(by_lang[lang]), r)
+            r.shuffle(batches)
+            return batches
+
+        pools = {lang: pool(lang, 0) for lang in langs}
+        total = sum(len(b) for b in pools.values())
+        probs = self.language_probabilities()
+        cum, acc = [], 0.0
+        for lang in langs:
+            acc += probs[lang]
+            cum.append(acc)
+        rounds, used = dict.fromkeys(langs, 0), dict.fromkeys(langs, 0)
+        out: list[list[int]] = []
+        for _ in range(total):
+            lang = langs[min(bisect.bisect_right(cum, rng.random() * cum[-1]), len(langs) - 1)]
+            if used[lang] == len(pools[lang]):
+                rounds[lang] += 1
+                pools[lang], used[lang] = pool(lang, rounds[lang]), 0
+            out.append(pools[lang][used[lang]])
+            used[lang] += 1
+        return out
+
+    def _bucketed(self, items: list[int], rng: random.Random) -> list[list[int]]:
+        """Sort ``items`` by duration into buckets, shuffle within, cut into batches."""
+        order = sorted(items, key=lambda i: (self.durations[i], rng.random()))
         n_buckets = max(1, min(self.num_buckets, len(order)))
         buckets = [order[b * len(order) // n_buckets:(b + 1) * len(order) // n_buckets] for b in range(n_buckets)]
         batches: list[list[int]] = []
@@ -56,7 +153,6 @@ class BatchPlan:
                 longest = max(longest, d)
             if batch:
                 batches.append(batch)
-        rng.shuffle(batches)
         return batches
 
 

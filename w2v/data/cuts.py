@@ -15,6 +15,11 @@ Sets written (``<name>.jsonl.gz``):
   speakers are carved out of the labeled training data (seeded, speaker-disjoint).
 * ``cuts_summary.json``: per set utterances, speakers, hours; what was filtered and why.
 
+Languages (multilingual recipes): labeled cuts keep their supervision's ``language``;
+pre-training cuts, which have no supervision, carry it as ``cut.custom["language"]`` (from the
+supervision, or from ``languages.json`` for unlabeled recordings); :func:`cut_language` reads
+either. The summary then also gives hours per language.
+
 Audio is never rewritten: cuts carry lazy lhotse transforms. Resampling is
 ``cut.resample(16000)``; a multi-channel recording becomes a ``MixedCut`` of its channels,
 each scaled by 1/C, so ``cut.load_audio()`` returns their mean with shape ``(1, samples)``.
@@ -36,11 +41,11 @@ from lhotse import CutSet, RecordingSet, SupervisionSet
 from lhotse.cut import Cut, MixedCut, MixTrack, MonoCut, MultiCut
 from lhotse.utils import fastcopy
 
-from w2v.data.ingest import CorpusError, is_eval_split
+from w2v.data.ingest import LANGUAGES, CorpusError, is_eval_split
 from w2v.io import atomic_path
 from w2v.data.text import dropped_characters, normalize_text
 
-__all__ = ["SAMPLING_RATE", "make_cuts", "speaker_balanced_order", "to_mono_16k"]
+__all__ = ["SAMPLING_RATE", "cut_language", "make_cuts", "speaker_balanced_order", "to_mono_16k"]
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +71,14 @@ def to_mono_16k(cut: Cut, sampling_rate: int = SAMPLING_RATE) -> Cut:
     return cut
 
 
-def _data_cut(cut_id, rec, start, duration, supervisions):
+def _data_cut(cut_id, rec, start, duration, supervisions, language=None):
+    # Pre-training cuts have no supervision to say their language: the cut carries it.
+    custom = {"language": language} if language and not supervisions else None
     if rec.num_channels == 1:
         return MonoCut(id=cut_id, start=start, duration=duration, channel=rec.channel_ids[0],
-                       recording=rec, supervisions=supervisions)
+                       recording=rec, supervisions=supervisions, custom=custom)
     return MultiCut(id=cut_id, start=start, duration=duration, channel=list(rec.channel_ids),
-                    recording=rec, supervisions=supervisions)
+                    recording=rec, supervisions=supervisions, custom=custom)
 
 
 def _windows(cut_id, rec, start, duration, max_duration):
@@ -148,7 +155,10 @@ def make_cuts(
     manifest_dir, out_dir = Path(manifest_dir), Path(out_dir)
     labeled_subsets = dict(labeled_subsets or {})
     recs = {r.id: r for r in RecordingSet.from_file(manifest_dir / "recordings.jsonl.gz")}
-    sups = [fastcopy(s, custom={**(s.custom or {}), "split": (s.custom or {}).get("split", "train")})
+    lang_file = manifest_dir / LANGUAGES
+    rec_langs: dict[str, str] = json.loads(lang_file.read_text())["recordings"] if lang_file.is_file() else {}
+    sups = [fastcopy(s, custom={**(s.custom or {}), "split": (s.custom or {}).get("split", "train")},
+                     language=s.language or rec_langs.get(s.recording_id))
             # an all-unlabeled corpus has an empty supervisions file, which lhotse reads as None
             for s in SupervisionSet.from_file(manifest_dir / "supervisions.jsonl.gz") or []]
     if any(r.sampling_rate != SAMPLING_RATE for r in recs.values()) and not (
@@ -182,7 +192,7 @@ def make_cuts(
         supervised_recs.add(rec.id)
         split = s.custom["split"]
         if split == "train":  # its audio is pre-training data whatever its transcript
-            pretrain += [_data_cut(i, rec, st, d, []) for i, st, d in
+            pretrain += [_data_cut(i, rec, st, d, [], s.language) for i, st, d in
                          _windows(s.id, rec, s.start, s.duration, max_duration)]
         text = normalize_text(s.text or "", normalize)
         dropped.update(dropped_characters(s.text or "", normalize))
@@ -197,7 +207,7 @@ def make_cuts(
             by_set[split].append(_data_cut(s.id, rec, s.start, s.duration, [sup]))
     for rec in recs.values():
         if rec.id not in supervised_recs:  # unlabeled
-            pretrain += [_data_cut(i, rec, st, d, []) for i, st, d in
+            pretrain += [_data_cut(i, rec, st, d, [], rec_langs.get(rec.id)) for i, st, d in
                          _windows(rec.id, rec, 0.0, rec.duration, max_duration)]
     short_pre = [c.id for c in pretrain if c.duration < min_duration]
     pretrain = [c for c in pretrain if c.duration >= min_duration]
@@ -239,6 +249,12 @@ def make_cuts(
         speakers = {c.supervisions[0].speaker for c in cuts if c.supervisions}
         summary[name] = {"utterances": len(cuts), "speakers": len(speakers),
                          "hours": round(sum(c.duration for c in cuts) / 3600, 4)}
+        by_lang: Counter[str] = Counter()
+        for c in cuts:
+            if cut_language(c):
+                by_lang[cut_language(c)] += c.duration / 3600
+        if by_lang:
+            summary[name]["hours_per_language"] = {k: round(v, 4) for k, v in sorted(by_lang.items())}
         log.info("%-12s %7d cuts %5d speakers %8.3f h", name, len(cuts), len(speakers), summary[name]["hours"])
     if "pretrain" in summary:
         # pre-training cuts carry no transcript; count the speakers of their labeled part
@@ -259,3 +275,15 @@ def make_cuts(
 def transcript(cut: Cut) -> str:
     """The (normalised) text of a cut: its supervisions' texts joined by spaces."""
     return " ".join(s.text for s in cut.supervisions if s.text).strip()
+
+
+def cut_language(cut: Cut) -> str | None:
+    """The language of a cut: ``cut.custom["language"]`` (pre-training cuts, which have no
+    supervision), else its first supervision's ``language``; None when neither is set.
+    A down-mixed multi-channel cut (a ``MixedCut``) answers for its first track."""
+    if isinstance(cut, MixedCut):
+        return cut_language(cut.tracks[0].cut)
+    lang = (getattr(cut, "custom", None) or {}).get("language")
+    if lang:
+        return lang
+    return next((s.language for s in cut.supervisions if s.language), None)

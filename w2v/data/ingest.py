@@ -18,6 +18,9 @@ recipe goes through). Two layouts are understood:
     entries that are commands (``... |``), files are measured with soundfile.
 
 ``corpus`` may also be a list of such dicts (e.g. Kaldi ``train``, ``dev``, ``test`` dirs).
+A part may name its ``language`` (``{type: folder, path: DIR, language: es}``): its
+supervisions get that language and ``languages.json`` maps each of its recordings to it
+(unlabeled recordings have no supervision to carry it); the ``cuts`` stage passes it on.
 
 Split names: ``train`` (labeled training data) or any name starting with ``dev`` or
 ``test`` (evaluation sets such as ``dev``, ``test``, ``test_other``). An empty split cell
@@ -47,7 +50,9 @@ import soundfile as sf
 from lhotse import AudioSource, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from tqdm import tqdm
 
-from w2v.io import atomic_path
+from lhotse.utils import fastcopy
+
+from w2v.io import atomic_path, write_json
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -64,6 +69,7 @@ log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".flac", ".wav", ".mp3", ".ogg", ".opus")
 TRANSCRIPTS = "transcripts.tsv"
+LANGUAGES = "languages.json"  # recording id -> language, for the corpus parts that name one
 _COLUMNS = ("id", "text", "speaker", "split")
 _SHOW = 5  # how many offending ids an error message names
 
@@ -327,7 +333,7 @@ def prepare(corpus: dict | list[dict], out_dir: Path, num_threads: int | None = 
         num_threads: threads reading audio headers (default: CPU count, at most 16).
 
     Returns:
-        ``{"recordings": path, "supervisions": path}``.
+        ``{"recordings": path, "supervisions": path, "languages": path}``.
 
     Raises:
         CorpusError: the corpus is missing, malformed, or has duplicate/missing ids.
@@ -338,6 +344,7 @@ def prepare(corpus: dict | list[dict], out_dir: Path, num_threads: int | None = 
         raise CorpusError("corpus: empty list")
     recs: list[Recording] = []
     sups: list[SupervisionSegment] = []
+    rec_langs: dict[str, str] = {}
     for i, part in enumerate(parts):
         key = f"corpus[{i}]" if isinstance(corpus, list) else "corpus"
         if not isinstance(part, dict):
@@ -346,6 +353,9 @@ def prepare(corpus: dict | list[dict], out_dir: Path, num_threads: int | None = 
         if kind not in _PREPARERS:
             raise CorpusError(f"{key}.type: {kind!r} is not one of {', '.join(_PREPARERS)}")
         r, s = _PREPARERS[kind](part, key, num_threads)
+        if part.get("language"):
+            s = [fastcopy(x, language=part["language"]) for x in s]
+            rec_langs.update((x.id, part["language"]) for x in r)
         recs += r
         sups += s
     for what, ids in (("recording", [r.id for r in recs]), ("utterance", [s.id for s in sups])):
@@ -355,11 +365,13 @@ def prepare(corpus: dict | list[dict], out_dir: Path, num_threads: int | None = 
             raise CorpusError(f"duplicate {what} ids across the corpus parts: {_few(dups)}")
 
     out_dir = Path(out_dir)
-    paths = {"recordings": out_dir / "recordings.jsonl.gz", "supervisions": out_dir / "supervisions.jsonl.gz"}
+    paths = {"recordings": out_dir / "recordings.jsonl.gz", "supervisions": out_dir / "supervisions.jsonl.gz",
+             "languages": out_dir / LANGUAGES}
     with atomic_path(paths["recordings"]) as tmp:
         RecordingSet.from_recordings(recs).to_file(tmp)
     with atomic_path(paths["supervisions"]) as tmp:
         SupervisionSet.from_segments(sups).to_file(tmp)
+    write_json(paths["languages"], {"recordings": rec_langs})  # always, so never stale
 
     labeled = {s.recording_id for s in sups}
     hours = sum(r.duration for r in recs) / 3600

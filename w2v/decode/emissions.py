@@ -11,19 +11,32 @@ from tqdm import tqdm
 
 from w2v.data.batching import BatchPlan, collate_audio
 from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC
+from w2v.models.adapters import load_adapter
 from w2v.train.checkpoint import load
 
 log = logging.getLogger(__name__)
 
 
-def load_ctc_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Wav2Vec2ForCTC, dict]:
-    """A fine-tuned ``model.pt`` in eval mode, and its metadata (units, training settings)."""
+def load_ctc_model(path: str | Path, device: torch.device | str = "cpu",
+                   lang: str | None = None) -> tuple[Wav2Vec2ForCTC, dict]:
+    """A fine-tuned ``model.pt`` in eval mode, and its metadata (units, training settings).
+
+    ``lang`` selects one of the model's MMS language adapters (and its output layer and units);
+    None keeps the one the model was saved with.
+    """
     ck = load(path)
     if ck.get("task") != "finetune" or not ck.get("units"):
         raise ValueError(f"{path}: not a fine-tuned CTC model (task {ck.get('task')!r})")
     cfg = Wav2Vec2Config.from_dict(ck["model_config"])
     model = Wav2Vec2ForCTC(cfg, len(ck["units"]))
     model.load_state_dict(ck["model"])
+    if lang is not None and lang != ck.get("adapter_lang"):
+        adapters = ck.get("adapters") or {}
+        if lang not in adapters:
+            have = f"adapters for {sorted(adapters)}" if adapters else "no language adapters"
+            raise ValueError(f"{path}: no adapter for language {lang!r} (the model has {have})")
+        load_adapter(model, adapters[lang]["weights"], where=f"{path} [{lang}]")
+        ck = {**ck, "units": adapters[lang]["units"], "adapter_lang": lang}
     model.to(device).eval()
     return model, ck
 

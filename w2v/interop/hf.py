@@ -15,6 +15,11 @@ Heads: `Wav2Vec2ForPreTraining` -> task "pretrain"; a bare `Wav2Vec2Model` (keys
 fine-tuning, not to continue pre-training); `Wav2Vec2ForCTC` -> task "finetune" with units
 from `vocab.json` (the pad token, HF's CTC blank, must be id 0 and becomes "<blank>").
 
+MMS language adapters (`adapter_attn_dim` in config.json): every `adapter.<lang>.safetensors`
+beside the model is imported with its vocabulary from the per-language `vocab.json`; export
+writes the same layout, which `Wav2Vec2ForCTC.from_pretrained(dir, target_lang=...)` and
+`load_adapter(lang)` read.
+
 `masked_spec_embed`: HF creates it only when `mask_time_prob > 0` or `mask_feature_prob > 0`;
 we always have it. On import it is filled with a fresh (uniform) vector when the HF
 checkpoint lacks it for that reason (reported as `filled`); on export it is left out when
@@ -37,6 +42,7 @@ from typing import Any
 import torch
 
 from w2v.interop.hf_config import rename_legacy_keys, to_hf_config
+from w2v.models.adapters import ADAPTER_FILE, adapter_weights
 from w2v.models.config import Wav2Vec2Config
 from w2v.models.wav2vec2 import (
     Wav2Vec2ForCTC,
@@ -83,12 +89,12 @@ _DIRECT: dict[str, str] = {
     "mask_feature_length": "mask_channel_length",
 }
 # Handled explicitly in from_hf_config.
-_SPECIAL = {"conv_dim", "conv_kernel", "conv_stride", "num_feat_extract_layers", "feat_extract_norm", "codevector_dim"}
+_SPECIAL = {"conv_dim", "conv_kernel", "conv_stride", "num_feat_extract_layers", "feat_extract_norm", "codevector_dim",
+            "adapter_attn_dim"}
 # Settings we can only represent at one value: key -> (required value, what it means).
 _REQUIRED: dict[str, Any] = {
     "feat_extract_activation": "gelu",
     "add_adapter": False,
-    "adapter_attn_dim": None,
     "layer_norm_eps": 1e-5,
     "mask_feature_min_masks": 0,
 }
@@ -127,7 +133,7 @@ def from_hf_config(hf_config: Any) -> Wav2Vec2Config:
     """Our `Wav2Vec2Config` for an HF `Wav2Vec2Config` (an object or a `config.json` dict).
 
     The inverse of `to_hf_config`. Settings HF has and we lack raise unless they are at the
-    one value we implement (`feat_extract_activation="gelu"`, no adapter, `layer_norm_eps=1e-5`,
+    one value we implement (`feat_extract_activation="gelu"`, no conv `add_adapter`, `layer_norm_eps=1e-5`,
     `mask_feature_min_masks=0`); keys in `IGNORED_HF_KEYS` are ignored; any other key raises.
     Fields HF has no counterpart for (feature_grad_mult, latent_temp, ...) keep our defaults.
 
@@ -155,6 +161,8 @@ def from_hf_config(hf_config: Any) -> Wav2Vec2Config:
         problems.append(f"conv_dim/conv_kernel/conv_stride lengths {len(dims)}/{len(kernels)}/{len(strides)}")
     elif "num_feat_extract_layers" in d and d["num_feat_extract_layers"] != len(dims):
         problems.append(f"num_feat_extract_layers={d['num_feat_extract_layers']} but {len(dims)} conv layers")
+    if d.get("adapter_attn_dim") and not d.get("do_stable_layer_norm", False):
+        problems.append("adapter_attn_dim without do_stable_layer_norm (HF builds no adapters then)")
     if problems:
         raise ValueError("HF wav2vec2 config cannot be converted: " + "; ".join(problems))
 
@@ -164,6 +172,7 @@ def from_hf_config(hf_config: Any) -> Wav2Vec2Config:
     final_dim = kw.get("final_dim", Wav2Vec2Config.final_dim)
     cv = d.get("codevector_dim")
     kw["latent_dim"] = 0 if cv is None or cv == final_dim else int(cv)
+    kw["adapter_dim"] = int(d.get("adapter_attn_dim") or 0)
     return Wav2Vec2Config(**kw)
 
 
@@ -199,13 +208,18 @@ def _read_json(path: Path):
         raise HFConversionError(f"cannot read {path}: {e}") from e
 
 
-def _read_units(src: Path, pad_token_id: int | None) -> list[str]:
+def _read_units(src: Path, pad_token_id: int | None) -> list[str] | dict[str, list[str]]:
+    """Units of `vocab.json`; a multilingual (MMS) `{lang: {token: id}}` file gives them per language."""
     path = src / "vocab.json"
     if not path.is_file():
         raise HFConversionError(f"{src} holds a Wav2Vec2ForCTC model but no vocab.json")
     vocab = _read_json(path)
-    if vocab and all(isinstance(v, dict) for v in vocab.values()):  # multilingual {lang: {tok: id}}
-        raise HFConversionError(f"{path}: per-language vocabularies are not supported")
+    if vocab and all(isinstance(v, dict) for v in vocab.values()):
+        return {lang: _units(v, f"{path} [{lang}]", pad_token_id) for lang, v in vocab.items()}
+    return _units(vocab, path, pad_token_id)
+
+
+def _units(vocab: dict[str, int], path, pad_token_id: int | None) -> list[str]:
     ids = sorted(vocab.values())
     if ids != list(range(len(ids))):
         missing = sorted(set(range(max(ids) + 1 if ids else 0)) - set(ids))
@@ -255,6 +269,57 @@ def _load_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], cfg: Wav2V
     return filled
 
 
+def _read_adapters(src: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """language -> weights of every `adapter.<lang>.safetensors` (or `.bin`) beside the model."""
+    from safetensors.torch import load_file
+
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for path in sorted(src.glob("adapter.*.safetensors")) + sorted(src.glob("adapter.*.bin")):
+        lang = path.name[len("adapter."):].rsplit(".", 1)[0]
+        if lang in out:
+            continue  # transformers prefers the safetensors file too
+        try:
+            out[lang] = (load_file(str(path)) if path.suffix == ".safetensors"
+                         else torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as e:
+            raise HFConversionError(f"cannot read {path} (truncated or corrupt?): {e}") from e
+    return out
+
+
+def _import_adapters(src: Path, sd: dict[str, torch.Tensor], units, target_lang: str | None):
+    """The MMS adapters of an HF directory: ({lang: {"weights", "units"}}, default language).
+
+    The default language is the one whose adapter file holds the weights in `model.safetensors`
+    (else the tokenizer's `target_lang`, else the first); its weights go into `sd` (in place).
+    """
+    files = _read_adapters(src)
+    if not files:
+        if isinstance(units, dict):
+            if target_lang not in units:
+                raise HFConversionError(f"{src}: per-language vocab.json but no adapter.<lang>.safetensors and no "
+                                        "tokenizer target_lang saying which language model.safetensors holds")
+            units = units[target_lang]
+        if target_lang is None:  # adapters of an unnamed language: the model as it is
+            return {}, None
+        return {target_lang: {"weights": adapter_weights(sd), "units": units}}, target_lang
+    adapters = {}
+    for lang, weights in files.items():
+        lang_units = units.get(lang) if isinstance(units, dict) else units
+        if lang_units is None:
+            raise HFConversionError(f"{src}: adapter.{lang} has no vocabulary in vocab.json")
+        n_out = weights["lm_head.weight"].shape[0] if "lm_head.weight" in weights else None
+        if n_out != len(lang_units):
+            raise HFConversionError(f"{src}: adapter.{lang} has {n_out} outputs but vocab.json [{lang}] "
+                                    f"has {len(lang_units)} tokens")
+        adapters[lang] = {"weights": {k: v.contiguous() for k, v in weights.items()}, "units": lang_units}
+    base = adapter_weights(sd)
+    default = next((lang for lang, a in adapters.items() if a["weights"].keys() == base.keys()
+                    and all(torch.equal(a["weights"][k], base[k]) for k in base)), None)
+    default = default or (target_lang if target_lang in adapters else sorted(adapters)[0])
+    sd.update(adapters[default]["weights"])
+    return adapters, default
+
+
 def import_hf(src_dir: str | os.PathLike, out_path: str | os.PathLike) -> dict[str, Any]:
     """Convert an HF wav2vec 2.0 model directory into our `model.pt`.
 
@@ -289,8 +354,18 @@ def import_hf(src_dir: str | os.PathLike, out_path: str | os.PathLike) -> dict[s
     dropped: list[str] = []
     units = None
     has_quantizer = True
+    adapters, adapter_lang = None, None
     if head == "Wav2Vec2ForCTC":
         units = _read_units(src, cfg_dict.get("pad_token_id"))
+        if cfg.adapter_dim:
+            tok = src / "tokenizer_config.json"
+            target = _read_json(tok).get("target_lang") if tok.is_file() else None
+            adapters, adapter_lang = _import_adapters(src, sd, units, target)
+            if adapter_lang is not None:
+                units = adapters[adapter_lang]["units"]
+        elif isinstance(units, dict):
+            raise HFConversionError(f"{src / 'vocab.json'}: per-language vocabularies need adapter_attn_dim in "
+                                    "config.json (an MMS model with adapter.<lang>.safetensors files)")
         n_out = sd["lm_head.weight"].shape[0] if "lm_head.weight" in sd else cfg_dict.get("vocab_size")
         if n_out != len(units):
             raise HFConversionError(f"{src}: vocab.json has {len(units)} tokens but lm_head.weight has {n_out} outputs")
@@ -325,6 +400,8 @@ def import_hf(src_dir: str | os.PathLike, out_path: str | os.PathLike) -> dict[s
     }
     if units is not None:
         ck["units"] = units
+    if adapters is not None:
+        ck["adapters"], ck["adapter_lang"] = adapters, adapter_lang
     if task == "pretrain":
         ck["has_quantizer"] = has_quantizer
     save_atomic(ck, out_path)
@@ -336,6 +413,8 @@ def import_hf(src_dir: str | os.PathLike, out_path: str | os.PathLike) -> dict[s
         "dropped": dropped,
         "filled": filled,
         "units": units,
+        "adapters": sorted(adapters) if adapters else [],
+        "adapter_lang": adapter_lang,
         "out": str(out_path),
     }
     log.info("imported %s (%s, %d parameters) -> %s", src, head, summary["n_params"], out_path)
@@ -347,6 +426,13 @@ def import_hf(src_dir: str | os.PathLike, out_path: str | os.PathLike) -> dict[s
 
 def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _hf_vocab(units: list[str], src: Path) -> dict[str, int]:
+    vocab = {(HF_PAD if i == 0 else u): i for i, u in enumerate(units)}
+    if len(vocab) != len(units):
+        raise HFConversionError(f"{src}: duplicate units")
+    return vocab
 
 
 def export_hf(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
@@ -371,9 +457,12 @@ def export_hf(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike) ->
     cfg = Wav2Vec2Config.from_dict(ck["model_config"], source=str(src))
     sd: dict[str, torch.Tensor] = dict(ck["model"])
     units = ck.get("units")
+    adapters = ck.get("adapters") or {}
     if task == "finetune":
-        if not units or units[0] != BLANK:
-            raise HFConversionError(f"{src}: fine-tuned checkpoint needs units with {BLANK!r} at id 0")
+        for lang, u in [(None, units)] + [(lang, a["units"]) for lang, a in adapters.items()]:
+            if not u or u[0] != BLANK:
+                raise HFConversionError(f"{src}: fine-tuned checkpoint needs units with {BLANK!r} at id 0"
+                                        + (f" (language {lang})" if lang else ""))
         arch, vocab_size = "Wav2Vec2ForCTC", len(units)
     elif task == "pretrain":
         has_q = ck.get("has_quantizer", True) and any(k.startswith("quantizer.") for k in sd)
@@ -410,10 +499,14 @@ def export_hf(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike) ->
         save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(tmp / "model.safetensors"),
                   metadata={"format": "pt"})
         if task == "finetune":
-            vocab = {(HF_PAD if i == 0 else u): i for i, u in enumerate(units)}
-            if len(vocab) != len(units):
-                raise HFConversionError(f"{src}: duplicate units")
-            _write_json(tmp / "vocab.json", vocab)
+            vocab = _hf_vocab(units, src)
+            if adapters:  # MMS: one vocabulary and one adapter file per language
+                _write_json(tmp / "vocab.json", {lang: _hf_vocab(a["units"], src) for lang, a in adapters.items()})
+                for lang, a in adapters.items():
+                    save_file({k: v.detach().cpu().contiguous() for k, v in a["weights"].items()},
+                              str(tmp / ADAPTER_FILE.format(lang)), metadata={"format": "pt"})
+            else:
+                _write_json(tmp / "vocab.json", vocab)
             specials = {"pad_token": HF_PAD}
             if "<unk>" in vocab:
                 specials["unk_token"] = "<unk>"
@@ -427,6 +520,7 @@ def export_hf(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike) ->
                 "eos_token": None,
                 "unk_token": "<unk>" if "<unk>" in vocab else None,
                 "pad_token": HF_PAD,
+                **({"target_lang": ck["adapter_lang"]} if adapters else {}),
             })
         _write_json(tmp / "preprocessor_config.json", {
             "feature_extractor_type": "Wav2Vec2FeatureExtractor",

@@ -51,7 +51,7 @@ def to_hf_config(cfg: Wav2Vec2Config, vocab_size: int | None = None) -> transfor
 
     Raises:
         ValueError: for settings HF cannot represent (unquantized targets, cross-sample or
-            codebook negatives). Training-only fairseq settings without an HF counterpart
+            codebook negatives, adapters in post-LN blocks). Training-only fairseq settings without an HF counterpart
             (feature_grad_mult, latent_temp) are dropped.
     """
     from transformers import Wav2Vec2Config as HFConfig
@@ -60,6 +60,9 @@ def to_hf_config(cfg: Wav2Vec2Config, vocab_size: int | None = None) -> transfor
         raise ValueError("Hugging Face's Wav2Vec2ForPreTraining always quantizes targets (quantize_targets=False)")
     if cfg.cross_sample_negatives or cfg.codebook_negatives:
         raise ValueError("Hugging Face has no cross-sample or codebook negatives")
+    if cfg.adapter_dim and not cfg.layer_norm_first:
+        raise ValueError("Hugging Face has language adapters only in pre-LN blocks (layer_norm_first); "
+                         "this model has adapter_dim > 0 with post-LN blocks")
     dims, kernels, strides = zip(*cfg.conv_feature_layers)
     extra: dict[str, Any] = {} if vocab_size is None else {"vocab_size": vocab_size}
     return HFConfig(
@@ -96,6 +99,7 @@ def to_hf_config(cfg: Wav2Vec2Config, vocab_size: int | None = None) -> transfor
         mask_time_min_masks=cfg.mask_min_masks,
         mask_feature_prob=cfg.mask_channel_prob,
         mask_feature_length=cfg.mask_channel_length,
+        adapter_attn_dim=cfg.adapter_dim or None,
         **extra,
     )
 

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from w2v.models.adapters import AttnAdapterLayer
+
 
 class GradMultiply(torch.autograd.Function):
     """Identity forward, gradient scaled by `scale` backward (fairseq's feature_grad_mult)."""
@@ -238,6 +240,7 @@ class TransformerLayer(nn.Module):
         activation_dropout: float,
         activation: str,
         layer_norm_first: bool,
+        adapter_dim: int = 0,
     ):
         super().__init__()
         self.layer_norm_first = layer_norm_first
@@ -246,13 +249,20 @@ class TransformerLayer(nn.Module):
         self.layer_norm = nn.LayerNorm(dim, eps=1e-5)
         self.feed_forward = FeedForward(dim, ffn_dim, activation, activation_dropout, dropout)
         self.final_layer_norm = nn.LayerNorm(dim, eps=1e-5)
+        # MMS language adapter on the block's output (HF Wav2Vec2EncoderLayerStableLayerNorm,
+        # fairseq TransformerSentenceEncoderWithAdapterLayer); absent, it has no state-dict keys.
+        self.adapter_layer = AttnAdapterLayer(dim, adapter_dim) if adapter_dim > 0 else None
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         if self.layer_norm_first:
             x = x + self.dropout(self.attention(self.layer_norm(x), attn_mask))
-            return x + self.feed_forward(self.final_layer_norm(x))
-        x = self.layer_norm(x + self.dropout(self.attention(x, attn_mask)))
-        return self.final_layer_norm(x + self.feed_forward(x))
+            x = x + self.feed_forward(self.final_layer_norm(x))
+        else:
+            x = self.layer_norm(x + self.dropout(self.attention(x, attn_mask)))
+            x = self.final_layer_norm(x + self.feed_forward(x))
+        if self.adapter_layer is not None:
+            x = x + self.adapter_layer(x)
+        return x
 
 
 class TransformerEncoder(nn.Module):
@@ -276,6 +286,7 @@ class TransformerEncoder(nn.Module):
         activation: str = "gelu",
         layer_norm_first: bool = False,
         layerdrop: float = 0.0,
+        adapter_dim: int = 0,
     ):
         super().__init__()
         self.layer_norm_first = layer_norm_first
@@ -285,7 +296,8 @@ class TransformerEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
             TransformerLayer(
-                dim, ffn_dim, heads, dropout, attention_dropout, activation_dropout, activation, layer_norm_first
+                dim, ffn_dim, heads, dropout, attention_dropout, activation_dropout, activation, layer_norm_first,
+                adapter_dim,
             )
             for _ in range(layers)
         )

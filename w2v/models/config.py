@@ -46,6 +46,7 @@ class Wav2Vec2Config:
     layer_norm_first: bool = False  # fairseq layer_norm_first / HF do_stable_layer_norm
     conv_pos: int = 128  # fairseq conv_pos / HF num_conv_pos_embeddings
     conv_pos_groups: int = 16  # fairseq conv_pos_groups / HF num_conv_pos_embedding_groups
+    adapter_dim: int = 0  # MMS per-language bottleneck adapters (0: none); fairseq adp_dim / HF adapter_attn_dim (None for 0)
 
     # --- regularisation ---
     dropout: float = 0.1  # fairseq dropout / HF hidden_dropout
@@ -91,6 +92,8 @@ class Wav2Vec2Config:
             raise ValueError("encoder_embed_dim must be divisible by encoder_attention_heads")
         if self.encoder_embed_dim % self.conv_pos_groups:
             raise ValueError("encoder_embed_dim must be divisible by conv_pos_groups")
+        if self.adapter_dim < 0:
+            raise ValueError(f"adapter_dim must be >= 0, got {self.adapter_dim}")
         if self.codevector_dim % self.latent_groups:
             raise ValueError("latent_dim (or final_dim) must be divisible by latent_groups")
 

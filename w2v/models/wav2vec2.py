@@ -23,6 +23,7 @@ from w2v.models.components import (
     init_conv_feature_encoder,
     lengths_to_padding_mask,
 )
+from w2v.models.adapters import is_adapter_key
 from w2v.models.config import Wav2Vec2Config
 from w2v.models.masking import Generator, compute_mask_indices, sample_negatives
 from w2v.models.quantizer import GumbelVectorQuantizer
@@ -106,6 +107,7 @@ class Wav2Vec2Model(nn.Module):
             activation=cfg.activation_fn,
             layer_norm_first=cfg.layer_norm_first,
             layerdrop=cfg.layerdrop,
+            adapter_dim=cfg.adapter_dim,
         )
         self.feature_grad_mult = cfg.feature_grad_mult
         init_conv_feature_encoder(self.feature_extractor)
@@ -348,6 +350,7 @@ class Wav2Vec2ForCTC(nn.Module):
 
         Every encoder parameter and buffer must be present (KeyError otherwise) and no
         unknown `wav2vec2.*` key may appear; quantizer and projection weights are dropped.
+        Language adapters (`cfg.adapter_dim`) the pre-trained model lacks keep their fresh init.
 
         Returns:
             The dropped (non-`wav2vec2.`) keys.
@@ -358,9 +361,10 @@ class Wav2Vec2ForCTC(nn.Module):
         expected = set(self.wav2vec2.state_dict())
         missing = sorted(expected - set(encoder_sd))
         unexpected = sorted(set(encoder_sd) - expected)
-        if missing or unexpected:
+        fresh_adapters = all(is_adapter_key(k) for k in missing)
+        if (missing and not fresh_adapters) or unexpected:
             raise KeyError(f"pre-training state dict mismatch: missing {missing}, unexpected {unexpected}")
-        self.wav2vec2.load_state_dict(encoder_sd, strict=True)
+        self.wav2vec2.load_state_dict(encoder_sd, strict=not missing)
         return dropped
 
     def forward(

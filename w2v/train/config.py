@@ -43,6 +43,8 @@ class TrainConfig:
     seed: int = 1
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     model_overrides: dict = field(default_factory=dict)  # e.g. mask_prob, layerdrop when fine-tuning
+    language_alpha: float = 0.5  # XLSR language sampling p_l ∝ (n_l/N)^α, used when the cuts hold 2+ languages
+    adapter: dict | None = None  # fine-tuning: {lang: xx, dim: 16} trains only MMS adapters + head of language xx
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "training settings") -> "TrainConfig":
@@ -53,6 +55,18 @@ class TrainConfig:
         d = dict(d)
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
+        adapter = d.get("adapter")
+        if adapter is not None:
+            if not isinstance(adapter, dict) or not isinstance(adapter.get("lang"), str) or not adapter["lang"] \
+                    or set(adapter) - {"lang", "dim"} or not isinstance(adapter.get("dim", 16), int) \
+                    or adapter.get("dim", 16) < 1:
+                raise ValueError(f"{where}: adapter must be {{lang: <language>, dim: <int >= 1, default 16>}}, "
+                                 f"got {adapter!r}")
+            if d.get("task", "pretrain") != "finetune":
+                raise ValueError(f"{where}: adapter is a fine-tuning setting")
+            d["adapter"] = {"lang": adapter["lang"], "dim": adapter.get("dim", 16)}
+        if d.get("language_alpha", 0.5) < 0:
+            raise ValueError(f"{where}: language_alpha must be >= 0")
         return cls(**d)
 
     def to_dict(self) -> dict:

@@ -21,10 +21,11 @@ import torch
 from tqdm import tqdm
 
 from w2v.data.batching import BatchPlan, collate_audio, collate_targets
-from w2v.data.cuts import transcript
+from w2v.data.cuts import cut_language, transcript
 from w2v.decode.ctc import load_units
-from w2v.io import atomic_path
+from w2v.io import atomic_path, write_json
 from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
+from w2v.models.adapters import adapter_weights, freeze_base, is_adapter_key
 from w2v.train.checkpoint import CheckpointDir, load, save_atomic
 from w2v.train.config import TrainConfig
 from w2v.train.losses import ctc_loss, pretraining_loss
@@ -120,20 +121,66 @@ def _ctc_items(cuts: list, unit_to_id: dict[str, int], cfg: Wav2Vec2Config, tcfg
 
 def build_model(task: str, model_cfg: Wav2Vec2Config, tcfg: TrainConfig, vocab_size: int | None,
                 init: str | Path | None):
-    """The model to train, its config, and (for fine-tuning) the pre-trained weights loaded."""
+    """The model to train, its config, and (for fine-tuning) the pre-trained weights loaded.
+
+    With ``tcfg.adapter`` (MMS) ``init`` may also be a fine-tuned model: its base is kept, the
+    language gets fresh adapters and head, and the other languages' adapters of ``init`` are
+    returned (third value, ``{lang: {"weights", "units"}}``) to be carried into the output.
+    """
     if task == "pretrain":
         cfg = replace(model_cfg, **tcfg.model_overrides)
-        return Wav2Vec2ForPreTraining(cfg), cfg
+        return Wav2Vec2ForPreTraining(cfg), cfg, {}
+    adapter = tcfg.adapter
+    ck = None
     if init is not None:
         ck = load(init)
-        if ck.get("task") != "pretrain":
+        allowed = ("pretrain", "finetune") if adapter else ("pretrain",)
+        if ck.get("task") not in allowed:
             raise TrainingError(f"{init}: expected a pre-trained model, found task {ck.get('task')!r}")
         model_cfg = Wav2Vec2Config.from_dict(ck["model_config"])
-    cfg = replace(model_cfg, **tcfg.model_overrides)
+    overrides = dict(tcfg.model_overrides)
+    if adapter:
+        if ck is None:
+            raise TrainingError("finetune.adapter trains adapters on a frozen model: it needs one (init)")
+        if model_cfg.adapter_dim not in (0, adapter["dim"]):
+            raise TrainingError(f"{init} has adapters of dim {model_cfg.adapter_dim}; adapter.dim is {adapter['dim']}")
+        overrides["adapter_dim"] = adapter["dim"]
+    cfg = replace(model_cfg, **overrides)
     model = Wav2Vec2ForCTC(cfg, vocab_size, final_dropout=tcfg.final_dropout)
-    if init is not None:
+    others: dict = {}
+    if ck is not None and ck["task"] == "pretrain":
         model.load_pretrained(ck["model"])
-    return model, cfg
+    elif ck is not None:  # a new language on a fine-tuned model: its base, fresh adapters and head
+        missing, unexpected = model.load_state_dict(
+            {k: v for k, v in ck["model"].items() if not is_adapter_key(k)}, strict=False)
+        missing = [k for k in missing if not is_adapter_key(k)]
+        if missing or unexpected:
+            raise TrainingError(f"{init}: base weights do not fit: missing {missing}, unexpected {unexpected}")
+        others = {lang: a for lang, a in (ck.get("adapters") or {}).items() if lang != adapter["lang"]}
+    return model, cfg, others
+
+
+def _select_language(cuts: list, lang: str, where) -> list:
+    """The cuts of one language; cuts without any language mark are all taken to be it."""
+    langs = [cut_language(c) for c in cuts]
+    if not any(langs):
+        return cuts
+    keep = [c for c, x in zip(cuts, langs) if x == lang]
+    if not keep:
+        raise TrainingError(f"{where}: no cuts of language {lang!r} (it has {sorted({x for x in langs if x})})")
+    log.info("%s: %d of %d cuts are in %s", where, len(keep), len(cuts), lang)
+    return keep
+
+
+def _language_summary(plan: BatchPlan, seconds: dict[str, float]) -> dict:
+    """Hours available (of the durations the plan batches: capped at the crop length when
+    pre-training), sampling probability, and hours actually trained on, per language."""
+    probs, avail = plan.language_probabilities(), plan.language_hours()
+    total = sum(seconds.values()) or 1.0
+    return {"alpha": plan.alpha, "languages": {
+        lang: {"hours_available": round(avail[lang], 6), "probability": round(probs[lang], 6),
+               "hours_sampled": round(seconds.get(lang, 0.0) / 3600, 6),
+               "share_sampled": round(seconds.get(lang, 0.0) / total, 6)} for lang in avail}}
 
 
 def _rng_state() -> dict:
@@ -199,8 +246,10 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     torch.manual_seed(tcfg.seed)
 
     units = load_units(units_path) if task == "finetune" else None
-    model, cfg = build_model(task, model_cfg, tcfg, len(units) if units else None, init)
+    model, cfg, other_adapters = build_model(task, model_cfg, tcfg, len(units) if units else None, init)
     cuts = _load_cuts(cuts_path)
+    if tcfg.adapter:
+        cuts = _select_language(cuts, tcfg.adapter["lang"], cuts_path)
     if task == "pretrain":
         short = [c.id for c in cuts if c.duration < tcfg.min_seconds]
         if short:
@@ -216,17 +265,27 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     if not cuts:
         raise TrainingError(f"{cuts_path}: no usable utterances left for {task}")
     store = AudioStore(cuts, tcfg.cache_audio)
-    plan = BatchPlan(durations, tcfg.max_duration, seed=tcfg.seed, num_buckets=tcfg.num_buckets,
-                     max_batch_size=tcfg.max_batch_size)
+    languages = [cut_language(c) for c in cuts]
+    multilingual = len({x for x in languages if x}) >= 2
+    try:
+        plan = BatchPlan(durations, tcfg.max_duration, seed=tcfg.seed, num_buckets=tcfg.num_buckets,
+                         max_batch_size=tcfg.max_batch_size, languages=languages if multilingual else None,
+                         alpha=tcfg.language_alpha)
+    except ValueError as e:
+        raise TrainingError(f"{cuts_path}: {e}") from e
     dev_store = dev_refs = None
     if task == "finetune" and dev_cuts_path is not None:
-        dcuts, _, _ = _ctc_items(_load_cuts(dev_cuts_path), unit_to_id, cfg,
-                                        replace(tcfg, min_seconds=0.0), str(dev_cuts_path))
+        dev_cuts = _load_cuts(dev_cuts_path)
+        if tcfg.adapter:
+            dev_cuts = _select_language(dev_cuts, tcfg.adapter["lang"], dev_cuts_path)
+        dcuts, _, _ = _ctc_items(dev_cuts, unit_to_id, cfg, replace(tcfg, min_seconds=0.0), str(dev_cuts_path))
         dev_store = AudioStore(dcuts, cache=True)
         dev_refs = [transcript(c) for c in dcuts]
 
     if task == "finetune" and tcfg.freeze_feature_encoder:
         model.freeze_feature_encoder()
+    if tcfg.adapter:
+        freeze_base(model)
     model.to(dev).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tcfg.lr, betas=tcfg.betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay)
@@ -237,6 +296,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     log_path = out_dir / "train_log.jsonl"
 
     num_updates, epoch, pos, best = 0, 0, 0, None
+    lang_seconds: dict[str, float] = {}  # audio seconds trained on, per language (multilingual plans)
     latest = ckdir.latest()
     if latest is not None:
         ck = load(latest)
@@ -244,6 +304,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
         opt.load_state_dict(ck["optimizer"])
         num_updates, epoch, pos, best = ck["num_updates"], ck["epoch"], ck["batch"], ck.get("best")
         _set_rng_state(ck["rng"])
+        lang_seconds = dict(ck.get("language_seconds") or {})
         log.info("resumed from %s (update %d, epoch %d, batch %d)", latest, num_updates, epoch, pos)
         if log_path.exists():  # drop log lines written after that checkpoint
             kept = [ln for ln in log_path.read_text().splitlines() if json.loads(ln)["update"] <= num_updates]
@@ -255,12 +316,17 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     def state() -> dict:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "num_updates": num_updates,
                 "epoch": epoch, "batch": pos, "best": best, "rng": _rng_state(),
-                "model_config": cfg.to_dict(), "train_config": tcfg.to_dict(), "task": task}
+                "language_seconds": dict(lang_seconds), "model_config": cfg.to_dict(),
+                "train_config": tcfg.to_dict(), "task": task}
 
     n_params = sum(p.numel() for p in model.parameters())
     log.info("%s: %d utterances (%.2f h), %d batches/epoch, model %.2fM params, device %s%s", task, len(cuts),
              sum(c.duration for c in cuts) / 3600, len(plan.epoch(epoch)), n_params / 1e6, dev,
              " (bf16)" if use_bf16 else "")
+    if plan.multilingual:
+        probs = plan.language_probabilities()
+        log.info("languages (hours, sampling probability at alpha %.2f): %s", plan.alpha,
+                 ", ".join(f"{k} {h:.3f} h p={probs[k]:.3f}" for k, h in plan.language_hours().items()))
     bar = tqdm(total=tcfg.max_updates, initial=num_updates, desc=task, unit="upd", dynamic_ncols=True,
                mininterval=2.0)
     acc: dict[str, float] = {}
@@ -314,6 +380,9 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             num_updates += 1
             pos += 1
             audio_s += float(lens.sum()) / SAMPLE_RATE
+            if plan.multilingual:  # a batch holds one language
+                lang = languages[batch[0]]
+                lang_seconds[lang] = lang_seconds.get(lang, 0.0) + float(lens.sum()) / SAMPLE_RATE
             stats.update(lr=lr, gnorm=float(gnorm))
             for k, v in stats.items():
                 acc[k] = acc.get(k, 0.0) + float(v)
@@ -322,6 +391,8 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             if num_updates % tcfg.log_every == 0 or num_updates == tcfg.max_updates:
                 row = {"update": num_updates, "epoch": epoch, **{k: round(v / n_acc, 5) for k, v in acc.items()},
                        "audio_s_per_s": round(audio_s / max(1e-9, time.time() - t0), 2)}
+                if plan.multilingual:
+                    row["lang_hours"] = {k: round(v / 3600, 6) for k, v in sorted(lang_seconds.items())}
                 logf.write(json.dumps(row) + "\n")
                 logf.flush()
                 show = ("loss", "accuracy", "prob_ppl", "temp") if task == "pretrain" else ("loss",)
@@ -347,8 +418,19 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     final_src = ckdir.best if (dev_store is not None and ckdir.best.exists()) else ckdir.latest()
     final = load(final_src)
     model_file = out_dir / "model.pt"
+    extra: dict = {}
+    if plan.multilingual:
+        extra["language_sampling"] = _language_summary(plan, final.get("language_seconds") or {})
+        write_json(out_dir / "language_sampling.json", extra["language_sampling"])
+        log.info("hours sampled per language: %s", ", ".join(
+            f"{k} {v['hours_sampled']:.4f} h ({100 * v['share_sampled']:.1f}%, p={v['probability']:.3f}, "
+            f"{v['hours_available']:.4f} h available)" for k, v in extra["language_sampling"]["languages"].items()))
+    if tcfg.adapter:
+        lang = tcfg.adapter["lang"]
+        extra["adapter_lang"] = lang
+        extra["adapters"] = {**other_adapters, lang: {"weights": adapter_weights(final["model"]), "units": units}}
     save_atomic({"model": final["model"], "model_config": final["model_config"], "task": task,
                  "units": units, "train_config": tcfg.to_dict(), "num_updates": final["num_updates"],
-                 "best": final.get("best"), "init": str(init) if init else None}, model_file)
+                 "best": final.get("best"), "init": str(init) if init else None, **extra}, model_file)
     log.info("wrote %s (from %s)", model_file, final_src.name)
     return model_file
