@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -65,7 +66,8 @@ def cmd_cuts(a) -> None:
 
     cfg = _cfg(a.config)
     c = cfg.get("cuts", {})
-    subsets = {name: subset_seconds(name) for name in c.get("labeled_subsets", [])}
+    subsets = {name: subset_seconds(name) if re.fullmatch(r"\d+(\.\d+)?[smh]", name) else None
+               for name in c.get("labeled_subsets", [])}
     kwargs = {k: c[k] for k in ("dev_speakers", "test_speakers", "min_duration", "max_duration", "seed") if k in c}
     make_cuts(Path(a.manifests), Path(a.out), labeled_subsets=subsets,
               normalize=cfg.get("text", {}).get("normalize", "upper_letters"), **kwargs)

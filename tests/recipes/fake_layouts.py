@@ -1,0 +1,96 @@
+"""Tiny fake copies of the corpora, in their real directory layouts and file formats.
+
+Each writer returns what a test needs to check the manifests (ids, durations, texts). Audio is
+a short tone; only headers and lengths matter to the preparations.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+SR = 16000
+
+
+def tone(seconds: float, sr: int = SR) -> np.ndarray:
+    t = np.arange(int(round(seconds * sr))) / sr
+    return (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+
+
+def write_audio(path: Path, seconds: float, sr: int = SR, **kwargs) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, tone(seconds, sr), sr, **kwargs)
+
+
+# ---------------------------------------------------------------- LibriSpeech + Libri-light
+
+def _libri_chapter(part_dir: Path, spk: str, chap: str, utts: list[tuple[str, float, str]]) -> None:
+    d = part_dir / spk / chap
+    for uid, secs, _ in utts:
+        write_audio(d / f"{uid}.flac", secs)
+    (d / f"{spk}-{chap}.trans.txt").write_text("".join(f"{u} {t}\n" for u, _, t in utts))
+
+
+def librispeech(root: Path) -> dict:
+    """LibriSpeech (4 eval sets + train-clean-100), librispeech_finetuning and a Libri-light subset.
+
+    Returns ``{"ls": path, "finetuning": path, "librilight": path, "utts": {id: (seconds, text, split)}}``.
+    """
+    ls, ft, ll = root / "LibriSpeech", root / "librispeech_finetuning", root / "librilight"
+    utts: dict[str, tuple[float, str, str]] = {}
+    for n, part in enumerate(("dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100")):
+        spk = str(100 + n)
+        rows = [(f"{spk}-7-{i:04d}", 0.5 + 0.1 * i + 0.01 * n, f"WORD {part.upper()} {i}") for i in range(2)]
+        _libri_chapter(ls / part, spk, "7", rows)
+        utts |= {u: (s, t, part.replace("-", "_") if "train" not in part else "train") for u, s, t in rows}
+    # fine-tuning folds: 1h/0..5/{clean,other} and 9h/{clean,other}, one utterance each;
+    # the 1h/0/clean one is also a train-clean-100 utterance (same id, same audio)
+    k = 0
+    for part in [f"1h/{f}/{c}" for f in range(6) for c in ("clean", "other")] + ["9h/clean", "9h/other"]:
+        spk = str(200 + k)
+        if part == "1h/0/clean":
+            _libri_chapter(ft / part, "104", "7", [("104-7-0000", utts["104-7-0000"][0], utts["104-7-0000"][1])])
+        else:
+            uid = f"{spk}-9-0000"
+            _libri_chapter(ft / part, spk, "9", [(uid, 0.6, f"FOLD {part.upper()}")])
+            utts[uid] = (0.6, f"FOLD {part.upper()}", "train")
+        k += 1
+    # Libri-light: small/<speaker>/<book>/<file>.flac with a .json beside it
+    book = ll / "small" / "300" / "some_book_64kb"
+    write_audio(book / "chapter_01.flac", 1.5)
+    (book / "chapter_01.json").write_text(json.dumps({"speaker": "300", "voice_activity": [[0.1, 1.2]]}))
+    return {"ls": ls, "finetuning": ft, "librilight": ll, "utts": utts}
+
+
+# ---------------------------------------------------------------- running things on them
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_prepare(corpus: dict | list[dict], out: Path) -> tuple[dict, dict]:
+    """``w2v.data.ingest.prepare`` on a corpus config; recordings and supervisions by id."""
+    from lhotse import RecordingSet, SupervisionSet
+
+    from w2v.data.ingest import prepare
+
+    paths = prepare(corpus, out, num_threads=1)
+    recs = RecordingSet.from_file(paths["recordings"])
+    sups = SupervisionSet.from_file(paths["supervisions"])
+    return {r.id: r for r in recs}, {s.id: s for s in sups}
+
+
+def dry_run(configs: list[Path], workdir: Path, overrides: list[str] = (), target: str = "all"):
+    """``snakemake -n`` of a recipe's whole workflow (configs merged in order) in ``workdir``."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "-n", "-c1",
+           "--configfile", *map(str, configs)]
+    if overrides:
+        cmd += ["--config", *overrides]
+    return subprocess.run([*cmd, "--", target], cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
