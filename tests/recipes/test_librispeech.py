@@ -45,17 +45,17 @@ def test_other_fold_is_10m(corpus, tmp_path):
 
 
 def test_missing_parts_are_listed(corpus, tmp_path):
+    ls = str(corpus["ls"])
+    with pytest.raises(CorpusError, match="LibriSpeeh does not exist.*holds: LibriSpeech, librilight"):
+        fake.run_prepare({"type": "librispeech", "path": ls[:-2] + "eh"}, tmp_path / "m")
+    with pytest.raises(CorpusError, match="unknown key.*'labelled'"):
+        fake.run_prepare({"type": "librispeech", "path": ls, "labelled": []}, tmp_path / "m")
+    shutil.rmtree(corpus["finetuning"] / "9h")
+    with pytest.raises(CorpusError, match=r"(?s)finetuning.*MISSING 9h/clean"):
+        fake.run_prepare({"type": "librispeech", "path": ls, "finetuning": str(corpus["finetuning"])}, tmp_path / "m")
     shutil.rmtree(corpus["ls"] / "dev-other")
     with pytest.raises(CorpusError) as e:
-        fake.run_prepare({"type": "librispeech", "path": str(corpus["ls"])}, tmp_path / "m")
+        fake.run_prepare({"type": "librispeech", "path": ls}, tmp_path / "m")
     msg = str(e.value)
     assert "MISSING dev-other/*/*/*.trans.txt" in msg and "found   dev-clean/*/*/*.trans.txt" in msg
     assert "Found in" in msg and "test-other/" in msg
-    with pytest.raises(CorpusError, match="LibriSpeeh does not exist.*holds: LibriSpeech, librilight"):
-        fake.run_prepare({"type": "librispeech", "path": str(corpus["ls"].parent / "LibriSpeeh")}, tmp_path / "m")
-    shutil.rmtree(corpus["finetuning"] / "9h")
-    with pytest.raises(CorpusError, match=r"(?s)finetuning.*MISSING 9h/clean"):
-        fake.run_prepare({"type": "librispeech", "path": str(corpus["ls"].parent / "LibriSpeech"),
-                          "finetuning": str(corpus["finetuning"])}, tmp_path / "m")
-    with pytest.raises(CorpusError, match="unknown key.*'labelled'"):
-        fake.run_prepare({"type": "librispeech", "path": str(corpus["ls"]), "labelled": []}, tmp_path / "m")
