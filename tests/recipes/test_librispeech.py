@@ -47,7 +47,7 @@ def test_other_fold_is_10m(corpus, tmp_path):
 def test_missing_parts_are_listed(corpus, tmp_path):
     ls = str(corpus["ls"])
     with pytest.raises(CorpusError, match="LibriSpeeh does not exist.*holds: LibriSpeech, librilight"):
-        fake.run_prepare({"type": "librispeech", "path": ls[:-2] + "eh"}, tmp_path / "m")
+        fake.run_prepare({"type": "librispeech", "path": ls[:-3] + "eh"}, tmp_path / "m")
     with pytest.raises(CorpusError, match="unknown key.*'labelled'"):
         fake.run_prepare({"type": "librispeech", "path": ls, "labelled": []}, tmp_path / "m")
     shutil.rmtree(corpus["finetuning"] / "9h")
