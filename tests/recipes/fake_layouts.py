@@ -94,3 +94,56 @@ def dry_run(configs: list[Path], workdir: Path, overrides: list[str] = (), targe
     if overrides:
         cmd += ["--config", *overrides]
     return subprocess.run([*cmd, "--", target], cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+
+
+# ---------------------------------------------------------------- WSJ (LDC93S6B + LDC94S13B)
+
+def write_sphere(path: Path, seconds: float, sr: int = SR) -> None:
+    """Uncompressed NIST SPHERE (what a .wv1 is before shorten compression)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, tone(seconds, sr), sr, format="NIST", subtype="PCM_16")
+
+
+def write_shorten_header(path: Path, samples: int, sr: int = SR) -> None:
+    """A SPHERE header that declares shorten compression (the body is not real shorten data)."""
+    fields = [f"sample_rate -i {sr}", f"sample_count -i {samples}", "channel_count -i 1", "sample_n_bytes -i 2",
+              "sample_coding -s26 pcm,embedded-shorten-v2.00"]
+    head = ("NIST_1A\n   1024\n" + "\n".join(fields) + "\nend_head\n").encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(head.ljust(1024, b" ") + b"\x00" * 64)
+
+
+WSJ_UTTS = {  # id: (disc dir, path under it, seconds, .dot transcript, normalised text, split)
+    "011c0201": ("11-2.1", "wsj0/si_tr_s/011", 0.7, "The [loud_breath] company's \\,COMMA *sales* rose ~ .",
+                 "THE COMPANY'S COMMA SALES ROSE", "train"),
+    "011c0202": ("11-2.1", "wsj0/si_tr_s/011", 0.8, "<In> fact [<door_slam] prices fell:", "IN FACT PRICES FELL", "train"),
+    "46uc0301": ("13-2.1", "wsj1/si_tr_s/46u", 0.9, "Markets \"DOUBLE-QUOTE rallied [phone_ring/] today",
+                 "MARKETS DOUBLE-QUOTE RALLIED TODAY", "train"),
+    "4k0c0301": ("13-16.1", "wsj1/si_dt_20/4k0", 0.6, "Bonds were mixed .PERIOD", "BONDS WERE MIXED PERIOD", "dev93"),
+    "440c0201": ("11-14.1", "wsj0/si_et_20/440", 0.55, "Stocks closed higher", "STOCKS CLOSED HIGHER", "test_eval92"),
+}
+
+
+def wsj(root: Path) -> Path:
+    """WSJ0+WSJ1 discs: index files, .wv1 SPHERE audio, .dot transcripts, an LM text .z file."""
+    for uid, (disc, d, secs, dot, _, _) in WSJ_UTTS.items():
+        write_sphere(root / disc / d / f"{uid}.wv1", secs)
+        with open(root / disc / d / f"{uid[:6]}00.dot", "a") as f:
+            f.write(f"{dot} ({uid})\n")
+    # listed but excluded (Kaldi: 11-2.1/wsj0/si_tr_s/401 is not on the discs)
+    ndx = {
+        "11-13.1/wsj0/doc/indices/train/tr_s_wv1.ndx": ";; SI-84\n11_2_1:wsj0/si_tr_s/011/011c0201.wv1\n"
+                                                        "11_2_1:wsj0/si_tr_s/011/011c0202.wv1\n"
+                                                        "11_2_1:wsj0/si_tr_s/401/401c0201.wv1\n",
+        "13-34.1/wsj1/doc/indices/si_tr_s.ndx": ";; SI-200\n13_2_1:wsj1/si_tr_s/46u/46uc0301.wv1\n",
+        "13-34.1/wsj1/doc/indices/h1_p0.ndx": "13_16_1:wsj1/si_dt_20/4k0/4k0c0301.wv1\n",
+        "11-13.1/wsj0/doc/indices/test/nvp/si_et_20.ndx": ";; nov92\n11_14_1:wsj0/si_et_20/440/440c0201\n",
+    }
+    for rel, text in ndx.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    lm = root / "13-32.1/wsj1/doc/lng_modl/lm_train/np_data/87/w871231.z"
+    lm.parent.mkdir(parents=True, exist_ok=True)
+    import gzip
+    lm.write_bytes(gzip.compress(b"<art.871231>\n<p>\n<s> THE DOW ROSE </s>\n<s> BONDS FELL </s>\n</p>\n"))
+    return root
