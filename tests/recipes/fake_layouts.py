@@ -147,3 +147,34 @@ def wsj(root: Path) -> Path:
     import gzip
     lm.write_bytes(gzip.compress(b"<art.871231>\n<p>\n<s> THE DOW ROSE </s>\n<s> BONDS FELL </s>\n</p>\n"))
     return root
+
+
+# ---------------------------------------------------------------- TIMIT (LDC93S1)
+
+TIMIT_UTTS = {  # (set dir, dialect region, speaker, sentence): phones (61 set, with h# ends), words
+    ("TRAIN", "DR1", "FCJF0", "SI1027"): ("h# sh iy hh ae dcl d h#", "She had."),
+    ("TRAIN", "DR1", "FCJF0", "SA1"): ("h# dh ax q ae h#", "The a."),      # SA: left out
+    ("TRAIN", "DR2", "MKLS0", "SX127"): ("h# w ax-h pau z ux h#", "Was too."),
+    ("TEST", "DR1", "FAKS0", "SI943"): ("h# eh n iy w ey h#", "Anyway."),  # a dev speaker
+    ("TEST", "DR1", "MDAB0", "SX139"): ("h# b r ay tcl t h#", "Bright."),  # a core test speaker
+    ("TEST", "DR3", "MABC0", "SI1620"): ("h# ow k ey h#", "Okay."),        # neither: not used
+}
+
+
+def timit(root: Path, ldc_layout: bool = False) -> Path:
+    """TIMIT as distributed (``data/TRAIN/DR1/FCJF0/SI1027.WAV`` + ``.TXT``/``.WRD``/``.PHN``).
+
+    ``.WAV`` is NIST SPHERE at 16 kHz; every phone lasts 0.05 s, so the duration is known.
+    """
+    base = root if ldc_layout else root / "data"
+    for (part, dr, spk, sent), (phones, words) in TIMIT_UTTS.items():
+        d = base / part / dr / spk
+        p = phones.split()
+        n = int(0.05 * SR) * len(p)
+        write_sphere(d / f"{sent}.WAV", n / SR)
+        (d / f"{sent}.PHN").write_text("".join(f"{i * 800} {(i + 1) * 800} {x}\n" for i, x in enumerate(p)))
+        ws = words.rstrip(".").split()
+        (d / f"{sent}.WRD").write_text("".join(f"{800 * (i + 1)} {800 * (i + 2)} {w.lower()}\n"
+                                               for i, w in enumerate(ws)))
+        (d / f"{sent}.TXT").write_text(f"0 {n} {words}\n")
+    return root
