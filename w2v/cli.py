@@ -78,7 +78,8 @@ def cmd_lang(a) -> None:
 
     cfg = _cfg(a.config)
     lm_text = cfg.get("lm", {}).get("text")
-    build_lang(Path(a.cuts), Path(a.out), lm_text_path=Path(lm_text) if lm_text else None)
+    build_lang(Path(a.cuts), Path(a.out), lm_text_path=Path(lm_text) if lm_text else None,
+               normalize=cfg.get("text", {}).get("normalize", "upper_letters"))
 
 
 def cmd_lm(a) -> None:

@@ -56,7 +56,7 @@ SCHEMA: dict[str, Any] = {
             },
         },
         "text": {"type": "object", "additionalProperties": False,
-                 "properties": {"normalize": {"enum": ["upper_letters"]}}},
+                 "properties": {"normalize": {"enum": ["upper_letters", "letters"]}}},
         "lm": {"type": "object", "additionalProperties": False,
                "properties": {"order": {"type": "integer", "minimum": 1, "maximum": 6},
                               "text": {"type": "string"}, "prune": {"type": "string"}}},

@@ -178,3 +178,30 @@ def timit(root: Path, ldc_layout: bool = False) -> Path:
                                                for i, w in enumerate(ws)))
         (d / f"{sent}.TXT").write_text(f"0 {n} {words}\n")
     return root
+
+
+# ---------------------------------------------------------------- Common Voice
+
+CV_HEADER = "client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccents\tvariant\tlocale\tsegment"
+CV_UTTS = {  # clip id: (language, split, client, seconds, sentence)
+    "common_voice_es_001": ("es", "train", "c1", 0.6, "¿Qué tal, amigo?"),
+    "common_voice_es_002": ("es", "train", "c2", 0.7, "El niño come."),
+    "common_voice_es_003": ("es", "dev", "c3", 0.8, "Buenos días."),
+    "common_voice_es_004": ("es", "test", "c4", 0.9, "Hasta luego."),
+    "common_voice_fr_001": ("fr", "train", "d1", 0.65, "L'été est là."),
+    "common_voice_fr_002": ("fr", "dev", "d2", 0.75, "Bonjour."),
+    "common_voice_fr_003": ("fr", "test", "d3", 0.85, "Merci beaucoup."),
+}
+
+
+def commonvoice(root: Path) -> Path:
+    """``<lang>/{train,dev,test}.tsv`` + ``<lang>/clips/<id>.mp3``, as a Common Voice release."""
+    rows: dict[tuple[str, str], list[str]] = {}
+    for cid, (lang, split, client, secs, text) in CV_UTTS.items():
+        write_audio(root / lang / "clips" / f"{cid}.mp3", secs, sr=48000, format="MP3")
+        rows.setdefault((lang, split), []).append(
+            f"{client}\t{cid}.mp3\t{text}\t2\t0\ttwenties\tfemale\t\t\t{lang}\t")
+    for lang in {k[0] for k in rows}:
+        for split in ("train", "dev", "test"):
+            (root / lang / f"{split}.tsv").write_text("\n".join([CV_HEADER, *rows.get((lang, split), [])]) + "\n")
+    return root
