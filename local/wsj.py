@@ -20,7 +20,7 @@ disc ``11_2_1`` = directory ``11-2.1``):
 
 Audio is ``.wv1`` (channel 1, Sennheiser) NIST SPHERE, mostly shorten-compressed: the header
 is read here (sample count and rate, no decoding) and shorten files become lhotse "command"
-sources decoded on the fly by ``sph2pipe -f wav`` when it is on PATH, else ``ffmpeg``;
+sources decoded on the fly by ``sph2pipe`` or ``ffmpeg`` (:mod:`w2v.data.corpora.sphere`);
 uncompressed SPHERE is read by soundfile directly. Transcripts come from the ``.dot`` files
 (``<text> (<utt id>)`` per line, found anywhere under ``path``) and are normalised as Kaldi's
 ``normalize_transcript.pl`` does, except that noise markers are dropped rather than mapped to
@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import logging
 import re
-import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
-from lhotse import AudioSource, Recording, SupervisionSegment
+from lhotse import Recording, SupervisionSegment
 
 from w2v.data.corpora import CorpusError, check_options, corpus_root, expect
+from w2v.data.corpora.sphere import sphere_recording
 from w2v.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -126,46 +125,6 @@ def read_index(root: Path, ndx: Path) -> list[Path]:
             continue
         files.append(Path(disc) / rel)
     return files
-
-
-def sphere_header(path: Path) -> dict[str, str]:
-    """The NIST SPHERE header fields (``sample_count`` ...) as strings."""
-    with open(path, "rb") as f:
-        head = f.read(1024)
-    if not head.startswith(b"NIST_1A"):
-        raise CorpusError(f"{path}: not a NIST SPHERE file (no NIST_1A header)")
-    size = int(head.split(b"\n")[1])
-    if size > 1024:
-        with open(path, "rb") as f:
-            head = f.read(size)
-    fields = {}
-    for line in head.decode("latin-1").split("\n")[2:]:
-        if line.strip() == "end_head":
-            break
-        parts = line.split(None, 2)
-        if len(parts) == 3:
-            fields[parts[0]] = parts[2].strip()
-    return fields
-
-
-def sphere_recording(path: Path, rec_id: str) -> Recording:
-    """A lhotse recording of a SPHERE file; shorten-compressed ones decode through a command."""
-    h = sphere_header(path)
-    try:
-        sr, n, ch = int(h["sample_rate"]), int(h["sample_count"]), int(h.get("channel_count", 1))
-    except (KeyError, ValueError):
-        raise CorpusError(f"{path}: SPHERE header lacks sample_rate/sample_count: {h}") from None
-    if "shorten" in h.get("sample_coding", ""):
-        if shutil.which("sph2pipe"):
-            cmd = f"sph2pipe -f wav -p {shlex.quote(str(path.resolve()))}"
-        elif shutil.which("ffmpeg"):
-            cmd = f"ffmpeg -nostdin -loglevel error -i {shlex.quote(str(path.resolve()))} -f wav -"
-        else:
-            raise CorpusError(f"{path} is shorten-compressed SPHERE: install ffmpeg (apt-get install ffmpeg) or sph2pipe")
-        source = AudioSource(type="command", channels=list(range(ch)), source=cmd)
-    else:
-        source = AudioSource(type="file", channels=list(range(ch)), source=str(path.resolve()))
-    return Recording(id=rec_id, sources=[source], sampling_rate=sr, num_samples=n, duration=n / sr)
 
 
 # ---------------------------------------------------------------- the corpus type

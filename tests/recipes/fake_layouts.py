@@ -205,3 +205,30 @@ def commonvoice(root: Path) -> Path:
         for split in ("train", "dev", "test"):
             (root / lang / f"{split}.tsv").write_text("\n".join([CV_HEADER, *rows.get((lang, split), [])]) + "\n")
     return root
+
+
+# ---------------------------------------------------------------- BABEL
+
+def _babel_conversation(conv: Path, split: str, name: str, seconds: float, segments: list[tuple[float, str]],
+                        transcript_dir: str | None = None) -> None:
+    write_sphere(conv / split / "audio" / f"{name}.sph", seconds, sr=8000)
+    lines = []
+    for start, text in segments:
+        lines += [f"[{start:.3f}]", text]
+    lines.append(f"[{seconds:.3f}]")
+    for d in [split] + ([transcript_dir] if transcript_dir else []):
+        (conv / d / "transcription").mkdir(parents=True, exist_ok=True)
+        (conv / d / "transcription" / f"{name}.txt").write_text("\n".join(lines) + "\n")
+
+
+def babel(root: Path, code: str = "101") -> Path:
+    """``IARPA_BABEL_BP_<code>/conversational/{training,sub-train,dev,untranscribed-training}``, 8 kHz SPHERE."""
+    conv = root / f"IARPA_BABEL_BP_{code}" / "conversational"
+    a, b, c = (f"BABEL_BP_{code}_{spk}_20111024_205740_inLine" for spk in ("10033", "10034", "20001"))
+    _babel_conversation(conv, "training", a, 3.0, [(0.0, "<no-speech>"), (0.5, "nei5 hou2 <breath> aa3"),
+                                                     (2.0, "(()) m4 goi1")], transcript_dir="sub-train")
+    _babel_conversation(conv, "training", b, 2.0, [(0.0, "hai6 aa3"), (1.2, "<cough>")])
+    _babel_conversation(conv, "dev", c, 2.0, [(0.2, "zou2 san4")])
+    write_sphere(conv / "untranscribed-training" / "audio" / f"BABEL_BP_{code}_30001_20111024_205740_inLine.sph",
+                 1.0, sr=8000)
+    return root / f"IARPA_BABEL_BP_{code}"

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 import fake_layouts as fake
-from w2v.data.corpora import load
+from w2v.data.corpora import load, sphere
 from w2v.data.ingest import CorpusError
 
 wsj = load("wsj")
@@ -31,21 +31,26 @@ def test_normalisation_as_kaldi():
     assert wsj.normalize_wsj("[phone_ring/] it's [/phone_ring] \\-HYPHEN {LEFT-BRACE") == "IT'S HYPHEN LEFT-BRACE"
 
 
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg decodes *.sph here")
 def test_shorten_routes_to_a_decoder_command(tmp_path, monkeypatch):
     path = tmp_path / "a b" / "x.wv1"
     fake.write_shorten_header(path, samples=8000)
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/ffmpeg" if name == "ffmpeg" else None)
-    rec = wsj.sphere_recording(path, "x")
+    rec = sphere.sphere_recording(path, "x")
     src = rec.sources[0]
     assert src.type == "command" and src.source.startswith("ffmpeg ") and f"'{path.resolve()}'" in src.source
     assert rec.duration == 0.5 and rec.num_samples == 8000
     monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
-    assert wsj.sphere_recording(path, "x").sources[0].source.startswith("sph2pipe -f wav")
+    assert sphere.sphere_recording(path, "x").sources[0].source.startswith("sph2pipe -f wav")
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(CorpusError, match="install ffmpeg"):
-        wsj.sphere_recording(path, "x")
+        sphere.sphere_recording(path, "x")
     fake.write_sphere(plain := tmp_path / "plain.wv1", 0.25)
-    assert wsj.sphere_recording(plain, "p").sources[0].type == "file"
+    assert sphere.sphere_recording(plain, "p").sources[0].type == "file"
+    monkeypatch.undo()
+    fake.write_sphere(sph := tmp_path / "plain.sph", 0.25)  # lhotse would want sph2pipe for *.sph
+    rec = sphere.sphere_recording(sph, "s")
+    assert rec.sources[0].type == "command" and rec.load_audio().shape == (1, 4000)
 
 
 def test_missing_index_files_are_listed(tmp_path):
