@@ -12,7 +12,8 @@ Sets, from the discs' index files (``.ndx`` lines ``11_2_1:wsj0/si_tr_s/011/011c
 disc ``11_2_1`` = directory ``11-2.1``):
 
 * ``train`` = si284: ``11-13.1/wsj0/doc/indices/train/tr_s_wv1.ndx`` + ``13-34.1/wsj1/doc/
-  indices/si_tr_s.ndx`` without ``11-2.1/wsj0/si_tr_s/401`` (listed but absent; 37,416 utts);
+  indices/si_tr_s.ndx`` without ``11-2.1/wsj0/si_tr_s/401`` (listed but absent; 37,416 utts).
+  Corpus-defined labeled subsets: ``si284`` (all of it) and ``si84`` (the WSJ0 part, 7,138 utts);
 * ``dev93`` (``test_dev93`` would be the name of a test set; this is the tuning set):
   ``13-34.1/wsj1/doc/indices/h1_p0.ndx`` (503 utts);
 * ``test_eval92`` = nov92: ``11-13.1/wsj0/doc/indices/test/nvp/si_et_20.ndx`` (333 utts;
@@ -149,6 +150,7 @@ def prepare(corpus: dict, key: str, num_threads: int) -> tuple[list[Recording], 
     seen: set[str] = set()
     for split, ndxs in INDICES.items():
         for ndx in ndxs:
+            subsets = (["si84", "si284"] if "wsj0" in ndx else ["si284"]) if split == "train" else []
             for rel in read_index(root, _find(root, ndx)):
                 utt = rel.stem.lower()
                 path = _find(root, str(rel))
@@ -169,7 +171,7 @@ def prepare(corpus: dict, key: str, num_threads: int) -> tuple[list[Recording], 
                 recs.append(rec)
                 sups.append(SupervisionSegment(id=utt, recording_id=utt, start=0.0, duration=rec.duration,
                                                channel=0, text=text, speaker=utt[:3], language="English",
-                                               custom={"split": split}))
+                                               custom={"split": split, **({"subsets": subsets} if subsets else {})}))
     for what, ids in (("listed audio files are missing", missing_audio),
                       ("utterances have no .dot transcript", missing_text), ("transcripts are empty", empty)):
         if ids:

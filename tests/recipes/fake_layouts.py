@@ -35,13 +35,14 @@ def _libri_chapter(part_dir: Path, spk: str, chap: str, utts: list[tuple[str, fl
 
 
 def librispeech(root: Path) -> dict:
-    """LibriSpeech (4 eval sets + train-clean-100), librispeech_finetuning and a Libri-light subset.
+    """LibriSpeech (4 eval sets + 3 training parts), librispeech_finetuning and a Libri-light subset.
 
     Returns ``{"ls": path, "finetuning": path, "librilight": path, "utts": {id: (seconds, text, split)}}``.
     """
     ls, ft, ll = root / "LibriSpeech", root / "librispeech_finetuning", root / "librilight"
     utts: dict[str, tuple[float, str, str]] = {}
-    for n, part in enumerate(("dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100")):
+    for n, part in enumerate(("dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100",
+                              "train-clean-360", "train-other-500")):
         spk = str(100 + n)
         rows = [(f"{spk}-7-{i:04d}", 0.5 + 0.1 * i + 0.01 * n, f"WORD {part.upper()} {i}") for i in range(2)]
         _libri_chapter(ls / part, spk, "7", rows)
@@ -90,7 +91,7 @@ def dry_run(configs: list[Path], workdir: Path, overrides: list[str] = (), targe
 
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "-n", "-c1",
-           "--configfile", *map(str, configs)]
+           "--configfile", *(str(c if Path(c).is_absolute() else ROOT / c) for c in configs)]
     if overrides:
         cmd += ["--config", *overrides]
     return subprocess.run([*cmd, "--", target], cwd=workdir, env=env, capture_output=True, text=True, timeout=300)

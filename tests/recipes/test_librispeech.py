@@ -25,15 +25,22 @@ def test_manifests_splits_subsets_and_unlabeled(corpus, tmp_path):
         assert s.text == text and s.custom["split"] == split and s.speaker == uid.split("-")[0]
         assert recs[uid].duration == pytest.approx(secs, abs=1e-3) and s.duration == pytest.approx(secs, abs=1e-3)
     subsets = {uid: s.custom.get("subsets", []) for uid, s in sups.items()}
-    # the shared utterance: train-clean-100 (100h) and fold 0 of 1h (10m, 1h, 10h); no 960h without all parts
-    assert subsets["104-7-0000"] == ["100h", "10h", "10m", "1h"]
-    assert subsets["104-7-0001"] == ["100h"]
+    # the shared utterance: train-clean-100 (100h, 960h) and fold 0 of 1h (10m, 1h, 10h)
+    assert subsets["104-7-0000"] == ["100h", "10h", "10m", "1h", "960h"]
+    assert subsets["104-7-0001"] == ["100h", "960h"] and subsets["105-7-0000"] == ["960h"]
     assert sum("10m" in v for v in subsets.values()) == 2  # fold 0: clean + other
     assert sum("1h" in v for v in subsets.values()) == 12
     assert sum("10h" in v for v in subsets.values()) == 14
     assert {s.custom["split"] for s in sups.values()} == {"train", "dev_clean", "dev_other", "test_clean", "test_other"}
     unlabeled = set(recs) - {s.recording_id for s in sups.values()}
     assert len(unlabeled) == 1 and recs[unlabeled.pop()].duration == pytest.approx(1.5)
+
+
+def test_960h_needs_every_training_part(corpus, tmp_path):
+    cfg = {"type": "librispeech", "path": str(corpus["ls"]), "labeled": ["train-clean-100", "train-other-500"]}
+    _, sups = fake.run_prepare(cfg, tmp_path / "m")
+    assert "105-7-0000" not in sups  # train-clean-360 is not labeled here
+    assert sups["104-7-0000"].custom["subsets"] == ["100h"] and "subsets" not in sups["106-7-0000"].custom
 
 
 def test_other_fold_is_10m(corpus, tmp_path):

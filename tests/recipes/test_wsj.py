@@ -18,8 +18,9 @@ def test_manifests_sets_texts_and_lm_text(tmp_path):
     lm = tmp_path / "lm" / "wsj_lm.txt"
     recs, sups = fake.run_prepare({"type": "wsj", "path": str(root), "lm_text": str(lm)}, tmp_path / "m")
     assert set(sups) == set(fake.WSJ_UTTS)  # 401c0201 is listed but excluded, as in Kaldi
-    for uid, (_, _, secs, _, text, split) in fake.WSJ_UTTS.items():
+    for uid, (disc, _, secs, _, text, split) in fake.WSJ_UTTS.items():
         assert sups[uid].text == text and sups[uid].custom["split"] == split and sups[uid].speaker == uid[:3]
+        assert sups[uid].custom.get("subsets") == ({"11-2.1": ["si84", "si284"], "13-2.1": ["si284"]}.get(disc))
         assert recs[uid].duration == pytest.approx(secs) and recs[uid].sources[0].type == "file"
         assert recs[uid].load_audio().shape == (1, round(secs * 16000))
     assert lm.read_text() == "THE DOW ROSE\nBONDS FELL\n"

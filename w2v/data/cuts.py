@@ -11,7 +11,8 @@ Sets written (``<name>.jsonl.gz``):
   seeded, speaker-balanced ordering of ``train`` that reaches the target duration, so the
   subsets are nested like Libri-light's 10 min ⊂ 1 h ⊂ 10 h (wav2vec 2.0 §4.1). When the
   corpus defines the subset itself (supervisions listing ``name`` in ``custom["subsets"]``:
-  Libri-light's official splits, BABEL's limited language pack), exactly those utterances.
+  Libri-light's official splits, BABEL's limited language pack), exactly those utterances;
+  ``all`` is every labeled training utterance.
 * one file per evaluation set (``dev``, ``test``, ``test_other`` ...). When the manifests
   have no ``dev*`` (``test*``) split and ``dev_speakers`` (``test_speakers``) > 0, that many
   speakers are carved out of the labeled training data (seeded, speaker-disjoint).
@@ -222,6 +223,9 @@ def make_cuts(
     for name, target in sorted(labeled_subsets.items(), key=lambda kv: (kv[1] is None, kv[1] or 0, kv[0])):
         if name in defined:
             sets[f"train_{name}"] = [c for c in order if name in c.supervisions[0].custom.get("subsets", ())]
+            continue
+        if name == "all":
+            sets["train_all"] = order
             continue
         if target is None:
             raise CorpusError(f"labeled subset {name!r} is neither a duration (10m, 1h) nor defined by the corpus "

@@ -32,7 +32,7 @@ from typing import Iterable
 from w2v.data.ingest import CorpusError
 
 __all__ = ["BUILTIN", "CorpusError", "corpus_types", "load", "check", "check_options", "expect",
-           "corpus_root", "tag", "quiet_lhotse"]
+           "corpus_root", "tag"]
 
 BUILTIN = ("folder", "kaldi")
 REPO = Path(__file__).resolve().parents[3]
@@ -164,19 +164,3 @@ def tag(sup, split: str, subsets: Iterable[str] = (), **custom):
         extra["subsets"] = sorted(set(extra.get("subsets", ())) | set(subsets))
     return fastcopy(sup, custom=extra)
 
-
-def quiet_lhotse():
-    """lhotse recipes log every part at INFO and print progress bars; keep them to warnings."""
-    import contextlib
-    import logging
-
-    @contextlib.contextmanager
-    def _ctx():
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(max(level, logging.WARNING))
-        try:
-            yield
-        finally:
-            root.setLevel(level)
-    return _ctx()
