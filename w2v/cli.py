@@ -313,6 +313,13 @@ def cmd_export_hf(a) -> None:
     print(export_hf(Path(a.checkpoint), Path(a.out_dir)))
 
 
+def cmd_new_recipe(a) -> None:
+    from w2v.scaffold import new_recipe
+
+    for path in new_recipe(a.name, Path(a.root)):
+        print(path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="w2v", description="wav2vec-family recipes: one sub-command per stage.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -356,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("export-hf", cmd_export_hf, "w2v model.pt -> a directory transformers loads", config=False)
     s.add_argument("checkpoint")
     s.add_argument("out_dir")
+    s = add("new-recipe", cmd_new_recipe, "scaffold egs/NAME, local/NAME.py and its fake-layout test", config=False)
+    s.add_argument("name")
+    s.add_argument("--root", default=".", help="the repository to write into (default: here)")
     s = add("transcribe", cmd_transcribe, "print a transcript per audio file", config=False)
     s.add_argument("checkpoint")
     s.add_argument("audio", nargs="+")
