@@ -115,6 +115,10 @@ def validate(cfg: dict, source: str) -> dict:
     if errors:
         lines = []
         for e in errors[:10]:
+            # oneOf (a mapping or a list of them): report the form the value has, and its wrong key
+            same_form = [c for c in e.context if not (c.validator == "type" and not c.relative_path)]
+            if e.validator == "oneOf" and same_form:
+                e = jsonschema.exceptions.best_match(same_form)
             key = ".".join(str(p) for p in e.absolute_path) or "(top level)"
             if e.validator == "additionalProperties":
                 extra = sorted(set(e.instance) - set(e.schema.get("properties", {})))
