@@ -87,6 +87,11 @@ def cmd_lm(a) -> None:
 
     cfg = _cfg(a.config)
     lm = cfg.get("lm", {})
+    if lm.get("arpa"):  # a ready-made model (the official LibriSpeech 4-gram): only binarised
+        from w2v.lm import binarize_arpa
+
+        binarize_arpa(Path(lm["arpa"]), Path(a.out))
+        return
     build_ngram(Path(a.text), Path(a.out), order=lm.get("order", 4), prune=lm.get("prune"))
 
 

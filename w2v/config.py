@@ -62,7 +62,8 @@ SCHEMA: dict[str, Any] = {
                                 "fold": {"type": "string", "description": "phone fold map for scoring (TSV)"}}},
         "lm": {"type": "object", "additionalProperties": False,
                "properties": {"order": {"type": "integer", "minimum": 1, "maximum": 6},
-                              "text": {"type": "string"}, "prune": {"type": "string"}}},
+                              "text": {"type": "string"}, "prune": {"type": "string"},
+                              "arpa": {"type": "string", "description": "a ready-made ARPA (.gz) used instead"}}},
         "model": {"type": "string", "description": "preset name in conf/model/ or a YAML path"},
         "pretrain": _train,
         "finetune": {
