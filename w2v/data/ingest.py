@@ -50,6 +50,7 @@ import soundfile as sf
 from lhotse import AudioSource, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from tqdm import tqdm
 
+from w2v.data.corpora import CorpusError
 from w2v.io import atomic_path
 
 __all__ = [
@@ -71,8 +72,6 @@ _COLUMNS = ("id", "text", "speaker", "split")
 _SHOW = 5  # how many offending ids an error message names
 
 
-class CorpusError(ValueError):
-    """A corpus on disk does not match what its config says; the message names the file."""
 
 
 def _few(items) -> str:

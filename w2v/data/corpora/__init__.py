@@ -29,12 +29,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Iterable
 
-from w2v.data.ingest import CorpusError
-
 __all__ = ["BUILTIN", "CorpusError", "corpus_types", "load", "check", "check_options", "expect",
            "corpus_root", "tag"]
 
 BUILTIN = ("folder", "kaldi")
+
+
+class CorpusError(ValueError):
+    """A corpus on disk does not match what its config says; the message names the file."""
+
 REPO = Path(__file__).resolve().parents[3]
 _PREPARE = re.compile(r"^def prepare\(\s*corpus\b", re.MULTILINE)
 _SHOW = 8
