@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lhotse import AudioSource, Recording
 
-from w2v.data.ingest import CorpusError
+from w2v.data.corpora import CorpusError
 
 __all__ = ["sphere_header", "sphere_recording"]
 
