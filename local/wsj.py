@@ -21,7 +21,8 @@ disc ``11_2_1`` = directory ``11-2.1``):
 
 Audio is ``.wv1`` (channel 1, Sennheiser) NIST SPHERE, mostly shorten-compressed: the header
 is read here (sample count and rate, no decoding) and shorten files become lhotse "command"
-sources decoded on the fly by ``sph2pipe`` or ``ffmpeg`` (:mod:`w2v.data.corpora.sphere`);
+sources decoded on the fly by ``sph2pipe`` or, through :mod:`w2v.data.corpora.shorten`, ``ffmpeg``
+(:mod:`w2v.data.corpora.sphere`);
 uncompressed SPHERE is read by soundfile directly. Transcripts come from the ``.dot`` files
 (``<text> (<utt id>)`` per line, found anywhere under ``path``) and are normalised as Kaldi's
 ``normalize_transcript.pl`` does, except that noise markers are dropped rather than mapped to

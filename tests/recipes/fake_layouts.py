@@ -105,13 +105,36 @@ def write_sphere(path: Path, seconds: float, sr: int = SR) -> None:
     sf.write(path, tone(seconds, sr), sr, format="NIST", subtype="PCM_16")
 
 
-def write_shorten_header(path: Path, samples: int, sr: int = SR) -> None:
-    """A SPHERE header that declares shorten compression (the body is not real shorten data)."""
-    fields = [f"sample_rate -i {sr}", f"sample_count -i {samples}", "channel_count -i 1", "sample_n_bytes -i 2",
-              "sample_coding -s26 pcm,embedded-shorten-v2.00"]
+def shorten_stream(samples: np.ndarray, block: int = 256, energy: int = 12) -> bytes:
+    """A Shorten v2 stream as NIST's embedded shorten writes it (no verbatim WAVE header).
+
+    Mono 16-bit, ``FN_DIFF0`` blocks (the samples themselves, Rice-coded), then ``FN_QUIT``;
+    ``len(samples)`` must be a multiple of ``block``.
+    """
+    from w2v.data.corpora.shorten import uvar_bits
+
+    def ulong(v):
+        k = v.bit_length()
+        return uvar_bits(k, 2) + uvar_bits(v, k)
+
+    bits = []
+    for v in (5, 1, block, 0, 0, 0):  # type s16 lo-hi, channels, block size, max LPC, means, skip bytes
+        bits += ulong(v)
+    for start in range(0, len(samples), block):
+        bits += uvar_bits(0, 2) + uvar_bits(energy, 3)  # FN_DIFF0, residual Rice parameter
+        for v in samples[start:start + block].tolist():
+            bits += uvar_bits(2 * v if v >= 0 else -2 * v - 1, energy + 1)
+    bits += uvar_bits(4, 2)  # FN_QUIT
+    return b"ajkg" + bytes([2]) + np.packbits(np.array(bits, dtype=np.uint8)).tobytes()
+
+
+def write_shorten_sphere(path: Path, samples: np.ndarray, sr: int = SR) -> None:
+    """A shorten-compressed SPHERE file, as WSJ's ``.wv1``."""
+    fields = [f"sample_rate -i {sr}", f"sample_count -i {len(samples)}", "channel_count -i 1",
+              "sample_n_bytes -i 2", "sample_byte_format -s2 01", "sample_coding -s26 pcm,embedded-shorten-v2.00"]
     head = ("NIST_1A\n   1024\n" + "\n".join(fields) + "\nend_head\n").encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(head.ljust(1024, b" ") + b"\x00" * 64)
+    path.write_bytes(head.ljust(1024, b" ") + shorten_stream(samples))
 
 
 WSJ_UTTS = {  # id: (disc dir, path under it, seconds, .dot transcript, normalised text, split)

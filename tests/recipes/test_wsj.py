@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 
 import fake_layouts as fake
@@ -32,23 +33,25 @@ def test_normalisation_as_kaldi():
     assert wsj.normalize_wsj("[phone_ring/] it's [/phone_ring] \\-HYPHEN {LEFT-BRACE") == "IT'S HYPHEN LEFT-BRACE"
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg decodes *.sph here")
-def test_shorten_routes_to_a_decoder_command(tmp_path, monkeypatch):
-    path = tmp_path / "a b" / "x.wv1"
-    fake.write_shorten_header(path, samples=8000)
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg decodes SPHERE here")
+def test_shorten_decodes_through_ffmpeg(tmp_path, monkeypatch):
+    x = np.random.default_rng(0).integers(-3000, 3000, 4 * 256)
+    path = tmp_path / "a b" / "x.wv1"  # a space: the command must quote the path
+    fake.write_shorten_sphere(path, x)
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/ffmpeg" if name == "ffmpeg" else None)
     rec = sphere.sphere_recording(path, "x")
     src = rec.sources[0]
-    assert src.type == "command" and src.source.startswith("ffmpeg ") and f"'{path.resolve()}'" in src.source
-    assert rec.duration == 0.5 and rec.num_samples == 8000
+    assert src.type == "command" and "w2v.data.corpora.shorten" in src.source and "ffmpeg" in src.source
+    assert rec.duration == 1024 / 16000 and rec.num_samples == 1024
+    np.testing.assert_array_equal(np.round(rec.load_audio()[0] * 32768).astype(int), x)  # bit-exact
     monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
     assert sphere.sphere_recording(path, "x").sources[0].source.startswith("sph2pipe -f wav")
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(CorpusError, match="install ffmpeg"):
         sphere.sphere_recording(path, "x")
+    monkeypatch.undo()
     fake.write_sphere(plain := tmp_path / "plain.wv1", 0.25)
     assert sphere.sphere_recording(plain, "p").sources[0].type == "file"
-    monkeypatch.undo()
     fake.write_sphere(sph := tmp_path / "plain.sph", 0.25)  # lhotse would want sph2pipe for *.sph
     rec = sphere.sphere_recording(sph, "s")
     assert rec.sources[0].type == "command" and rec.load_audio().shape == (1, 4000)
@@ -62,3 +65,14 @@ def test_missing_index_files_are_listed(tmp_path):
     msg = str(e.value)
     assert "MISSING 13-34.1/wsj1/doc/indices/h1_p0.ndx" in msg and "found   11-13.1/wsj0/doc" in msg
     assert "Found in" in msg and "11-13.1/" in msg and "11-2.1/" in msg
+
+
+def test_shorten_transcoder_rejects_other_data(tmp_path):
+    from w2v.data.corpora.shorten import with_riff_header
+
+    fake.write_sphere(plain := tmp_path / "plain.wv1", 0.1)
+    with pytest.raises(ValueError, match="no shorten stream"):
+        with_riff_header(plain)
+    (bad := tmp_path / "bad.wv1").write_bytes(b"RIFF....")
+    with pytest.raises(ValueError, match="not a NIST SPHERE"):
+        with_riff_header(bad)

@@ -3,14 +3,17 @@
 The header gives rate and length. Shorten-compressed files (WSJ's ``.wv1``) and any ``*.sph``
 (which lhotse hands to ``sph2pipe`` whatever its coding) become "command" sources decoded on the
 fly by ``sph2pipe`` when it is on PATH, else by ``ffmpeg`` (a Debian package; lhotse's own
-``install-sph2pipe`` downloads, which many clusters cannot). Other SPHERE files are read by
-libsndfile directly.
+``install-sph2pipe`` downloads, which many clusters cannot). ffmpeg's SPHERE demuxer does not
+know embedded shorten, and its shorten decoder needs a WAVE header NIST's streams lack:
+:mod:`w2v.data.corpora.shorten` inserts one and pipes the stream to ``ffmpeg -f shn``. Other
+SPHERE files are read by libsndfile directly.
 """
 
 from __future__ import annotations
 
 import shlex
 import shutil
+import sys
 from pathlib import Path
 
 from lhotse import AudioSource, Recording
@@ -55,6 +58,10 @@ def sphere_recording(path: Path, rec_id: str) -> Recording:
         source = AudioSource(type="file", channels=list(range(ch)), source=str(path.resolve()))
     elif sph2pipe:
         source = AudioSource(type="command", channels=list(range(ch)), source=f"sph2pipe -f wav -p {quoted}")
+    elif ffmpeg and shorten:  # ffmpeg's shorten decoder wants a WAVE header in the stream: w2v adds it
+        source = AudioSource(type="command", channels=list(range(ch)),
+                             source=f"{shlex.quote(sys.executable)} -m w2v.data.corpora.shorten {quoted} | "
+                                    "ffmpeg -nostdin -loglevel error -f shn -i - -f wav -")
     elif ffmpeg:
         source = AudioSource(type="command", channels=list(range(ch)),
                              source=f"ffmpeg -nostdin -loglevel error -i {quoted} -f wav -")
