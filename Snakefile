@@ -4,7 +4,9 @@
 # Rerunning the same command resumes: finished stages are skipped, an interrupted training
 # stage continues from its last checkpoint (profiles/default sets --rerun-incomplete).
 import json
+import os
 from w2v import config as w2vconfig
+from w2v.data import corpora
 
 if not workflow.overwrite_configfiles:  # the demo is the default; a --configfile replaces it
     configfile: "egs/demo/config.yaml"
@@ -14,6 +16,8 @@ R = config["recipe"]
 D = f"data/{R}"
 E = f"exp/{R}"
 CFG = f"{E}/config.json"
+if not config.get("local") and not os.path.exists(f"{D}/manifests/supervisions.jsonl.gz"):
+    corpora.check(config["corpus"])  # a wrong corpus path fails now (dry runs too), listing expected vs found
 w2vconfig.write_resolved(config, CFG)  # the merged config (--configfile + --config) the CLI reads
 
 DEV = config.get("decode", {}).get("dev_set", "dev")

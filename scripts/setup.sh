@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up w2v on a fresh Debian/Ubuntu machine, idempotently:
 #   1. Debian packages the recipes need (espeak-ng and the Bible texts for the demo corpus,
+#      ffmpeg for SPHERE/shorten audio (WSJ, BABEL),
 #      Boost/zlib/bz2/lzma to build KenLM, cmake);
 #   2. a virtual environment in .venv/ with torch (CPU wheel 2.13.0 unless W2V_TORCH says
 #      otherwise) and the w2v package with its test extras, installed editable;
@@ -17,7 +18,7 @@ log() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # ---- 1. Debian packages
-DEBS=(espeak-ng bible-kjv sword-text-web diatheke cmake g++ make
+DEBS=(espeak-ng bible-kjv sword-text-web diatheke ffmpeg cmake g++ make
       libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev
       zlib1g-dev libbz2-dev liblzma-dev)
 missing=()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -65,7 +66,8 @@ def cmd_cuts(a) -> None:
 
     cfg = _cfg(a.config)
     c = cfg.get("cuts", {})
-    subsets = {name: subset_seconds(name) for name in c.get("labeled_subsets", [])}
+    subsets = {name: subset_seconds(name) if re.fullmatch(r"\d+(\.\d+)?[smh]", name) else None
+               for name in c.get("labeled_subsets", [])}
     kwargs = {k: c[k] for k in ("dev_speakers", "test_speakers", "min_duration", "max_duration", "seed") if k in c}
     make_cuts(Path(a.manifests), Path(a.out), labeled_subsets=subsets,
               normalize=cfg.get("text", {}).get("normalize", "upper_letters"), **kwargs)
@@ -76,7 +78,8 @@ def cmd_lang(a) -> None:
 
     cfg = _cfg(a.config)
     lm_text = cfg.get("lm", {}).get("text")
-    build_lang(Path(a.cuts), Path(a.out), lm_text_path=Path(lm_text) if lm_text else None)
+    build_lang(Path(a.cuts), Path(a.out), lm_text_path=Path(lm_text) if lm_text else None,
+               normalize=cfg.get("text", {}).get("normalize", "upper_letters"))
 
 
 def cmd_lm(a) -> None:
@@ -84,6 +87,11 @@ def cmd_lm(a) -> None:
 
     cfg = _cfg(a.config)
     lm = cfg.get("lm", {})
+    if lm.get("arpa"):  # a ready-made model (the official LibriSpeech 4-gram): only binarised
+        from w2v.lm import binarize_arpa
+
+        binarize_arpa(Path(lm["arpa"]), Path(a.out))
+        return
     build_ngram(Path(a.text), Path(a.out), order=lm.get("order", 4), prune=lm.get("prune"))
 
 
@@ -310,6 +318,13 @@ def cmd_export_hf(a) -> None:
     print(export_hf(Path(a.checkpoint), Path(a.out_dir)))
 
 
+def cmd_new_recipe(a) -> None:
+    from w2v.scaffold import new_recipe
+
+    for path in new_recipe(a.name, Path(a.root)):
+        print(path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="w2v", description="wav2vec-family recipes: one sub-command per stage.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -353,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("export-hf", cmd_export_hf, "w2v model.pt -> a directory transformers loads", config=False)
     s.add_argument("checkpoint")
     s.add_argument("out_dir")
+    s = add("new-recipe", cmd_new_recipe, "scaffold egs/NAME, local/NAME.py and its fake-layout test", config=False)
+    s.add_argument("name")
+    s.add_argument("--root", default=".", help="the repository to write into (default: here)")
     s = add("transcribe", cmd_transcribe, "print a transcript per audio file", config=False)
     s.add_argument("checkpoint")
     s.add_argument("audio", nargs="+")

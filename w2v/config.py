@@ -13,17 +13,22 @@ from typing import Any
 import jsonschema
 import yaml
 
+_builtin_corpus_keys = {"type": {}, "path": {}, "split": {}, "sampling_rate": {}, "language": {}}
 _corpus_item = {
     "type": "object",
     "required": ["type", "path"],
-    "additionalProperties": False,
     "properties": {
-        "type": {"enum": ["folder", "kaldi"], "description": "folder: audio + transcripts.tsv; kaldi: data dir"},
+        # enum filled in by _schema(): folder, kaldi and every local/<type>.py corpus
+        "type": {"description": "folder: audio + transcripts.tsv; kaldi: data dir; else local/<type>.py"},
         "path": {"type": "string"},
         "split": {"type": "string", "description": "kaldi: which set this directory is (train, dev, test...)"},
+        "sampling_rate": {"type": "integer", "description": "kaldi: rate of wav.scp commands"},
         "language": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$",
                      "description": "language of this part (multilingual pre-training, MMS adapters)"},
     },
+    # folder/kaldi take only these keys; a local/<type>.py corpus checks its own options
+    "if": {"properties": {"type": {"enum": ["folder", "kaldi"]}}},
+    "then": {"properties": _builtin_corpus_keys, "additionalProperties": False},
 }
 _train = {"type": "object", "description": "w2v.train.config.TrainConfig fields"}
 
@@ -43,7 +48,8 @@ SCHEMA: dict[str, Any] = {
         "cuts": {
             "type": "object", "additionalProperties": False,
             "properties": {
-                "labeled_subsets": {"type": "array", "items": {"type": "string", "pattern": r"^\d+(\.\d+)?[smh]$"}},
+                "labeled_subsets": {"type": "array", "items": {"type": "string", "pattern": r"^[A-Za-z0-9_.]+$"},
+                                    "description": "durations (10m, 1h) or subsets the corpus defines (llp)"},
                 "dev_speakers": {"type": "integer", "minimum": 0},
                 "test_speakers": {"type": "integer", "minimum": 0},
                 "min_duration": {"type": "number", "minimum": 0},
@@ -52,10 +58,14 @@ SCHEMA: dict[str, Any] = {
             },
         },
         "text": {"type": "object", "additionalProperties": False,
-                 "properties": {"normalize": {"enum": ["upper_letters"]}}},
+                 "properties": {"normalize": {"enum": ["upper_letters", "letters"]}}},
+        "lang": {"type": "object", "additionalProperties": False,
+                 "properties": {"units": {"enum": ["chars", "phones"]},
+                                "fold": {"type": "string", "description": "phone fold map for scoring (TSV)"}}},
         "lm": {"type": "object", "additionalProperties": False,
                "properties": {"order": {"type": "integer", "minimum": 1, "maximum": 6},
-                              "text": {"type": "string"}, "prune": {"type": "string"}}},
+                              "text": {"type": "string"}, "prune": {"type": "string"},
+                              "arpa": {"type": "string", "description": "a ready-made ARPA (.gz) used instead"}}},
         "model": {"type": "string", "description": "preset name in conf/model/ or a YAML path"},
         "pretrain": _train,
         "finetune": {
@@ -93,13 +103,25 @@ class ConfigError(ValueError):
     pass
 
 
+def _schema() -> dict[str, Any]:
+    """:data:`SCHEMA` with the corpus types known now (local/*.py can add some)."""
+    from w2v.data.corpora import corpus_types
+
+    _corpus_item["properties"]["type"]["enum"] = corpus_types()
+    return SCHEMA
+
+
 def validate(cfg: dict, source: str) -> dict:
     """Validate a recipe config; raise :class:`ConfigError` naming the key, the file and the expectation."""
-    validator = jsonschema.Draft202012Validator(SCHEMA)
+    validator = jsonschema.Draft202012Validator(_schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []
         for e in errors[:10]:
+            # oneOf (a mapping or a list of them): report the form the value has, and its wrong key
+            same_form = [c for c in e.context if not (c.validator == "type" and not c.relative_path)]
+            if e.validator == "oneOf" and same_form:
+                e = jsonschema.exceptions.best_match(same_form)
             key = ".".join(str(p) for p in e.absolute_path) or "(top level)"
             if e.validator == "additionalProperties":
                 extra = sorted(set(e.instance) - set(e.schema.get("properties", {})))

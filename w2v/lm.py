@@ -156,3 +156,25 @@ def build_ngram(
             os.replace(tmp_arpa, arpa)
         os.replace(tmp_bin, binary)
     return binary
+
+
+def binarize_arpa(arpa_path: str | Path, out_dir: str | Path, binary_type: str = "probing") -> Path:
+    """A ready-made ARPA model (the official LibriSpeech ``4-gram.arpa.gz``, say) -> ``lm.bin``.
+
+    ``build_binary`` reads gzip-compressed ARPA directly. The output appears atomically.
+
+    Raises:
+        FileNotFoundError: no such ARPA file. KenLMToolMissing, LMBuildError: as :func:`build_ngram`.
+    """
+    arpa_path, out_dir = Path(arpa_path), Path(out_dir)
+    if not arpa_path.is_file():
+        raise FileNotFoundError(f"lm.arpa: ARPA file not found: {arpa_path}")
+    build_binary = find_kenlm_tool("build_binary")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".lm-") as work:
+        tmp_bin = Path(work) / "lm.bin"
+        cmd = [str(build_binary), binary_type, str(arpa_path), str(tmp_bin)]
+        log.info("build_binary: %s", " ".join(cmd))
+        _run_logged(cmd, out_dir / "build_binary.log", "build_binary")
+        os.replace(tmp_bin, out_dir / "lm.bin")
+    return out_dir / "lm.bin"

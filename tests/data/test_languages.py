@@ -49,5 +49,5 @@ def test_without_languages_nothing_changes(folder_corpus, tmp_path):
 
 
 def test_language_code_is_checked():
-    with pytest.raises(ConfigError, match="'language': 'e/n'"):
+    with pytest.raises(ConfigError, match="corpus.language: 'e/n'"):
         validate({"recipe": "x", "model": "tiny", "corpus": {"type": "folder", "path": "p", "language": "e/n"}}, "r")

@@ -24,3 +24,11 @@ def test_dropped_characters_and_scheme():
     assert dropped_characters("plain text!") == ""
     with pytest.raises(ValueError, match="unknown text normalisation scheme 'ipa'"):
         normalize_text("x", scheme="ipa")
+
+
+def test_letters_scheme_keeps_every_script():
+    from w2v.data.text import dropped_characters, normalize_text
+
+    assert normalize_text("¿Qué tal? L'été, 'quoted' Straße 42.", "letters") == "qué tal l'été quoted straße"
+    assert normalize_text("Привет, мир! — সকল মানুষ", "letters") == "привет мир সকল মানুষ"
+    assert dropped_characters("a1 b22", "letters") == "122"

@@ -9,7 +9,10 @@ Sets written (``<name>.jsonl.gz``):
   :func:`w2v.data.text.normalize_text`.
 * ``train_<name>`` for each labeled subset (``10m``, ``1h`` ...): the smallest prefix of one
   seeded, speaker-balanced ordering of ``train`` that reaches the target duration, so the
-  subsets are nested like Libri-light's 10 min ⊂ 1 h ⊂ 10 h (wav2vec 2.0 §4.1).
+  subsets are nested like Libri-light's 10 min ⊂ 1 h ⊂ 10 h (wav2vec 2.0 §4.1). When the
+  corpus defines the subset itself (supervisions listing ``name`` in ``custom["subsets"]``:
+  Libri-light's official splits, BABEL's limited language pack), exactly those utterances;
+  ``all`` is every labeled training utterance.
 * one file per evaluation set (``dev``, ``test``, ``test_other`` ...). When the manifests
   have no ``dev*`` (``test*``) split and ``dev_speakers`` (``test_speakers``) > 0, that many
   speakers are carved out of the labeled training data (seeded, speaker-disjoint).
@@ -137,7 +140,8 @@ def make_cuts(
     Args:
         manifest_dir: holds ``recordings.jsonl.gz`` and ``supervisions.jsonl.gz`` (``prepare``).
         out_dir: where the CutSets and ``cuts_summary.json`` are written.
-        labeled_subsets: subset name -> seconds, e.g. ``{"10m": 600, "1h": 3600}``.
+        labeled_subsets: subset name -> seconds, e.g. ``{"10m": 600, "1h": 3600}``; ``None``
+            for a subset that only the corpus defines (``custom["subsets"]``).
         dev_speakers: speakers to carve into ``dev`` when the manifests have no dev split.
         test_speakers: the same for ``test``.
         min_duration: shorter cuts are dropped (counted, ids logged).
@@ -225,7 +229,17 @@ def make_cuts(
     sets: dict[str, list[Cut]] = {"pretrain": pretrain, "train": by_set.pop("train", [])}
     order = speaker_balanced_order(sets["train"], seed)
     total = sum(c.duration for c in order)
-    for name, target in sorted(labeled_subsets.items(), key=lambda kv: kv[1]):
+    defined = {name for c in sets["train"] for name in (c.supervisions[0].custom or {}).get("subsets", ())}
+    for name, target in sorted(labeled_subsets.items(), key=lambda kv: (kv[1] is None, kv[1] or 0, kv[0])):
+        if name in defined:
+            sets[f"train_{name}"] = [c for c in order if name in c.supervisions[0].custom.get("subsets", ())]
+            continue
+        if name == "all":
+            sets["train_all"] = order
+            continue
+        if target is None:
+            raise CorpusError(f"labeled subset {name!r} is neither a duration (10m, 1h) nor defined by the corpus "
+                              f"(subsets it defines: {', '.join(sorted(defined)) or 'none'})")
         if target > total + 1e-6:
             raise CorpusError(f"labeled subset {name!r} needs {target / 3600:.3f} h ({target:.0f} s) but "
                               f"only {total / 3600:.3f} h ({total:.0f} s) of labeled training audio "

@@ -21,6 +21,9 @@ recipe goes through). Two layouts are understood:
 A part may name its ``language`` (``{type: folder, path: DIR, language: es}``): its
 supervisions get that language and ``languages.json`` maps each of its recordings to it
 (unlabeled recordings have no supervision to carry it); the ``cuts`` stage passes it on.
+Any other ``type`` is a corpus-specific preparation in ``local/<type>.py`` (LibriSpeech, WSJ,
+TIMIT, ...), found and called through :mod:`w2v.data.corpora`; its supervisions may also
+carry ``custom["subsets"]``, the corpus-defined labeled subsets they belong to.
 
 Split names: ``train`` (labeled training data) or any name starting with ``dev`` or
 ``test`` (evaluation sets such as ``dev``, ``test``, ``test_other``). An empty split cell
@@ -52,6 +55,7 @@ from tqdm import tqdm
 
 from lhotse.utils import fastcopy
 
+from w2v.data.corpora import CorpusError
 from w2v.io import atomic_path, write_json
 
 __all__ = [
@@ -74,8 +78,6 @@ _COLUMNS = ("id", "text", "speaker", "split")
 _SHOW = 5  # how many offending ids an error message names
 
 
-class CorpusError(ValueError):
-    """A corpus on disk does not match what its config says; the message names the file."""
 
 
 def _few(items) -> str:
@@ -312,23 +314,41 @@ def _prepare_kaldi(corpus: dict, key: str, num_threads: int):
 
 
 def _existing_dir(corpus: dict, key: str) -> Path:
-    if "path" not in corpus or not corpus["path"]:
-        raise CorpusError(f"{key}.path: missing; set it to the corpus directory")
-    root = Path(os.path.expanduser(str(corpus["path"])))
-    if not root.is_dir():
-        raise CorpusError(f"{key}.path: directory {root} does not exist")
-    return root
+    from w2v.data.corpora import corpus_root
+
+    return corpus_root(corpus, key)
+
+
+def check_builtin(corpus: dict, key: str) -> None:
+    """The cheap part of a ``folder``/``kaldi`` check: the directory and its index files exist."""
+    from w2v.data.corpora import expect
+
+    root = _existing_dir(corpus, key)
+    if corpus["type"] == "folder":
+        expect(root, key, {TRANSCRIPTS: "id<TAB>text[<TAB>speaker] lines, may be empty"}, "a folder corpus")
+    else:
+        expect(root, key, {"wav.scp": "recording id -> audio path or command"}, "a Kaldi data directory")
 
 
 _PREPARERS = {"folder": _prepare_folder, "kaldi": _prepare_kaldi}
+
+
+def _preparer(kind, key: str):
+    if kind in _PREPARERS:
+        return _PREPARERS[kind]
+    from w2v.data.corpora import corpus_types, load
+
+    if kind not in corpus_types():
+        raise CorpusError(f"{key}.type: {kind!r} is not one of {', '.join(corpus_types())}")
+    return load(kind).prepare
 
 
 def prepare(corpus: dict | list[dict], out_dir: Path, num_threads: int | None = None) -> dict[str, Path]:
     """Ingest a corpus (see the module docstring) into lhotse manifests.
 
     Args:
-        corpus: the recipe's ``corpus`` config: a dict with ``type`` (``folder`` or ``kaldi``)
-            and ``path``, or a list of such dicts whose contents are combined.
+        corpus: the recipe's ``corpus`` config: a dict with ``type`` (``folder``, ``kaldi`` or
+            a ``local/<type>.py`` corpus) and ``path``, or a list of such dicts whose contents are combined.
         out_dir: where ``recordings.jsonl.gz`` and ``supervisions.jsonl.gz`` are written.
         num_threads: threads reading audio headers (default: CPU count, at most 16).
 
@@ -349,10 +369,7 @@ def prepare(corpus: dict | list[dict], out_dir: Path, num_threads: int | None = 
         key = f"corpus[{i}]" if isinstance(corpus, list) else "corpus"
         if not isinstance(part, dict):
             raise CorpusError(f"{key}: expected a mapping with 'type' and 'path', got {part!r}")
-        kind = part.get("type")
-        if kind not in _PREPARERS:
-            raise CorpusError(f"{key}.type: {kind!r} is not one of {', '.join(_PREPARERS)}")
-        r, s = _PREPARERS[kind](part, key, num_threads)
+        r, s = _preparer(part.get("type"), key)(part, key, num_threads)
         if part.get("language"):
             s = [fastcopy(x, language=part["language"]) for x in s]
             rec_langs.update((x.id, part["language"]) for x in r)

@@ -4,8 +4,8 @@ wav2vec 2.0 fine-tunes on characters (Libri-light/LibriSpeech: 26 upper-case let
 apostrophe, word boundary). Every corpus goes through :func:`normalize_text` in the
 ``cuts`` stage so that units, lexicon and LM text all see one alphabet.
 
-Only one scheme exists today, ``upper_letters``; the ``scheme`` argument is where other
-alphabets (other languages, phones) plug in later.
+Schemes: ``upper_letters`` (English, the LibriSpeech alphabet) and ``letters`` (any script:
+the multilingual CommonVoice / BABEL recipes, as XLSR's character models).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import unicodedata
 
 __all__ = ["SCHEMES", "normalize_text", "dropped_characters"]
 
-SCHEMES = ("upper_letters",)
+SCHEMES = ("upper_letters", "letters")
 
 # Latin letters that NFKD does not decompose into an ASCII letter + combining mark.
 _LATIN_EXTRA = {
@@ -50,8 +50,28 @@ def _map_char(ch: str) -> str | None:
     return None  # digits, non-Latin letters: not representable in this alphabet
 
 
+def _normalize_letters(text: str) -> tuple[str, str]:
+    """Lower case, NFC; letters and combining marks of every script kept; punctuation and
+    symbols become spaces; apostrophes inside words kept; digits dropped."""
+    out, dropped = [], []
+    for ch in unicodedata.normalize("NFC", text.lower()):
+        cat = unicodedata.category(ch)
+        if cat[0] in "LM" or ch == " ":
+            out.append(ch)
+        elif ch in _APOSTROPHES:
+            out.append("'")
+        elif cat[0] in "PSZC":
+            out.append(" ")
+        else:
+            dropped.append(ch)
+    s = re.sub(r"(?<!\w)'|'(?!\w)", " ", "".join(out))
+    return _SPACES.sub(" ", " ".join(s.split())).strip(), "".join(dropped)
+
+
 def _normalize(text: str, scheme: str) -> tuple[str, str]:
     _check(scheme)
+    if scheme == "letters":
+        return _normalize_letters(text)
     out, dropped = [], []
     for ch in unicodedata.normalize("NFKD", text.upper()):
         m = _map_char(ch)
