@@ -194,7 +194,7 @@ def cmd_decode(a) -> None:
         search.set_weights(lm_weight=best["lm_weight"], word_score=best["word_score"])
         beam_hyps = {}
         for name, (ids, em, _) in sets.items():
-            hyps = search.decode_utterances(dict(zip(ids, em)))
+            hyps = search.decode_utterances(dict(zip(ids, em)), desc=f"{name} beam search")
             _write_hyps(out / lm_name / f"hyp_{name}.txt", ids, [hyps[i] for i in ids])
             beam_hyps[name] = str(out / lm_name / f"hyp_{name}.txt")
     result["decoders"][lm_name] = {"lm": str(a.lm), "hyps": beam_hyps, "lm_weight": best["lm_weight"],
