@@ -39,15 +39,18 @@ def finetune_log(path: Path, offset: float) -> None:
     _jsonl(path, rows)
 
 
-def decode_dir(exp: Path, name: str) -> None:
-    """decode.json with a greedy and a tuned 4-gram decoder, and the 4-gram's tuning.tsv."""
+def decode_dir(exp: Path, name: str, named: bool = False) -> None:
+    """decode.json with a greedy and a tuned 4-gram decoder, and the 4-gram's tuning table: beside
+    its hypotheses (older decode.json files), or elsewhere and named by ``tuning`` (``named``)."""
     d = exp / "decode" / name
     table = [{"lm_weight": w, "word_score": s, "wer": 0.5 + abs(w - 1) / 10 + abs(s) / 20, "errors": 0, "ref_words": 1}
              for w in (0.5, 1.0, 2.0) for s in (-1.0, 0.0, 1.0)]
-    write_tuning_tsv(table, d / "4gram" / "tuning.tsv")
+    tuning = d / ("sweep.tsv" if named else "4gram/tuning.tsv")
+    write_tuning_tsv(table, tuning)
     dec = {"decoders": {"greedy": {"lm": "none", "hyps": {"dev": str(d / "greedy" / "hyp_dev.txt")}},
                         "4gram": {"lm": "lm.bin", "hyps": {"dev": str(d / "4gram" / "hyp_dev.txt")},
-                                  "lm_weight": 1.0, "word_score": 0.0, "tuned_on": "dev"}}}
+                                  "lm_weight": 1.0, "word_score": 0.0, "tuned_on": "dev",
+                                  **({"tuning": str(tuning)} if named else {})}}}
     (d / "decode.json").write_text(json.dumps(dec))
 
 
@@ -85,6 +88,6 @@ def full_experiment(root: Path) -> dict:
     model = pretrained_model(exp / "pretrain" / "model.pt")
     for i, (init, subset) in enumerate(EXPS):
         finetune_log(exp / "finetune" / f"{init}_{subset}" / "train_log.jsonl", offset=i / 4)
-        decode_dir(exp, f"{init}_{subset}")
+        decode_dir(exp, f"{init}_{subset}", named=init == "pretrained")
     cuts = write_tiny_cuts(root / "audio", n=4)
     return {"exp": exp, "model": model, "cuts": cuts, "records": score_records()}

@@ -74,6 +74,8 @@ def test_sweep_and_curves_read_from_the_experiment(full_report):
     assert len(sweeps) == len(EXPS)
     one = sweeps["pretrained_10m (4gram)"]
     assert len(one["table"]) == 9 and tuple(one["best"]) == (1.0, 0.0)
+    assert one["source"].endswith("sweep.tsv")  # named by decode.json's "tuning"
+    assert sweeps["scratch_10m (4gram)"]["source"].endswith("4gram/tuning.tsv")  # found beside the hypotheses
 
 
 def test_missing_pieces_are_named_not_fatal(tmp_path):

@@ -198,7 +198,8 @@ def cmd_decode(a) -> None:
             _write_hyps(out / lm_name / f"hyp_{name}.txt", ids, [hyps[i] for i in ids])
             beam_hyps[name] = str(out / lm_name / f"hyp_{name}.txt")
     result["decoders"][lm_name] = {"lm": str(a.lm), "hyps": beam_hyps, "lm_weight": best["lm_weight"],
-                                   "word_score": best["word_score"], "tuned_on": dev_name, **beam}
+                                   "word_score": best["word_score"], "tuned_on": dev_name,
+                                   "tuning": str(out / lm_name / "tuning.tsv"), **beam}
     result["refs"] = {name: str(p) for name, p in zip((_cut_name(p) for p in a.cuts), a.cuts)}
     write_json(out / "decode.json", result)
 
