@@ -172,7 +172,7 @@ def _results_table(rows: Sequence[Mapping], paper_rows: Sequence[Mapping]) -> st
 
 _CSS = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:14px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f3f3f3}td:nth-child(-n+5){text-align:left}img{max-width:100%;border:1px solid #eee}
+th{background:#f3f3f3}td:nth-child(-n+5),th:nth-child(-n+5){text-align:left}img{max-width:100%;border:1px solid #eee}
 .missing{background:#fff6e0;border:1px solid #e8c870;padding:.5em 1em}figure{margin:1.5em 0}
 figcaption{font-weight:bold;margin-bottom:.3em}"""
 
@@ -217,8 +217,8 @@ def build_html_report(
             plots.plot_wer_vs_labeled(series, out_dir / "wer_vs_labeled.png", test_set)
             drawn["wer_vs_labeled.png"] = FIGURES["wer_vs_labeled.png"] + f" ({test_set})"
         if not any(r["init"] == "scratch" for r in rows):
-            notes.append("No from-scratch baseline (finetune.scratch is false): nothing to compare pre-training "
-                         "against.")
+            notes.append("No from-scratch baseline among the scored systems (finetune.scratch: false, or not run "
+                         "yet): nothing to compare pre-training against.")
         if not any(r["init"] == "pretrained" for r in rows):
             notes.append("No fine-tuning from a pre-trained model among the scored systems.")
     else:
