@@ -9,6 +9,7 @@ import re
 import sys
 
 import pytest
+import torch
 from PIL import Image
 
 from browser import find_browser, image_status
@@ -114,6 +115,19 @@ def test_partial_log_line_skipped_and_noted(tmp_path):
     summary = build_html_report([], tmp_path / "r", exp_dir=exp)
     assert "train_finetune.png" in summary["figures"]
     assert any("1 unreadable line" in n for n in summary["missing"])
+
+
+def test_unreadable_pieces_are_noted(tmp_path):
+    exp = tmp_path / "exp"
+    decode_dir(exp, "scratch_1h")
+    (exp / "decode" / "scratch_1h" / "4gram" / "tuning.tsv").write_text("garbage\n")
+    ctc = tmp_path / "ctc.pt"
+    torch.save({"task": "finetune", "model": {}}, ctc)
+    summary = build_html_report([], tmp_path / "r", exp_dir=exp, pretrained=ctc, dev_cuts=ctc)
+    notes = "\n".join(summary["missing"])
+    assert "LM sweep of scratch_1h 4gram" in notes and "expected a header" in notes
+    assert "not a pre-trained model" in notes
+    assert summary["figures"] == {}
 
 
 def test_tuning_table_errors_name_the_file(tmp_path):

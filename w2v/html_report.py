@@ -109,8 +109,13 @@ def _sweeps(exp_dir: Path, notes: list[str]) -> dict[str, dict]:
             if tuning is None or not tuning.is_file():
                 notes.append(f"LM sweep of {dec_path.parent.name} {name}: no tuning table ({tuning}).")
                 continue
+            try:
+                table = read_tuning(tuning)
+            except ValueError as e:
+                notes.append(f"LM sweep of {dec_path.parent.name} {name}: {e}")
+                continue
             sweeps[f"{dec_path.parent.name} ({name})"] = {
-                "table": read_tuning(tuning), "best": (d["lm_weight"], d.get("word_score", 0.0)),
+                "table": table, "best": (d["lm_weight"], d.get("word_score", 0.0)),
                 "dev_set": d.get("tuned_on", "dev"), "source": str(tuning)}
     if not sweeps:
         notes.append(f"LM-weight sweeps: no decoding with an LM under {exp_dir}/decode/ (greedy results only, "
@@ -147,8 +152,8 @@ def _codebook(pretrained: str | Path | None, dev_cuts: str | Path | None, n_utts
 
     try:
         return codebook_usage(pretrained, dev_cuts, n_utts)
-    except ValueError as e:
-        notes.append(f"Codebook usage: {e}.")
+    except (ValueError, KeyError, RuntimeError) as e:  # not a pre-trained model.pt this code can load
+        notes.append(f"Codebook usage: {pretrained}: {e}.")
         return None
 
 
