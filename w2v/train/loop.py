@@ -266,8 +266,8 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                mininterval=2.0)
     acc: dict[str, float] = {}
     n_acc, audio_s, t0, bad_steps = 0, 0.0, time.time(), 0
-    logf = open(log_path, "a")
     tb = TensorBoardLog(out_dir / "tensorboard", num_updates)
+    logf = open(log_path, "a")
     try:
         while num_updates < tcfg.max_updates:
             batches = plan.epoch(epoch)
