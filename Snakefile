@@ -145,9 +145,11 @@ rule score:
     input: expand(f"{E}/decode/{{exp}}/scores.json", exp=EXPS)
 
 rule report:
-    input: rules.score.input
-    output: md=f"{E}/results.md", json=f"{E}/results.json"
+    input: scores=rules.score.input, dev=f"{D}/cuts/{DEV}.jsonl.gz"
+    output: md=f"{E}/results.md", json=f"{E}/results.json", html=f"{E}/report/index.html"
     log: f"{E}/report_log.txt"
-    message: "report: {output.md}"
-    params: cfg=CFG
-    shell: "w2v report --config {params.cfg} --scores {input} --out-md {output.md} --out-json {output.json} 2>&1 | tee {log}"
+    message: "report: {output.md} and {output.html} (training curves, codebook usage, WER against labeled data, LM sweeps)"
+    params: cfg=CFG, exp=E, html=f"{E}/report", pretrained=w2vconfig.pretrained_model(config)
+    shell: "w2v report --config {params.cfg} --scores {input.scores} --out-md {output.md} --out-json {output.json} "
+           "--html-dir {params.html} --exp-dir {params.exp} --pretrained {params.pretrained} --dev-cuts {input.dev} "
+           "2>&1 | tee {log}"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up w2v on a fresh Debian/Ubuntu machine, idempotently:
 #   1. Debian packages the recipes need (espeak-ng and the Bible texts for the demo corpus,
-#      ffmpeg for SPHERE/shorten audio (WSJ, BABEL),
-#      Boost/zlib/bz2/lzma to build KenLM, cmake);
+#      ffmpeg for SPHERE/shorten audio (WSJ, BABEL), Boost/zlib/bz2/lzma to build KenLM, cmake;
+#      headless Chromium for the report-page test);
 #   2. a virtual environment in .venv/ with torch (CPU wheel 2.13.0 unless W2V_TORCH says
 #      otherwise) and the w2v package with its test extras, installed editable;
 #   3. KenLM's lmplz and build_binary (not in the kenlm pip wheel), built from the kenlm
@@ -20,7 +20,8 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 # ---- 1. Debian packages
 DEBS=(espeak-ng bible-kjv sword-text-web diatheke ffmpeg cmake g++ make
       libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev
-      zlib1g-dev libbz2-dev liblzma-dev)
+      zlib1g-dev libbz2-dev liblzma-dev
+      chromium-headless-shell)  # the test that renders the report page (tests/browser.py)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

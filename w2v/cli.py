@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -200,11 +202,12 @@ def cmd_decode(a) -> None:
         search.set_weights(lm_weight=best["lm_weight"], word_score=best["word_score"])
         beam_hyps = {}
         for name, (ids, em, _) in sets.items():
-            hyps = search.decode_utterances(dict(zip(ids, em)))
+            hyps = search.decode_utterances(dict(zip(ids, em)), desc=f"{name} beam search")
             _write_hyps(out / lm_name / f"hyp_{name}.txt", ids, [hyps[i] for i in ids])
             beam_hyps[name] = str(out / lm_name / f"hyp_{name}.txt")
     result["decoders"][lm_name] = {"lm": str(a.lm), "hyps": beam_hyps, "lm_weight": best["lm_weight"],
-                                   "word_score": best["word_score"], "tuned_on": dev_name, **beam}
+                                   "word_score": best["word_score"], "tuned_on": dev_name,
+                                   "tuning": str(out / lm_name / "tuning.tsv"), **beam}
     result["refs"] = {name: str(p) for name, p in zip((_cut_name(p) for p in a.cuts), a.cuts)}
     write_json(out / "decode.json", result)
 
@@ -245,14 +248,29 @@ def cmd_score(a) -> None:
 
 
 def cmd_report(a) -> None:
-    from w2v.report import write_report
+    from w2v.config import pretrained_model
+    from w2v.html_report import build_html_report
+    from w2v.report import group_rows, load_paper_results, paper_matches, write_report
 
     cfg = _cfg(a.config)
-    rows = []
+    records = []
     for p in a.scores:
-        rows += json.loads(Path(p).read_text(encoding="utf-8"))
-    write_report(rows, Path(a.out_md), Path(a.out_json), cfg=cfg)
-    print(Path(a.out_md).read_text(encoding="utf-8"))
+        records += json.loads(Path(p).read_text(encoding="utf-8"))
+    rows = group_rows(records)
+    paper = cfg.get("paper") or load_paper_results(a.paper)
+    out_md = Path(a.out_md)
+    html_dir = Path(a.html_dir) if a.html_dir else out_md.parent / "report"
+    summary = build_html_report(rows, html_dir, exp_dir=Path(a.exp_dir) if a.exp_dir else out_md.parent, cfg=cfg,
+                                paper_rows=paper, pretrained=a.pretrained or pretrained_model(cfg),
+                                dev_cuts=a.dev_cuts, codebook_utterances=a.codebook_utts)
+    matched = [p for p in paper if any(p in paper_matches(r, [p]) for r in rows)]
+    rel = Path(os.path.relpath(html_dir, out_md.parent))
+    write_report(rows, out_md, Path(a.out_json), cfg=cfg, paper_rows=matched,
+                 figures={(rel / k).as_posix(): v for k, v in summary["figures"].items()})
+    print(out_md.read_text(encoding="utf-8"))
+    for note in summary["missing"]:
+        log.info("not in the report: %s", note)
+    log.info("report page: %s", html_dir / "index.html")
 
 
 def cmd_transcribe(a) -> None:
@@ -325,60 +343,138 @@ def cmd_new_recipe(a) -> None:
         print(path)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="w2v", description="wav2vec-family recipes: one sub-command per stage.")
-    p.add_argument("-v", "--verbose", action="store_true")
-    sub = p.add_subparsers(dest="command", required=True)
+_CONFIG_HELP = "the recipe: egs/<corpus>/config.yaml, or the merged exp/<recipe>/config.json the Snakefile writes"
 
-    def add(name, fn, help, required=(), config=True):
-        """A sub-command; ``--config`` (the recipe) and the ``required`` options take one value each."""
-        s = sub.add_parser(name, help=help)
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="w2v", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="wav2vec-family recipes: one sub-command per recipe stage (the Snakefile calls them in order:\n"
+                    "prepare, cuts, lang, lm, pretrain, finetune, decode, score, report), plus tools for users\n"
+                    "(transcribe, import-checkpoint, export-hf). `w2v COMMAND --help` tells more.",
+        epilog="examples:\n"
+               "  snakemake -c2 --configfile=egs/demo/config.yaml            # every stage of the demo recipe\n"
+               "  w2v transcribe exp/demo/finetune/pretrained_1h/model.pt a.flac\n"
+               "  w2v report --config exp/demo/config.json --scores exp/demo/decode/*/scores.json \\\n"
+               "      --out-md exp/demo/results.md --out-json exp/demo/results.json")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging, and a traceback on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, fn, help, example, required=(), config=True, description=None):
+        """A sub-command: ``--config`` (the recipe) and each ``(option, help)`` of ``required``
+        take one value each; ``example`` is the epilog."""
+        lines = textwrap.wrap(example, 96, break_on_hyphens=False, break_long_words=False)
+        s = sub.add_parser(name, help=help, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description=textwrap.fill(description or help[0].upper() + help[1:] + ".", 100),
+                           epilog="example:\n  " + " \\\n    ".join(lines))
         s.set_defaults(fn=fn)
-        for opt in (["--config"] if config else []) + list(required):
-            s.add_argument(opt, required=True)
+        for opt, text in ([("--config", _CONFIG_HELP)] if config else []) + list(required):
+            s.add_argument(opt, required=True, help=text)
         return s
 
     def compute(s):
-        s.add_argument("--threads", type=int, default=None)
-        s.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
+        s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+        s.add_argument("--device", default=None, help="auto (default: the recipe's `device`), cpu, cuda, cuda:1, ...")
 
-    add("prepare", cmd_prepare, "corpus on disk -> lhotse manifests", ["--out"]).add_argument(
-        "--jobs", type=int, default=4)
-    add("cuts", cmd_cuts, "manifests -> 16 kHz mono CutSets and subsets", ["--manifests", "--out"])
-    add("lang", cmd_lang, "units, lexicon and LM text (units from the --cuts transcripts)", ["--cuts", "--out"])
-    add("lm", cmd_lm, "n-gram KenLM from the LM text", ["--text", "--out"])
-    compute(add("pretrain", cmd_pretrain, "self-supervised pre-training", ["--cuts", "--out"]))
-    s = add("finetune", cmd_finetune, "CTC fine-tuning on a labeled subset", ["--cuts", "--out", "--subset", "--units"])
+    cfg = "--config exp/demo/config.json"
+    add("prepare", cmd_prepare, "corpus on disk -> lhotse manifests",
+        f"w2v prepare {cfg} --out data/demo/manifests", [("--out", "directory for recordings/supervisions.jsonl.gz")],
+        description="Run the recipe's corpus script (`local:`) if any, then read the corpus (`corpus:`) into "
+                    "lhotse manifests.").add_argument(
+        "--jobs", type=int, default=4, help="threads reading audio headers and making the corpus (default 4)")
+    add("cuts", cmd_cuts, "manifests -> 16 kHz mono CutSets and subsets",
+        f"w2v cuts {cfg} --manifests data/demo/manifests --out data/demo/cuts",
+        [("--manifests", "directory written by `w2v prepare`"),
+         ("--out", "directory for pretrain/train/train_<subset>/dev/test .jsonl.gz and cuts_summary.json")])
+    add("lang", cmd_lang, "units, lexicon and LM text (units from the --cuts transcripts)",
+        f"w2v lang {cfg} --cuts data/demo/cuts/train.jsonl.gz --out data/demo/lang",
+        [("--cuts", "labeled training cuts whose transcripts define the units"),
+         ("--out", "directory for units.txt, lexicon.txt, lm_text.txt")])
+    add("lm", cmd_lm, "n-gram KenLM from the LM text",
+        f"w2v lm {cfg} --text data/demo/lang/lm_text.txt --out data/demo/lm/4gram",
+        [("--text", "LM training text, one sentence a line (`w2v lang` writes it)"),
+         ("--out", "directory for lm.arpa and lm.bin")])
+    compute(add("pretrain", cmd_pretrain, "self-supervised pre-training",
+                f"w2v pretrain {cfg} --cuts data/demo/cuts/pretrain.jsonl.gz --out exp/demo/pretrain",
+                [("--cuts", "unlabeled audio (a CutSet)"),
+                 ("--out", "experiment directory: checkpoints/, train_log.jsonl, tensorboard/, model.pt")],
+                description="Self-supervised wav2vec 2.0 pre-training with the recipe's `pretrain` settings; "
+                            "rerunning resumes from the newest checkpoint."))
+    s = add("finetune", cmd_finetune, "CTC fine-tuning on a labeled subset",
+            f"w2v finetune {cfg} --subset 1h --init-from pretrained --cuts data/demo/cuts/train_1h.jsonl.gz "
+            "--dev data/demo/cuts/dev.jsonl.gz --units data/demo/lang/units.txt --out exp/demo/finetune/pretrained_1h",
+            [("--cuts", "labeled training cuts"),
+             ("--out", "experiment directory: checkpoints/, train_log.jsonl, tensorboard/, model.pt"),
+             ("--subset", "the labeled subset's name in finetune.subsets (10m, 1h, ...)"),
+             ("--units", "units.txt of the CTC output units")],
+            description="CTC fine-tuning on a labeled subset, from the pre-trained model or from scratch; "
+                        "rerunning resumes from the newest checkpoint.")
     compute(s)
-    s.add_argument("--init-from", choices=["pretrained", "scratch"], default="pretrained")
+    s.add_argument("--init-from", choices=["pretrained", "scratch"], default="pretrained",
+                   help="start from a pre-trained model (default) or from random weights")
     s.add_argument("--init", default=None, help="pre-trained model.pt (default: finetune.init_from, else the recipe's)")
     s.add_argument("--dev", default=None, help="dev cuts for picking the best checkpoint")
     s = add("decode", cmd_decode, "greedy and lexicon beam search + n-gram, tuned on dev",
-            ["--model", "--lexicon", "--lm", "--out"])
+            f"w2v decode {cfg} --model exp/demo/finetune/pretrained_1h/model.pt --lexicon data/demo/lang/lexicon.txt "
+            "--lm data/demo/lm/4gram/lm.bin --cuts data/demo/cuts/dev.jsonl.gz data/demo/cuts/test.jsonl.gz "
+            "--out exp/demo/decode/pretrained_1h",
+            [("--model", "fine-tuned model.pt"), ("--lexicon", "lexicon.txt (word, then its units)"),
+             ("--lm", "KenLM binary (or ARPA) for the beam search"),
+             ("--out", "directory for decode.json and hypotheses per decoder (greedy/, <n>gram/ with tuning.tsv)")],
+            description="Greedy CTC decoding and lexicon beam search with the n-gram; the LM weight and word score "
+                        "are chosen on the dev set (decode.dev_set) over decode.lm_weights x decode.word_scores.")
     s.add_argument("--cuts", required=True, nargs="+", help="the dev set and the test sets")
     compute(s)
-    add("score", cmd_score, "WER/CER with per-utterance alignments", ["--decode", "--out"])
-    s = add("report", cmd_report, "results.md and results.json", ["--out-md", "--out-json"])
-    s.add_argument("--scores", required=True, nargs="+")
+    add("score", cmd_score, "WER/CER with per-utterance alignments",
+        f"w2v score {cfg} --decode exp/demo/decode/pretrained_1h/decode.json "
+        "--out exp/demo/decode/pretrained_1h/scores.json",
+        [("--decode", "decode.json written by `w2v decode`"), ("--out", "scores.json to write")])
+    s = add("report", cmd_report, "results.md/results.json and the HTML report with its figures",
+            f"w2v report {cfg} --scores exp/demo/decode/*/scores.json --out-md exp/demo/results.md "
+            "--out-json exp/demo/results.json --dev-cuts data/demo/cuts/dev.jsonl.gz",
+            [("--out-md", "results.md to write (the table in the paper's layout, figures embedded)"),
+             ("--out-json", "results.json to write (every number of the table)")],
+            description="Gather the score files into results.md/results.json, and write the HTML report "
+                        "(results beside the paper's numbers, WER against labeled data, LM-weight sweeps, "
+                        "training curves, codebook usage) with its PNGs. Missing pieces are listed, not fatal.")
+    s.add_argument("--scores", required=True, nargs="+", help="scores.json files of `w2v score`")
+    s.add_argument("--html-dir", default=None, help="report directory (default: report/ beside --out-md)")
+    s.add_argument("--exp-dir", default=None,
+                   help="experiment directory with pretrain/, finetune/, decode/ (default: the folder of --out-md)")
+    s.add_argument("--pretrained", default=None,
+                   help="pre-trained model.pt for codebook usage (default: finetune.init_from, else the recipe's)")
+    s.add_argument("--dev-cuts", default=None, help="cuts to measure codebook usage on (default: none, skipped)")
+    s.add_argument("--codebook-utts", type=int, default=20, help="utterances for codebook usage (default 20)")
+    s.add_argument("--paper", default=None,
+                   help="JSON of the paper's numbers (default: w2v/paper_results.json; a recipe's `paper` list wins)")
     s = add("import-checkpoint", cmd_import_checkpoint,
-            "a Hugging Face model directory or a fairseq .pt -> w2v model.pt", config=False)
+            "a Hugging Face model directory or a fairseq .pt -> w2v model.pt",
+            "w2v import-checkpoint ~/hf/wav2vec2-base exp/imported/base.pt", config=False)
     s.add_argument("src", help="HF directory (config.json + safetensors/bin) or fairseq checkpoint .pt")
     s.add_argument("out", help="model.pt to write")
     s.add_argument("--units", default=None, help="fairseq CTC: units.txt (default: dict.ltr.txt beside SRC)")
-    s = add("export-hf", cmd_export_hf, "w2v model.pt -> a directory transformers loads", config=False)
-    s.add_argument("checkpoint")
-    s.add_argument("out_dir")
-    s = add("new-recipe", cmd_new_recipe, "scaffold egs/NAME, local/NAME.py and its fake-layout test", config=False)
-    s.add_argument("name")
+    s = add("export-hf", cmd_export_hf, "w2v model.pt -> a directory transformers loads",
+            "w2v export-hf exp/demo/finetune/pretrained_1h/model.pt exp/demo/hf_pretrained_1h", config=False)
+    s.add_argument("checkpoint", help="w2v model.pt (pre-trained or fine-tuned)")
+    s.add_argument("out_dir", help="directory to write config.json, weights and (CTC) the processor files")
+    s = add("new-recipe", cmd_new_recipe, "scaffold egs/NAME, local/NAME.py and its fake-layout test",
+            "w2v new-recipe mycorpus", config=False,
+            description="Write egs/NAME/{config.yaml,README.md,RESULTS.md}, local/NAME.py (a prepare function to "
+                        "fill in) and tests/recipes/test_NAME.py (a fake-layout test); README's 'Adding a corpus' "
+                        "walks through the rest.")
+    s.add_argument("name", help="the corpus (recipe) name: letters, digits, underscores")
     s.add_argument("--root", default=".", help="the repository to write into (default: here)")
-    s = add("transcribe", cmd_transcribe, "print a transcript per audio file", config=False)
-    s.add_argument("checkpoint")
-    s.add_argument("audio", nargs="+")
+    s = add("transcribe", cmd_transcribe, "print a transcript per audio file",
+            "w2v transcribe exp/demo/finetune/pretrained_1h/model.pt a.flac --lm data/demo/lm/4gram/lm.bin "
+            "--lexicon data/demo/lang/lexicon.txt", config=False,
+            description="Print `file<TAB>transcript` per audio file: greedy CTC, or lexicon beam search with --lm.")
+    s.add_argument("checkpoint", help="fine-tuned model.pt")
+    s.add_argument("audio", nargs="+", help="audio files (any format and rate soundfile/lhotse reads; resampled)")
     s.add_argument("--lm", default=None, help="KenLM binary for lexicon beam search")
-    s.add_argument("--lexicon", default=None)
-    s.add_argument("--lm-weight", type=float, default=1.0)
-    s.add_argument("--word-score", type=float, default=0.0)
-    s.add_argument("--beam", type=int, default=500)
+    s.add_argument("--lexicon", default=None, help="lexicon.txt for --lm (data/<recipe>/lang/lexicon.txt)")
+    s.add_argument("--lm-weight", type=float, default=1.0, help="LM weight (default 1.0; decode.json has the tuned one)")
+    s.add_argument("--word-score", type=float, default=0.0, help="word insertion score (default 0.0)")
+    s.add_argument("--beam", type=int, default=500, help="beam size (default 500)")
     s.add_argument("--lang", default=None, help="language adapter to use (MMS; default: the model's own)")
     compute(s)
     return p

@@ -17,7 +17,8 @@ from typing import Iterable, Mapping, Sequence
 from w2v.io import write_text
 from w2v.score.wer import SCORE_META_KEYS
 
-__all__ = ["collect", "group_rows", "parse_duration", "write_report"]
+__all__ = ["collect", "group_rows", "lm_kind", "load_paper_results", "paper_matches", "parse_duration",
+           "write_report"]
 
 ROW_KEYS = ("model", "pretrain_data", "labeled", "init", "decoder", "lm")
 INIT_ORDER = {"pretrained": 0, "scratch": 1}
@@ -44,6 +45,36 @@ def _labeled_hours(text) -> float:
         return parse_duration(text)
     except ValueError:
         return math.inf  # unknown sizes go last, still grouped by their name
+
+
+def lm_kind(row: Mapping) -> str:
+    """What LM a row used, comparable between our rows and the paper's: ``none``, ``4-gram``,
+    ``transformer`` (or the name as given)."""
+    name = str(row.get("decoder") or row.get("lm") or "none").lower()
+    if name in ("greedy", "viterbi", "none"):
+        return "none"
+    if "transformer" in name:
+        return "transformer"
+    m = re.search(r"(\d+)[-_ ]?gram", name)
+    return f"{m.group(1)}-gram" if m else name
+
+
+def load_paper_results(path: str | Path | None = None) -> list[dict]:
+    """The paper's WERs (``w2v/paper_results.json`` by default), each row carrying its ``source``."""
+    path = Path(path) if path else Path(__file__).with_name("paper_results.json")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    common = {"source": data.get("source", str(path)), **({"note": data["note"]} if data.get("note") else {})}
+    return [{**common, **r} for r in data["rows"]]
+
+
+def paper_matches(row: Mapping, paper_rows: Sequence[Mapping]) -> list[dict]:
+    """The paper's rows in the same setting as ``row``: a pre-trained model, the same amount of
+    labeled data and the same kind of LM (greedy matches the paper's "None")."""
+    hours = _labeled_hours(row.get("labeled"))
+    if row.get("init", "pretrained") != "pretrained" or math.isinf(hours):
+        return []
+    return [dict(p) for p in paper_rows
+            if math.isclose(_labeled_hours(p.get("labeled")), hours) and lm_kind(p) == lm_kind(row)]
 
 
 def _row_sort_key(row: Mapping) -> tuple:
@@ -147,6 +178,7 @@ def write_report(
     title: str | None = None,
     run_info: Mapping[str, str] | None = None,
     cfg: Mapping | None = None,
+    figures: Mapping[str, str] | None = None,
 ) -> None:
     """Write ``results.md`` and ``results.json`` (atomically).
 
@@ -161,6 +193,8 @@ def write_report(
             as a list under the heading and stored in the JSON.
         cfg: the recipe config; supplies the recipe name and description for the header
             and, when ``paper_rows`` is not given, its ``paper`` list.
+        figures: ``{path relative to out_md: caption}``, embedded under "Figures" (the HTML
+            report's PNGs), so that the Markdown shows them too.
     """
     if rows and "results" not in rows[0]:
         rows = group_rows(rows)
@@ -204,7 +238,11 @@ def write_report(
                 + [_fmt(r.get("wer", {}).get(t)) for t in p_sets] for r in paper_rows]
         md += _md_table(header, body)
 
-    write_text(out_md, "\n".join(md) + "\n")
+    if figures:
+        md += ["", "## Figures", ""]
+        for rel, caption in figures.items():
+            md += [f"![{caption}]({rel})", ""]
+    write_text(out_md, "\n".join(md).rstrip("\n") + "\n")
     payload = {"title": title, "run": dict(run_info or {}), "test_sets": test_sets,
                "rows": list(rows), "paper_rows": list(paper_rows or [])}
     write_text(out_json, json.dumps(payload, indent=2) + "\n")

@@ -79,3 +79,15 @@ def test_speed_few_hundred_frames(lang_dir, tiny_lm, units):
     start = time.perf_counter()
     search.decode_one(x)
     assert time.perf_counter() - start < 2.0
+
+
+def test_parallel_search_with_progress_equals_serial(lang_dir, tiny_lm, units, capsys):
+    from w2v.decode.lexicon import ParallelLexiconBeamSearch
+
+    torch.manual_seed(2)
+    em = {f"u{i}": torch.randn(20 + i, len(units)).mul(3).log_softmax(-1) for i in range(5)}
+    serial = LexiconBeamSearch(units, lang_dir / "lexicon.txt", tiny_lm, beam=50).decode_utterances(em)
+    with ParallelLexiconBeamSearch(2, units, lang_dir / "lexicon.txt", tiny_lm, beam=50) as search:
+        assert search.decode_utterances(em, desc="test beam search") == serial
+    err = capsys.readouterr().err
+    assert "test beam search" in err and "5/5" in err  # a per-utterance progress bar

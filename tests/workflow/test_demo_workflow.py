@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from browser import find_browser, image_status
+from w2v.html_report import FIGURES
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
@@ -62,6 +65,11 @@ def test_demo_end_to_end_and_resume(tmp_path):
     assert keys[("pretrained", "1m", "4gram")]["test"]["lm_weight"] is not None
     md = (tmp_path / "exp/demo/results.md").read_text()
     assert "scratch" in md and "pretrained" in md
+    report = json.loads((tmp_path / "exp/demo/report/report.json").read_text())
+    assert set(report["figures"]) == set(FIGURES) and report["missing"] == []
+    if find_browser():  # the page opens in a browser and every plot loads
+        status = image_status(tmp_path / "exp/demo/report/index.html", find_browser())
+        assert len(status) == len(FIGURES) and all(x["width"] > 0 for x in status), status
     errs = tmp_path / "exp/demo/decode/pretrained_1m/greedy/errs_test.txt"
     assert errs.exists() and "ref" in errs.read_text()
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from lhotse import CutSet, RecordingSet, SupervisionSet
 from lhotse.cut import Cut, MixedCut, MixTrack, MonoCut, MultiCut
 from lhotse.utils import fastcopy
+from tqdm import tqdm
 
 from w2v.data.ingest import LANGUAGES, CorpusError, is_eval_split
 from w2v.io import atomic_path
@@ -259,7 +260,8 @@ def make_cuts(
     for name, cuts in sets.items():
         paths[name] = out_dir / f"{name}.jsonl.gz"
         with atomic_path(paths[name]) as tmp:
-            CutSet.from_cuts(to_mono_16k(c) for c in cuts).to_file(tmp)
+            CutSet.from_cuts(to_mono_16k(c) for c in tqdm(cuts, desc=name, unit="cut", mininterval=2,
+                                                          disable=len(cuts) < 1000)).to_file(tmp)
         speakers = {c.supervisions[0].speaker for c in cuts if c.supervisions}
         summary[name] = {"utterances": len(cuts), "speakers": len(speakers),
                          "hours": round(sum(c.duration for c in cuts) / 3600, 4)}

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
+from tqdm import tqdm
 from flashlight.lib.text.decoder import (
     CriterionType,
     LexiconDecoder,
@@ -232,9 +233,11 @@ class LexiconBeamSearch:
             raise ValueError(f"{len(lengths)} lengths for a batch of {batch}")
         return [self.decode_one(log_probs[b, :n]) for b, n in enumerate(lengths)]
 
-    def decode_utterances(self, emissions: Mapping[str, torch.Tensor]) -> dict[str, str]:
-        """Decode ``{utt_id: (frames, vocab) log-probs}`` into ``{utt_id: text}``."""
-        return {utt: self.decode_one(lp) for utt, lp in emissions.items()}
+    def decode_utterances(self, emissions: Mapping[str, torch.Tensor], desc: str | None = None) -> dict[str, str]:
+        """Decode ``{utt_id: (frames, vocab) log-probs}`` into ``{utt_id: text}`` (a progress
+        bar per utterance when ``desc`` is given)."""
+        items = tqdm(emissions.items(), desc=desc, unit="utt", disable=desc is None, mininterval=2)
+        return {utt: self.decode_one(lp) for utt, lp in items}
 
 
 _WORKER_SEARCH: LexiconBeamSearch | None = None
@@ -275,14 +278,19 @@ class ParallelLexiconBeamSearch:
     def set_weights(self, lm_weight: float, word_score: float) -> "ParallelLexiconBeamSearch":
         return self.configure(lm_weight=lm_weight, word_score=word_score)
 
-    def decode_utterances(self, emissions: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    def decode_utterances(self, emissions: Mapping[str, torch.Tensor], desc: str | None = None) -> dict[str, str]:
+        from concurrent.futures import as_completed
+
         # longest first, dealt round-robin into small chunks so the workers finish together
         items = sorted(emissions.items(), key=lambda kv: -kv[1].shape[0])
         n_chunks = min(len(items), self.jobs * 4) or 1
         chunks = [dict(items[i::n_chunks]) for i in range(n_chunks)]
         out: dict[str, str] = {}
-        for result in self.pool.map(_decode_chunk, chunks, [dict(self.params)] * len(chunks)):
-            out.update(result)
+        futures = {self.pool.submit(_decode_chunk, c, dict(self.params)): len(c) for c in chunks}
+        with tqdm(total=len(items), desc=desc, unit="utt", disable=desc is None, mininterval=2) as bar:
+            for fut in as_completed(futures):
+                out.update(fut.result())
+                bar.update(futures[fut])
         return {k: out[k] for k in emissions}
 
     def close(self) -> None:

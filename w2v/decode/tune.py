@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable, Mapping, Sequence
 
 import torch
+from tqdm import tqdm
 
 from w2v.io import write_text
 from w2v.score.wer import score
@@ -55,14 +56,17 @@ def grid_search(
     if not lm_weights or not word_scores:
         raise ValueError("lm_weights and word_scores must both be non-empty")
     table = []
-    for lm_weight in lm_weights:
-        for word_score in word_scores:
+    grid = [(w, s) for w in lm_weights for s in word_scores]
+    with tqdm(grid, desc="tuning LM weight/word score on dev", unit="point", mininterval=2,
+              disable=len(grid) < 2) as bar:
+        for lm_weight, word_score in bar:
             result = score(refs_dev, decode_fn(emissions_dev, lm_weight, word_score))
             table.append({
                 "lm_weight": float(lm_weight), "word_score": float(word_score),
                 "wer": result.wer, "errors": result.words.errors,
                 "ref_words": result.words.ref,
             })
+            bar.set_postfix(best_wer=f"{min(r['wer'] for r in table):.3f}")
     best = min(table, key=lambda r: (r["errors"], r["lm_weight"], abs(r["word_score"])))
     return dict(best), table
 

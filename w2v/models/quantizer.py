@@ -102,6 +102,13 @@ class GumbelVectorQuantizer(nn.Module):
             self.num_vars_per_group)
         return self.codevectors[0][idx].reshape(n, -1)
 
+    @torch.no_grad()
+    def code_indices(self, x: Tensor) -> Tensor:
+        """(batch, frames, in_dim) conv features -> (batch, frames, G): the entry each codebook
+        picks at evaluation (argmax), for codebook-usage statistics."""
+        b, t, _ = x.shape
+        return self.weight_proj(x).view(b, t, self.num_groups, self.num_vars_per_group).argmax(-1)
+
     def forward(
         self, x: Tensor, mask: Tensor | None = None, generator: torch.Generator | None = None
     ) -> QuantizerOutput:

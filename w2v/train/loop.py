@@ -30,6 +30,7 @@ from w2v.train.checkpoint import CheckpointDir, load, save_atomic
 from w2v.train.config import TrainConfig
 from w2v.train.losses import ctc_loss, pretraining_loss
 from w2v.train.schedules import Schedule
+from w2v.train.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
@@ -331,6 +332,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                mininterval=2.0)
     acc: dict[str, float] = {}
     n_acc, audio_s, t0, bad_steps = 0, 0.0, time.time(), 0
+    tb = TensorBoardLog(out_dir / "tensorboard", num_updates)
     logf = open(log_path, "a")
     try:
         while num_updates < tcfg.max_updates:
@@ -395,6 +397,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                     row["lang_hours"] = {k: round(v / 3600, 6) for k, v in sorted(lang_seconds.items())}
                 logf.write(json.dumps(row) + "\n")
                 logf.flush()
+                tb.log(row)
                 show = ("loss", "accuracy", "prob_ppl", "temp") if task == "pretrain" else ("loss",)
                 bar.set_postfix({k: f"{row[k]:.3g}" for k in show if k in row} | {"lr": f"{lr:.1e}"})
                 acc, n_acc, audio_s, t0 = {}, 0, 0.0, time.time()
@@ -406,14 +409,16 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                         metrics["wer"] == best["wer"] and metrics["cer"] < best["cer"])
                     if is_best:
                         best = {**metrics, "update": num_updates}
-                    logf.write(json.dumps({"update": num_updates, "dev_wer": metrics["wer"],
-                                           "dev_cer": metrics["cer"]}) + "\n")
+                    dev_row = {"update": num_updates, "dev_wer": metrics["wer"], "dev_cer": metrics["cer"]}
+                    logf.write(json.dumps(dev_row) + "\n")
                     logf.flush()
+                    tb.log(dev_row)
                     tqdm.write(f"update {num_updates}: dev WER {metrics['wer']:.3f} CER {metrics['cer']:.3f}")
                 ckdir.save(state(), num_updates, is_best=is_best)
     finally:
         bar.close()
         logf.close()
+        tb.close()
 
     final_src = ckdir.best if (dev_store is not None and ckdir.best.exists()) else ckdir.latest()
     final = load(final_src)
