@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -93,7 +94,16 @@ def _train(a, task: str, settings: dict, **kwargs) -> None:
     from w2v.train.loop import train
 
     cfg = _cfg(a.config)
-    _threads(a.threads)
+    gpus = a.gpus or cfg.get("gpus", 1)
+    if gpus > 1 and "WORLD_SIZE" not in os.environ:  # relaunch this command as `gpus` DDP processes
+        from w2v.train.distributed import launch
+
+        rc = launch(gpus, a.argv)
+        if rc != 0:
+            raise SystemExit(f"w2v {task}: {gpus} training processes under torchrun failed (exit status {rc}); "
+                             "each failed rank's error is above. Rerun the same command to resume")
+        return
+    _threads(a.threads and max(1, a.threads // int(os.environ.get("WORLD_SIZE", 1))))  # threads per process
     where = f"{a.config} ({task} settings)"
     tcfg = TrainConfig.from_dict({"task": task, **settings}, where=where)
     train(tcfg, a.cuts, a.out, load_model_config(cfg["model"]), device=a.device or cfg.get("device"), **kwargs)
@@ -298,7 +308,7 @@ def cmd_import_checkpoint(a) -> None:
             from w2v.decode.ctc import load_units
 
             units = load_units(a.units)
-        summary = import_fairseq(src, Path(a.out), units=units)
+        summary = import_fairseq(src, Path(a.out), units=units, trust=a.trust_checkpoint)
     else:
         raise FileNotFoundError(f"{src}: neither a Hugging Face model directory nor a fairseq .pt file")
     print(json.dumps({k: v for k, v in summary.items() if k != "units"}, indent=2, default=str))
@@ -332,9 +342,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("cuts", cmd_cuts, "manifests -> 16 kHz mono CutSets and subsets", ["--manifests", "--out"])
     add("lang", cmd_lang, "units, lexicon and LM text (units from the --cuts transcripts)", ["--cuts", "--out"])
     add("lm", cmd_lm, "n-gram KenLM from the LM text", ["--text", "--out"])
-    compute(add("pretrain", cmd_pretrain, "self-supervised pre-training", ["--cuts", "--out"]))
+    def processes(s):
+        s.add_argument("--gpus", type=int, default=None,
+                       help="training processes (DDP under torchrun, one per GPU; gloo on CPU); default: the "
+                            "recipe's gpus, else 1")
+
+    s = add("pretrain", cmd_pretrain, "self-supervised pre-training", ["--cuts", "--out"])
+    compute(s)
+    processes(s)
     s = add("finetune", cmd_finetune, "CTC fine-tuning on a labeled subset", ["--cuts", "--out", "--subset", "--units"])
     compute(s)
+    processes(s)
     s.add_argument("--init-from", choices=["pretrained", "scratch"], default="pretrained")
     s.add_argument("--init", default=None, help="pre-trained model.pt (default: finetune.init_from, else the recipe's)")
     s.add_argument("--dev", default=None, help="dev cuts for picking the best checkpoint")
@@ -350,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("src", help="HF directory (config.json + safetensors/bin) or fairseq checkpoint .pt")
     s.add_argument("out", help="model.pt to write")
     s.add_argument("--units", default=None, help="fairseq CTC: units.txt (default: dict.ltr.txt beside SRC)")
+    s.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow unpickling SRC (fairseq .pt files pickle Python objects; unpickling can run "
+                        "code, so only for files from a source you trust)")
     s = add("export-hf", cmd_export_hf, "w2v model.pt -> a directory transformers loads", config=False)
     s.add_argument("checkpoint")
     s.add_argument("out_dir")
@@ -369,7 +390,9 @@ def main(argv: list[str] | None = None) -> None:
     from w2v.io import setup_logging
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     setup_logging(level=logging.DEBUG if args.verbose else logging.INFO)
+    rank = f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
     try:
         args.fn(args)
     except KeyboardInterrupt:
@@ -377,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
         if args.verbose:
             raise
-        raise SystemExit(f"w2v {args.command}: error: {e}")
+        raise SystemExit(f"w2v {args.command}: error{rank}: {e}")
 
 
 if __name__ == "__main__":

@@ -97,6 +97,23 @@ def gather(obj, info: DistInfo) -> list:
 
 def launch(nproc: int, argv: list[str]) -> int:
     """Run ``python -m w2v.cli ARGV`` as ``nproc`` processes under torchrun; its exit status."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+    cmd = [sys.executable, "-m", "w2v.train.distributed", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "w2v.cli", *argv]
     return subprocess.run(cmd).returncode
+
+
+def _torchrun(argv: list[str]) -> int:
+    """torchrun, with its summary of failed ranks but without its own Python traceback."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    try:
+        run(parse_args(argv))
+    except ChildFailedError as e:
+        print(e.format_msg(), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_torchrun(sys.argv[1:]))
