@@ -173,7 +173,8 @@ def cmd_decode(a) -> None:
         name = _cut_name(path)
         cuts, audio, refs = _load_eval_set(path)
         t0 = time.time()
-        em = compute_emissions(model, audio, normalize, dc.get("max_duration", 120.0), device, desc=f"{name} emissions")
+        em = compute_emissions(model, audio, normalize, dc.get("max_duration", 120.0), device, desc=f"{name} emissions",
+                               ids=[c.id for c in cuts])
         secs = sum(len(x) for x in audio) / 16000
         log.info("%s: %d utterances, %.1f min audio, acoustic model at %.0fx real time", name, len(cuts),
                  secs / 60, secs / max(1e-9, time.time() - t0))

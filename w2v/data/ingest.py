@@ -164,10 +164,18 @@ def read_transcripts(path: Path) -> list[Transcript]:
 
 
 def _info(path: Path) -> tuple[Path, sf._SoundFileInfo | None, str]:
+    """Header of an audio file, checked by reading its last frame: a truncated FLAC's header
+    still claims the full length, and the manifest would promise audio that is not there."""
     try:
-        return path, sf.info(str(path)), ""
+        info = sf.info(str(path))
+        if info.frames > 0:
+            with sf.SoundFile(str(path)) as f:
+                f.seek(info.frames - 1)
+                if len(f.read(1)) != 1:
+                    raise RuntimeError("cannot read the last frame")
+        return path, info, ""
     except Exception as e:  # libsndfile raises RuntimeError / LibsndfileError
-        return path, None, str(e)
+        return path, None, f"truncated or corrupt: {e}" if "info" in locals() else str(e)
 
 
 def _recordings(paths: dict[str, Path], num_threads: int, desc: str) -> list[Recording]:

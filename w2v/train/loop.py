@@ -50,6 +50,14 @@ def conv_output_frames(cfg: Wav2Vec2Config, num_samples: int) -> int:
     return n
 
 
+def receptive_field(cfg: Wav2Vec2Config) -> int:
+    """The fewest samples from which the conv feature encoder makes one frame (400 for the base)."""
+    need = 1
+    for _, kernel, stride in reversed(cfg.conv_feature_layers):
+        need = (need - 1) * stride + kernel
+    return need
+
+
 def ctc_min_frames(ids: list[int]) -> int:
     """CTC needs one frame per label plus a blank between each pair of repeated labels."""
     return len(ids) + sum(1 for a, b in zip(ids, ids[1:]) if a == b)
@@ -61,12 +69,24 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
+def audio_files(cut) -> str:
+    """The file(s) behind a cut (a down-mixed multi-channel cut is a MixedCut of tracks)."""
+    cuts = [t.cut for t in cut.tracks] if hasattr(cut, "tracks") else [cut]
+    files = {s.source for c in cuts if getattr(c, "has_recording", False) for s in c.recording.sources}
+    return ", ".join(sorted(files)) or "?"
+
+
 class AudioStore:
-    """Mono 16 kHz float32 audio of a list of cuts, decoded on demand (optionally cached)."""
+    """Mono 16 kHz float32 audio of a list of cuts, decoded on demand (optionally cached).
+
+    NaN/Inf samples (possible only in float WAV files) are set to zero with a warning naming
+    the cut and file, once per cut: one bad sample would otherwise make every loss NaN.
+    """
 
     def __init__(self, cuts: list, cache: bool):
         self.cuts = cuts
         self.cache: dict[int, np.ndarray] | None = {} if cache else None
+        self.non_finite: set[str] = set()
 
     def __getitem__(self, i: int) -> np.ndarray:
         if self.cache is not None and i in self.cache:
@@ -75,9 +95,16 @@ class AudioStore:
         try:
             audio = cut.load_audio()
         except Exception as e:
-            raise TrainingError(f"cannot load audio of cut {cut.id}: {e}") from e
+            raise TrainingError(f"cannot load audio of cut {cut.id} ({audio_files(cut)}): {e}") from e
         audio = np.asarray(audio, dtype=np.float32)
         audio = audio.mean(axis=0) if audio.ndim == 2 else audio
+        bad = ~np.isfinite(audio)
+        if bad.any():
+            if cut.id not in self.non_finite:
+                self.non_finite.add(cut.id)
+                log.warning("cut %s (%s): %d NaN/Inf sample(s) set to 0 (%d cut(s) so far)", cut.id,
+                            audio_files(cut), int(bad.sum()), len(self.non_finite))
+            audio = np.where(bad, np.float32(0), audio)
         if self.cache is not None:
             self.cache[i] = audio
         return audio
@@ -215,11 +242,13 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     model, cfg = build_model(task, model_cfg, tcfg, len(units) if units else None, init)
     cuts = _load_cuts(cuts_path)
     if task == "pretrain":
-        short = [c.id for c in cuts if c.duration < tcfg.min_seconds]
+        # the conv encoder makes no frame from less than its receptive field (400 samples for the base)
+        short = {c.id for c in cuts if c.duration < tcfg.min_seconds
+                 or conv_output_frames(cfg, int(round(c.duration * SAMPLE_RATE))) < 1}
         if short:
-            log.warning("skipping %d utterance(s) shorter than %.2fs, e.g. %s", len(short), tcfg.min_seconds,
-                        ", ".join(short[:5]))
-        cuts = [c for c in cuts if c.duration >= tcfg.min_seconds]
+            log.warning("skipping %d utterance(s) shorter than %.2fs or the receptive field, e.g. %s", len(short),
+                        tcfg.min_seconds, ", ".join(sorted(short)[:5]))
+        cuts = [c for c in cuts if c.id not in short]
         targets = None
         durations = [min(c.duration, tcfg.crop_seconds) for c in cuts]
     else:
