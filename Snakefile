@@ -5,6 +5,9 @@
 # stage continues from its last checkpoint (profiles/default sets --rerun-incomplete).
 import json
 from w2v import config as w2vconfig
+from w2v.locks import clear_stale_locks, record_lock_owner
+
+clear_stale_locks()  # a SIGKILLed run left its lock: the same command resumes without --unlock
 
 if not workflow.overwrite_configfiles:  # the demo is the default; a --configfile replaces it
     configfile: "egs/demo/config.yaml"
@@ -54,6 +57,9 @@ def finetune_init_arg(wildcards):
 def decode_dir(wildcards):
     return f"{E}/decode/{wildcards.exp}"
 
+
+onstart:
+    record_lock_owner()
 
 rule all:
     input: f"{E}/results.md"
