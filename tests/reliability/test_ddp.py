@@ -27,12 +27,23 @@ def test_every_rank_gets_the_same_number_of_batches(n_batches, world):
     assert shard_batches(batches, 0, 1) == batches
 
 
-def test_two_processes_train_identically_and_only_rank0_writes(tmp_path):
-    cuts = write_tiny_cuts(tmp_path / "a", n=7)
-    out, rec = tmp_path / "out", tmp_path / "rec"
-    r = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-             str(ROOT / "tests/reliability/ddp_worker.py"), str(cuts), str(out), str(rec)])
+def _worker(cuts, out, rec, *extra: str):
+    return run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                str(ROOT / "tests/reliability/ddp_worker.py"), str(cuts), str(out), str(rec), *extra])
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory):
+    """An uninterrupted 2-process pre-training on 7 cuts (an odd number of batches per epoch)."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    cuts = write_tiny_cuts(tmp / "a", n=7)
+    r = _worker(cuts, tmp / "out", tmp / "rec")
     assert r.returncode == 0, r.stderr[-4000:]
+    return cuts, tmp / "out", tmp / "rec"
+
+
+def test_two_processes_train_identically_and_only_rank0_writes(two_rank_run):
+    _, out, rec = two_rank_run
     seen = [json.loads((rec / f"rank_{k}.json").read_text()) for k in (0, 1)]
     assert seen[0]["all_batches"] % 2 == 1  # uneven: the case that hangs DDP without padding
     assert seen[0]["batches_per_epoch"] == seen[1]["batches_per_epoch"]
@@ -49,6 +60,19 @@ def test_two_processes_train_identically_and_only_rank0_writes(tmp_path):
     assert not torch.equal(ck["rng"][0]["torch"], ck["rng"][1]["torch"])
     final = torch.load(out / "model.pt", weights_only=True)["model"]
     assert all(torch.equal(final[k], w0[k]) for k in w0)
+
+
+def test_killed_two_process_run_resumes_bit_identical(two_rank_run, tmp_path):
+    cuts, _, rec_ref = two_rank_run
+    r = _worker(cuts, tmp_path / "out", tmp_path / "rec", "2")  # rank 0 SIGKILLed after checkpoint 2
+    assert r.returncode != 0 and not (tmp_path / "out/model.pt").exists()
+    r = _worker(cuts, tmp_path / "out", tmp_path / "rec")
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "resumed from" in r.stderr
+    ref = torch.load(rec_ref / "weights_0.pt", weights_only=True)
+    for k in (0, 1):
+        got = torch.load(tmp_path / f"rec/weights_{k}.pt", weights_only=True)
+        assert all(torch.equal(ref[n], got[n]) for n in ref), k
 
 
 def test_cli_gpus_runs_torchrun_and_a_failing_rank_ends_the_job(tmp_path):
