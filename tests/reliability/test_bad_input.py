@@ -18,7 +18,7 @@ from synth import write_tiny_cuts, write_units
 from test_loop import SMALL
 from w2v.cli import main
 from w2v.data.cuts import make_cuts
-from w2v.data.ingest import prepare
+from w2v.data.ingest import CorpusError, prepare
 from w2v.decode.ctc import greedy_decode, load_units
 from w2v.decode.emissions import compute_emissions, pad_emissions
 from w2v.models import Wav2Vec2ForCTC, load_model_config
@@ -193,6 +193,17 @@ def test_duplicate_utterance_ids_are_an_error(tmp_path):
     sf.write(tmp_path / "corpus" / "sub" / "a.flac", tone(1.0, 16000), 16000)
     msg = _cli_error(tmp_path, "prepare", "--out", str(tmp_path / "m"))
     assert "audio file names must be unique ids; duplicates: a (" in msg and "sub/a.flac" in msg
+
+
+def test_duplicate_ids_in_a_kaldi_data_dir_are_an_error(tmp_path):
+    d = tmp_path / "kaldi"
+    d.mkdir()
+    for u in ("u1", "u2"):
+        sf.write(tmp_path / f"{u}.wav", tone(1.0, 16000), 16000)
+    (d / "wav.scp").write_text(f"u1 {tmp_path / 'u1.wav'}\nu2 {tmp_path / 'u2.wav'}\n")
+    (d / "text").write_text("u1 hello\nu2 world\nu1 again\n")
+    with pytest.raises(CorpusError, match=r"kaldi/text: duplicate ids: u1 \(lines 1 and 3\)"):
+        prepare({"type": "kaldi", "path": str(d)}, tmp_path / "m")
 
 
 # -- directories -------------------------------------------------------------------------------------

@@ -251,9 +251,17 @@ def _prepare_kaldi(corpus: dict, key: str, num_threads: int):
     root = _existing_dir(corpus, key)
     split = check_split(str(corpus.get("split", "train")), f"{key}.split")
     for name in ("wav.scp", "text", "utt2spk", "segments"):
-        if (root / name).is_file():
-            for _ in utf8_lines(root / name):  # clear error for bad bytes before lhotse reads it
-                pass
+        if (root / name).is_file():  # bad bytes and repeated keys are errors here; lhotse would
+            seen: dict[str, int] = {}  # fail obscurely or silently keep the last line
+            dups = []
+            for n, line in utf8_lines(root / name):
+                key = line.split(maxsplit=1)[0] if line.strip() else ""
+                if key in seen:
+                    dups.append(f"{key} (lines {seen[key]} and {n})")
+                elif key:
+                    seen[key] = n
+            if dups:
+                raise CorpusError(f"{root / name}: duplicate ids: {_few(dups)}")
     if not (root / "wav.scp").is_file():
         raise CorpusError(f"{key}: {root / 'wav.scp'} not found (a Kaldi data dir needs wav.scp)")
     if (root / "segments").is_file() and not (root / "text").is_file():

@@ -74,11 +74,11 @@ def codebook_warnings(row: dict, num_codes: int, collapse_fraction: float, diver
     """Warnings for one log interval's averaged pre-training statistics.
 
     Args:
-        row: averaged stats with ``code_ppl``, ``contrastive``, ``diversity``.
+        row: averaged stats with ``code_ppl``, ``contrastive`` and ``weighted_diversity``
+            (diversity loss times its weight, as it enters the total loss).
         num_codes: G * V, the perplexity of a codebook that uses every entry equally.
         collapse_fraction: warn when ``code_ppl < collapse_fraction * num_codes`` (0 disables).
-        diversity_ratio: warn when ``diversity_weight * diversity > diversity_ratio * contrastive``
-            (``row["diversity"]`` is already weighted by the caller; 0 disables).
+        diversity_ratio: warn when ``weighted_diversity > diversity_ratio * contrastive`` (0 disables).
     """
     out = []
     ppl = row.get("code_ppl")
