@@ -2,8 +2,10 @@
 
 Set-up, data, model, optimizer, loop, checkpoint, in a straight line. Everything random in
 an update (crops, masks, negatives, Gumbel noise) is drawn from a generator seeded by
-``(seed, update)``; dropout uses torch's global generator, whose state is checkpointed. With
-the data position stored as ``(epoch, batch)`` a killed run resumes exactly where it was.
+``(seed, update, rank)``; dropout uses torch's global generator, whose state is checkpointed.
+With the data position stored as ``(epoch, batch)`` a killed run resumes exactly where it was.
+Under ``torchrun`` the same loop runs as DDP ranks (:mod:`w2v.train.distributed`); updates with
+a non-finite loss or gradient are skipped (:mod:`w2v.train.guards`).
 """
 
 from __future__ import annotations
