@@ -3,6 +3,8 @@
 # Stages: prepare cuts lang lm pretrain finetune decode score report (the default target).
 # Rerunning the same command resumes: finished stages are skipped, an interrupted training
 # stage continues from its last checkpoint (profiles/default sets --rerun-incomplete).
+# Several GPUs: `--config gpus=N`; the training rules' `w2v` calls read it from the resolved
+# config and run as N DDP processes under torchrun, each with max_duration seconds per batch.
 import json
 from w2v import config as w2vconfig
 from w2v.locks import clear_stale_locks, record_lock_owner
@@ -24,7 +26,6 @@ TESTS = config.get("decode", {}).get("test_sets", ["test"])
 SUBSETS = list(config.get("finetune", {}).get("subsets", {}))
 EXPS = [f"{init}_{subset}" for init, subset in w2vconfig.experiments(config)]
 LM_ORDER = config.get("lm", {}).get("order", 4)
-GPUS = config.get("gpus", 1)  # > 1: training stages run as DDP processes under torchrun
 CUTS = [f"{D}/cuts/{name}.jsonl.gz" for name in ["pretrain", "train", *[f"train_{s}" for s in SUBSETS], DEV, *TESTS]]
 
 wildcard_constraints:
@@ -104,9 +105,8 @@ rule pretrain:
     message: "pretrain: wav2vec 2.0 ({config[model]}) on {input}"
     threads: workflow.cores
     resources: gpu=1
-    params: cfg=CFG, out=f"{E}/pretrain", settings={"model": config["model"], **config.get("pretrain", {})}, gpus=GPUS
-    shell: "w2v pretrain --config {params.cfg} --cuts {input} --out {params.out} --threads {threads} "
-           "--gpus {params.gpus} 2>&1 | tee -a {log}"
+    params: cfg=CFG, out=f"{E}/pretrain", settings={"model": config["model"], **config.get("pretrain", {})}
+    shell: "w2v pretrain --config {params.cfg} --cuts {input} --out {params.out} --threads {threads} 2>&1 | tee -a {log}"
 
 rule finetune_one:
     input: unpack(finetune_inputs)
@@ -115,10 +115,10 @@ rule finetune_one:
     message: "finetune: CTC on {wildcards.subset} labeled, init {wildcards.init}"
     threads: workflow.cores
     resources: gpu=1
-    params: cfg=CFG, out=finetune_dir, settings=finetune_settings, init=finetune_init_arg, gpus=GPUS
+    params: cfg=CFG, out=finetune_dir, settings=finetune_settings, init=finetune_init_arg
     shell: "w2v finetune --config {params.cfg} --subset {wildcards.subset} --init-from {wildcards.init} "
            "--cuts {input.train} --dev {input.dev} --units {input.units} --out {params.out} {params.init} "
-           "--threads {threads} --gpus {params.gpus} 2>&1 | tee -a {log}"
+           "--threads {threads} 2>&1 | tee -a {log}"
 
 rule finetune:
     input: expand(f"{E}/finetune/{{exp}}/model.pt", exp=EXPS)
