@@ -3,10 +3,15 @@
 # Stages: prepare cuts lang lm pretrain finetune decode score report (the default target).
 # Rerunning the same command resumes: finished stages are skipped, an interrupted training
 # stage continues from its last checkpoint (profiles/default sets --rerun-incomplete).
+# Several GPUs: `--config gpus=N`; the training rules' `w2v` calls read it from the resolved
+# config and run as N DDP processes under torchrun, each with max_duration seconds per batch.
 import json
 import os
 from w2v import config as w2vconfig
 from w2v.data import corpora
+from w2v.locks import clear_stale_locks, record_lock_owner
+
+clear_stale_locks()  # a SIGKILLed run left its lock: the same command resumes without --unlock
 
 if not workflow.overwrite_configfiles:  # the demo is the default; a --configfile replaces it
     configfile: "egs/demo/config.yaml"
@@ -57,6 +62,9 @@ def finetune_init_arg(wildcards):
 def decode_dir(wildcards):
     return f"{E}/decode/{wildcards.exp}"
 
+
+onstart:
+    record_lock_owner()
 
 rule all:
     input: f"{E}/results.md"

@@ -103,7 +103,16 @@ def _train(a, task: str, settings: dict, **kwargs) -> None:
     from w2v.train.loop import train
 
     cfg = _cfg(a.config)
-    _threads(a.threads)
+    gpus = a.gpus or cfg.get("gpus", 1)
+    if gpus > 1 and "WORLD_SIZE" not in os.environ:  # relaunch this command as `gpus` DDP processes
+        from w2v.train.distributed import launch
+
+        rc = launch(gpus, a.argv)
+        if rc != 0:
+            raise SystemExit(f"w2v {task}: {gpus} training processes under torchrun failed (exit status {rc}); "
+                             "each failed rank's error is above. Rerun the same command to resume")
+        return
+    _threads(a.threads and max(1, a.threads // int(os.environ.get("WORLD_SIZE", 1))))  # threads per process
     where = f"{a.config} ({task} settings)"
     tcfg = TrainConfig.from_dict({"task": task, **settings}, where=where)
     train(tcfg, a.cuts, a.out, load_model_config(cfg["model"]), device=a.device or cfg.get("device"), **kwargs)
@@ -173,7 +182,8 @@ def cmd_decode(a) -> None:
         name = _cut_name(path)
         cuts, audio, refs = _load_eval_set(path)
         t0 = time.time()
-        em = compute_emissions(model, audio, normalize, dc.get("max_duration", 120.0), device, desc=f"{name} emissions")
+        em = compute_emissions(model, audio, normalize, dc.get("max_duration", 120.0), device, desc=f"{name} emissions",
+                               ids=[c.id for c in cuts])
         secs = sum(len(x) for x in audio) / 16000
         log.info("%s: %d utterances, %.1f min audio, acoustic model at %.0fx real time", name, len(cuts),
                  secs / 60, secs / max(1e-9, time.time() - t0))
@@ -324,7 +334,7 @@ def cmd_import_checkpoint(a) -> None:
             from w2v.decode.ctc import load_units
 
             units = load_units(a.units)
-        summary = import_fairseq(src, Path(a.out), units=units)
+        summary = import_fairseq(src, Path(a.out), units=units, trust=a.trust_checkpoint)
     else:
         raise FileNotFoundError(f"{src}: neither a Hugging Face model directory nor a fairseq .pt file")
     print(json.dumps({k: v for k, v in summary.items() if k != "units"}, indent=2, default=str))
@@ -375,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     def compute(s):
         s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
         s.add_argument("--device", default=None, help="auto (default: the recipe's `device`), cpu, cuda, cuda:1, ...")
+        return s
 
     cfg = "--config exp/demo/config.json"
     add("prepare", cmd_prepare, "corpus on disk -> lhotse manifests",
@@ -394,12 +405,18 @@ def build_parser() -> argparse.ArgumentParser:
         f"w2v lm {cfg} --text data/demo/lang/lm_text.txt --out data/demo/lm/4gram",
         [("--text", "LM training text, one sentence a line (`w2v lang` writes it)"),
          ("--out", "directory for lm.arpa and lm.bin")])
-    compute(add("pretrain", cmd_pretrain, "self-supervised pre-training",
+    def processes(s):
+        s.add_argument("--gpus", type=int, default=None,
+                       help="training processes (DDP under torchrun, one per GPU; gloo on CPU); default: the "
+                            "recipe's gpus, else 1")
+        return s
+
+    processes(compute(add("pretrain", cmd_pretrain, "self-supervised pre-training",
                 f"w2v pretrain {cfg} --cuts data/demo/cuts/pretrain.jsonl.gz --out exp/demo/pretrain",
                 [("--cuts", "unlabeled audio (a CutSet)"),
                  ("--out", "experiment directory: checkpoints/, train_log.jsonl, tensorboard/, model.pt")],
                 description="Self-supervised wav2vec 2.0 pre-training with the recipe's `pretrain` settings; "
-                            "rerunning resumes from the newest checkpoint."))
+                            "rerunning resumes from the newest checkpoint.")))
     s = add("finetune", cmd_finetune, "CTC fine-tuning on a labeled subset",
             f"w2v finetune {cfg} --subset 1h --init-from pretrained --cuts data/demo/cuts/train_1h.jsonl.gz "
             "--dev data/demo/cuts/dev.jsonl.gz --units data/demo/lang/units.txt --out exp/demo/finetune/pretrained_1h",
@@ -410,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
             description="CTC fine-tuning on a labeled subset, from the pre-trained model or from scratch; "
                         "rerunning resumes from the newest checkpoint.")
     compute(s)
+    processes(s)
     s.add_argument("--init-from", choices=["pretrained", "scratch"], default="pretrained",
                    help="start from a pre-trained model (default) or from random weights")
     s.add_argument("--init", default=None, help="pre-trained model.pt (default: finetune.init_from, else the recipe's)")
@@ -453,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("src", help="HF directory (config.json + safetensors/bin) or fairseq checkpoint .pt")
     s.add_argument("out", help="model.pt to write")
     s.add_argument("--units", default=None, help="fairseq CTC: units.txt (default: dict.ltr.txt beside SRC)")
+    s.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow unpickling SRC (fairseq .pt files pickle Python objects; unpickling can run "
+                        "code, so only for files from a source you trust)")
     s = add("export-hf", cmd_export_hf, "w2v model.pt -> a directory transformers loads",
             "w2v export-hf exp/demo/finetune/pretrained_1h/model.pt exp/demo/hf_pretrained_1h", config=False)
     s.add_argument("checkpoint", help="w2v model.pt (pre-trained or fine-tuned)")
@@ -484,7 +505,9 @@ def main(argv: list[str] | None = None) -> None:
     from w2v.io import setup_logging
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     setup_logging(level=logging.DEBUG if args.verbose else logging.INFO)
+    rank = f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
     try:
         args.fn(args)
     except KeyboardInterrupt:
@@ -492,7 +515,7 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
         if args.verbose:
             raise
-        raise SystemExit(f"w2v {args.command}: error: {e}")
+        raise SystemExit(f"w2v {args.command}: error{rank}: {e}")
 
 
 if __name__ == "__main__":

@@ -94,6 +94,8 @@ SCHEMA: dict[str, Any] = {
             },
         },
         "device": {"type": "string"},
+        "gpus": {"type": "integer", "minimum": 1,
+                 "description": "training processes per stage (DDP under torchrun); the CLI's --gpus overrides"},
         "paper": {"type": "array", "items": {"type": "object"}},
     },
 }

@@ -28,10 +28,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     libraries choosing a format by extension (lhotse, torch) behave the same.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
     stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.tmp", suffix=suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.tmp", suffix=suffix, dir=path.parent)
+    except OSError as e:  # the bare error would name a temporary file the user never asked for
+        raise OSError(e.errno, f"cannot write {path}: its directory {path.parent} is not writable "
+                               f"({e.strerror})") from None
     os.close(fd)
     tmp = Path(tmp)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; outputs are ordinary files

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 needs = [shutil.which("espeak-ng"), shutil.which("bible")]
 
 
-def _small_config(workdir: Path) -> Path:
+def small_config(workdir: Path) -> Path:
     cfg = yaml.safe_load((ROOT / "egs/demo/config.yaml").read_text())
     cfg["local"]["args"]["scale"] = 0.12
     cfg["cuts"]["labeled_subsets"] = ["1m", "3m"]
@@ -41,16 +41,22 @@ def _small_config(workdir: Path) -> Path:
     return path
 
 
-def _snakemake(workdir: Path, cfg: Path, *targets: str) -> subprocess.CompletedProcess:
+def snakemake_cmd(workdir: Path, cfg: Path, *targets: str) -> tuple[list[str], dict]:
+    """The snakemake command line for the reduced demo in ``workdir``, and its environment."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "-c2",
            f"--configfile={cfg}", *targets]
+    return cmd, env
+
+
+def _snakemake(workdir: Path, cfg: Path, *targets: str) -> subprocess.CompletedProcess:
+    cmd, env = snakemake_cmd(workdir, cfg, *targets)
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=1500)
 
 
 @pytest.mark.skipif(not all(needs), reason="espeak-ng and bible-kjv are needed (scripts/setup.sh installs them)")
 def test_demo_end_to_end_and_resume(tmp_path):
-    cfg = _small_config(tmp_path)
+    cfg = small_config(tmp_path)
     r = _snakemake(tmp_path, cfg)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-8000:]
 

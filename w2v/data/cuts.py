@@ -186,6 +186,7 @@ def make_cuts(
     # One labeled cut per supervision, transcript normalised.
     filtered: dict[str, list[str]] = {"too_short": [], "too_long": [], "empty_text": []}
     dropped: Counter[str] = Counter()
+    lost_ids: list[str] = []  # utterances that lost characters in normalisation
     by_set: dict[str, list[Cut]] = defaultdict(list)
     pretrain: list[Cut] = []
     supervised_recs: set[str] = set()
@@ -200,7 +201,10 @@ def make_cuts(
             pretrain += [_data_cut(i, rec, st, d, [], s.language) for i, st, d in
                          _windows(s.id, rec, s.start, s.duration, max_duration)]
         text = normalize_text(s.text or "", normalize)
-        dropped.update(dropped_characters(s.text or "", normalize))
+        lost = dropped_characters(s.text or "", normalize)
+        if lost:
+            dropped.update(lost)
+            lost_ids.append(s.id)
         if s.duration < min_duration:
             filtered["too_short"].append(s.id)
         elif s.duration > max_duration:
@@ -223,9 +227,9 @@ def make_cuts(
         log.warning("dropped %d pre-training cuts shorter than %.2f s: %s",
                     len(short_pre), min_duration, _few(short_pre))
     if dropped:
-        log.warning("normalisation dropped %d characters not representable in %s: %s",
-                    sum(dropped.values()), normalize,
-                    " ".join(f"{c!r}x{n}" for c, n in dropped.most_common(10)))
+        log.warning("normalisation dropped %d characters not representable in %s from %d utterance(s): %s; "
+                    "utterances: %s", sum(dropped.values()), normalize, len(lost_ids),
+                    " ".join(f"{c!r}x{n}" for c, n in dropped.most_common(10)), _few(lost_ids))
 
     sets: dict[str, list[Cut]] = {"pretrain": pretrain, "train": by_set.pop("train", [])}
     order = speaker_balanced_order(sets["train"], seed)
@@ -281,6 +285,7 @@ def make_cuts(
             "sets": summary,
             "filtered": {k: len(v) for k, v in filtered.items()} | {"pretrain_too_short": len(short_pre)},
             "dropped_characters": dict(dropped.most_common()),
+            "utterances_with_dropped_characters": len(lost_ids),
             "params": {"labeled_subsets": labeled_subsets, "dev_speakers": dev_speakers,
                        "test_speakers": test_speakers, "min_duration": min_duration,
                        "max_duration": max_duration, "seed": seed, "normalize": normalize},

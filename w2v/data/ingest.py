@@ -172,10 +172,18 @@ def read_transcripts(path: Path) -> list[Transcript]:
 
 
 def _info(path: Path) -> tuple[Path, sf._SoundFileInfo | None, str]:
+    """Header of an audio file, checked by reading its last frame: a truncated FLAC's header
+    still claims the full length, and the manifest would promise audio that is not there."""
     try:
-        return path, sf.info(str(path)), ""
+        info = sf.info(str(path))
+        if info.frames > 0:
+            with sf.SoundFile(str(path)) as f:
+                f.seek(info.frames - 1)
+                if len(f.read(1)) != 1:
+                    raise RuntimeError("cannot read the last frame")
+        return path, info, ""
     except Exception as e:  # libsndfile raises RuntimeError / LibsndfileError
-        return path, None, str(e)
+        return path, None, f"truncated or corrupt: {e}" if "info" in locals() else str(e)
 
 
 def _recordings(paths: dict[str, Path], num_threads: int, desc: str) -> list[Recording]:
@@ -251,9 +259,17 @@ def _prepare_kaldi(corpus: dict, key: str, num_threads: int):
     root = _existing_dir(corpus, key)
     split = check_split(str(corpus.get("split", "train")), f"{key}.split")
     for name in ("wav.scp", "text", "utt2spk", "segments"):
-        if (root / name).is_file():
-            for _ in utf8_lines(root / name):  # clear error for bad bytes before lhotse reads it
-                pass
+        if (root / name).is_file():  # bad bytes and repeated keys are errors here; lhotse would
+            seen: dict[str, int] = {}  # fail obscurely or silently keep the last line
+            dups = []
+            for n, line in utf8_lines(root / name):
+                key = line.split(maxsplit=1)[0] if line.strip() else ""
+                if key in seen:
+                    dups.append(f"{key} (lines {seen[key]} and {n})")
+                elif key:
+                    seen[key] = n
+            if dups:
+                raise CorpusError(f"{root / name}: duplicate ids: {_few(dups)}")
     if not (root / "wav.scp").is_file():
         raise CorpusError(f"{key}: {root / 'wav.scp'} not found (a Kaldi data dir needs wav.scp)")
     if (root / "segments").is_file() and not (root / "text").is_file():

@@ -13,6 +13,7 @@ from w2v.data.batching import BatchPlan, collate_audio
 from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC
 from w2v.models.adapters import load_adapter
 from w2v.train.checkpoint import load
+from w2v.train.loop import receptive_field
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +45,26 @@ def load_ctc_model(path: str | Path, device: torch.device | str = "cpu",
 @torch.no_grad()
 def compute_emissions(model: Wav2Vec2ForCTC, audio: list[np.ndarray], normalize: bool,
                       max_duration: float = 120.0, device: torch.device | str = "cpu",
-                      desc: str | None = None) -> list[torch.Tensor]:
-    """Log-probabilities ``(frames, units)`` (float32, CPU) for each mono 16 kHz waveform, in order."""
+                      desc: str | None = None, ids: list[str] | None = None) -> list[torch.Tensor]:
+    """Log-probabilities ``(frames, units)`` (float32, CPU) for each mono 16 kHz waveform, in order.
+
+    Audio shorter than the conv encoder's receptive field gets zero frames (an empty
+    hypothesis); such utterances are logged, by ``ids`` when given.
+    """
     durations = [len(a) / 16000 for a in audio]
     plan = BatchPlan(durations, max_duration, seed=0, num_buckets=1)
     out: list[torch.Tensor | None] = [None] * len(audio)
     use_bf16 = torch.device(device).type == "cuda"
     batches = plan.epoch(0)
+    min_samples = receptive_field(model.wav2vec2.cfg)
+    short = [ids[i] if ids else str(i) for i, a in enumerate(audio) if len(a) < min_samples]
+    if short:
+        log.warning("%d utterance(s) shorter than the receptive field (%d samples) get an empty hypothesis: %s",
+                    len(short), min_samples, ", ".join(short[:5]) + (" ..." if len(short) > 5 else ""))
     for batch in tqdm(batches, desc=desc or "emissions", unit="batch", disable=desc is None, mininterval=2):
         wav, lens = collate_audio([audio[i] for i in batch], normalize)
+        if wav.shape[1] < min_samples:  # shorter than the receptive field: no frames, an empty hypothesis
+            wav = torch.nn.functional.pad(wav, (0, min_samples - wav.shape[1]))
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=use_bf16):
             logits, flens = model(wav.to(device), lens.to(device))
         logp = torch.log_softmax(logits.float(), dim=-1).cpu()

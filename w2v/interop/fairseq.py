@@ -379,7 +379,8 @@ def read_fairseq_dictionary(path: str | Path) -> list[str]:
 # ---------------------------------------------------------------- import
 
 
-def import_fairseq(pt_path: str | Path, out_path: str | Path, units: list[str] | None = None) -> dict[str, Any]:
+def import_fairseq(pt_path: str | Path, out_path: str | Path, units: list[str] | None = None,
+                   trust: bool = False) -> dict[str, Any]:
     """Convert a fairseq wav2vec 2.0 checkpoint into our `model.pt`.
 
     Args:
@@ -387,19 +388,23 @@ def import_fairseq(pt_path: str | Path, out_path: str | Path, units: list[str] |
         out_path: where to write our checkpoint (atomically).
         units: CTC units in id order (id 0 the blank); default: `dict.ltr.txt` beside `pt_path`.
             Ignored for pre-trained checkpoints.
+        trust: allow full unpickling. fairseq's files pickle Python objects (``argparse.Namespace``,
+            omegaconf configs), and unpickling can run any code the file's author chose; without
+            ``trust`` only files that load with ``torch.load(weights_only=True)`` are accepted.
 
     Returns:
         Summary: task, source, out, dropped fairseq keys, n_params, n_units (CTC).
 
     Raises:
-        CheckpointError: unreadable or truncated file (named).
+        CheckpointError: unreadable or truncated file (named); UntrustedCheckpointError when
+            the file needs unpickling and ``trust`` is false.
         FairseqImportError: unknown keys, missing keys, shape mismatches, missing units.
     """
     from w2v.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, count_parameters
     from w2v.train.checkpoint import load, save_atomic
 
     pt_path = Path(pt_path)
-    ckpt = load(pt_path)
+    ckpt = load(pt_path, trust=trust)
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("model"), Mapping):
         raise FairseqImportError(f"{pt_path} is not a fairseq checkpoint (no 'model' state dict)")
     fs_state = ckpt["model"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -23,6 +24,10 @@ _NUMBERED = re.compile(r"checkpoint_(\d+)\.pt$")
 
 class CheckpointError(RuntimeError):
     pass
+
+
+class UntrustedCheckpointError(CheckpointError):
+    """A checkpoint that only full (code-running) unpickling could read."""
 
 
 def save_atomic(obj: dict, path: str | Path) -> None:
@@ -42,12 +47,13 @@ def save_atomic(obj: dict, path: str | Path) -> None:
 class CheckpointDir:
     """Numbered checkpoints ``checkpoint_<update>.pt`` plus ``checkpoint_best.pt``."""
 
-    def __init__(self, path: str | Path, keep_last: int = 2):
+    def __init__(self, path: str | Path, keep_last: int = 2, clean: bool = True):
         self.path = Path(path)
         self.keep_last = max(1, keep_last)
-        self.path.mkdir(parents=True, exist_ok=True)
-        for stale in self.path.glob(".checkpoint_*.tmp*"):  # left by a save that was killed
-            stale.unlink(missing_ok=True)
+        if clean:  # the writer's job (rank 0 when several processes train)
+            self.path.mkdir(parents=True, exist_ok=True)
+            for stale in self.path.glob(".checkpoint_*.tmp*"):  # left by a save that was killed
+                stale.unlink(missing_ok=True)
 
     def numbered(self) -> list[tuple[int, Path]]:
         found = []
@@ -76,12 +82,26 @@ class CheckpointDir:
         return target
 
 
-def load(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint written by :func:`save_atomic`, naming the file if it is unreadable."""
+def load(path: str | Path, map_location="cpu", trust: bool = False) -> dict:
+    """Load a checkpoint written by :func:`save_atomic`, naming the file if it is unreadable.
+
+    Our checkpoints hold only tensors, numbers, strings, lists and dicts, so they load with
+    ``weights_only=True``: unpickling cannot run code from a file someone else made. ``trust``
+    allows full unpickling, for foreign formats (fairseq) whose files hold Python objects.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location=map_location, weights_only=not trust)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+        why = next((ln.strip() for ln in str(e).splitlines() if "Unsupported" in ln), "")
+        why = why.split(" was not")[0].removeprefix("WeightsUnpickler error: ")
+        raise UntrustedCheckpointError(
+            f"{path} holds Python objects beyond tensors and plain data ({why}), so reading it means "
+            "unpickling, which can run arbitrary code. It was not written by this version of w2v. If you "
+            "trust its origin, import it with `w2v import-checkpoint --trust-checkpoint`.") from None
     except Exception as e:  # torch raises several types for truncated/corrupt files
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e

@@ -41,6 +41,10 @@ class TrainConfig:
     save_every: int = 200  # checkpoint (and validation, when fine-tuning) interval
     keep_last: int = 2  # numbered checkpoints kept besides the best
     seed: int = 1
+    max_bad_updates: int = 10  # stop after this many non-finite losses/gradients in a row
+    collapse_fraction: float = 0.1  # warn when code perplexity < this x G*V (0: never)
+    diversity_ratio: float = 1.0  # warn when weighted diversity loss > this x contrastive loss (0: never)
+    dist_timeout: float = 900.0  # seconds a rank waits for the others before giving up (several processes)
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     model_overrides: dict = field(default_factory=dict)  # e.g. mask_prob, layerdrop when fine-tuning
     language_alpha: float = 0.5  # XLSR language sampling p_l ∝ (n_l/N)^α, used when the cuts hold 2+ languages

@@ -2,8 +2,10 @@
 
 Set-up, data, model, optimizer, loop, checkpoint, in a straight line. Everything random in
 an update (crops, masks, negatives, Gumbel noise) is drawn from a generator seeded by
-``(seed, update)``; dropout uses torch's global generator, whose state is checkpointed. With
-the data position stored as ``(epoch, batch)`` a killed run resumes exactly where it was.
+``(seed, update, rank)``; dropout uses torch's global generator, whose state is checkpointed.
+With the data position stored as ``(epoch, batch)`` a killed run resumes exactly where it was.
+Under ``torchrun`` the same loop runs as DDP ranks (:mod:`w2v.train.distributed`); updates with
+a non-finite loss or gradient are skipped (:mod:`w2v.train.guards`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from w2v.io import atomic_path, write_json
 from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
 from w2v.models.adapters import adapter_weights, freeze_base, is_adapter_key
 from w2v.train.checkpoint import CheckpointDir, load, save_atomic
+from w2v.train import distributed
 from w2v.train.config import TrainConfig
+from w2v.train.guards import SkippedBatches, codebook_warnings
 from w2v.train.losses import ctc_loss, pretraining_loss
 from w2v.train.schedules import Schedule
 from w2v.train.tensorboard import TensorBoardLog
@@ -50,6 +54,14 @@ def conv_output_frames(cfg: Wav2Vec2Config, num_samples: int) -> int:
     return n
 
 
+def receptive_field(cfg: Wav2Vec2Config) -> int:
+    """The fewest samples from which the conv feature encoder makes one frame (400 for the base)."""
+    need = 1
+    for _, kernel, stride in reversed(cfg.conv_feature_layers):
+        need = (need - 1) * stride + kernel
+    return need
+
+
 def ctc_min_frames(ids: list[int]) -> int:
     """CTC needs one frame per label plus a blank between each pair of repeated labels."""
     return len(ids) + sum(1 for a, b in zip(ids, ids[1:]) if a == b)
@@ -61,12 +73,24 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
+def audio_files(cut) -> str:
+    """The file(s) behind a cut (a down-mixed multi-channel cut is a MixedCut of tracks)."""
+    cuts = [t.cut for t in cut.tracks] if hasattr(cut, "tracks") else [cut]
+    files = {s.source for c in cuts if getattr(c, "has_recording", False) for s in c.recording.sources}
+    return ", ".join(sorted(files)) or "?"
+
+
 class AudioStore:
-    """Mono 16 kHz float32 audio of a list of cuts, decoded on demand (optionally cached)."""
+    """Mono 16 kHz float32 audio of a list of cuts, decoded on demand (optionally cached).
+
+    NaN/Inf samples (possible only in float WAV files) are set to zero with a warning naming
+    the cut and file, once per cut: one bad sample would otherwise make every loss NaN.
+    """
 
     def __init__(self, cuts: list, cache: bool):
         self.cuts = cuts
         self.cache: dict[int, np.ndarray] | None = {} if cache else None
+        self.non_finite: set[str] = set()
 
     def __getitem__(self, i: int) -> np.ndarray:
         if self.cache is not None and i in self.cache:
@@ -75,9 +99,16 @@ class AudioStore:
         try:
             audio = cut.load_audio()
         except Exception as e:
-            raise TrainingError(f"cannot load audio of cut {cut.id}: {e}") from e
+            raise TrainingError(f"cannot load audio of cut {cut.id} ({audio_files(cut)}): {e}") from e
         audio = np.asarray(audio, dtype=np.float32)
         audio = audio.mean(axis=0) if audio.ndim == 2 else audio
+        bad = ~np.isfinite(audio)
+        if bad.any():
+            if cut.id not in self.non_finite:
+                self.non_finite.add(cut.id)
+                log.warning("cut %s (%s): %d NaN/Inf sample(s) set to 0 (%d cut(s) so far)", cut.id,
+                            audio_files(cut), int(bad.sum()), len(self.non_finite))
+            audio = np.where(bad, np.float32(0), audio)
         if self.cache is not None:
             self.cache[i] = audio
         return audio
@@ -185,20 +216,28 @@ def _language_summary(plan: BatchPlan, seconds: dict[str, float]) -> dict:
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    """Every global RNG's state as tensors, lists and numbers (loadable with ``weights_only=True``)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": {"version": version, "state": list(py_state), "gauss": py_gauss},
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def _set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
-    random.setstate(s["python"])
+    n = s["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = s["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
     if s.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def _step_generator(seed: int, num_updates: int) -> tuple[torch.Generator, np.random.Generator]:
-    s = seed * 1_000_003 + num_updates
+def _step_generator(seed: int, num_updates: int, rank: int = 0) -> tuple[torch.Generator, np.random.Generator]:
+    s = seed * 1_000_003 + num_updates + rank * 1_000_000_007
     return torch.Generator().manual_seed(s), np.random.default_rng(s)
 
 
@@ -237,14 +276,17 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
         Path of the final model file.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device)
+    info = distributed.dist_info()
+    main = info.is_main  # only rank 0 writes files
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    dev = distributed.init(info, resolve_device(device), tcfg.dist_timeout)
     task = tcfg.task
     if task not in ("pretrain", "finetune"):
         raise TrainingError(f"unknown task {task!r}; expected pretrain or finetune")
-    random.seed(tcfg.seed)
-    np.random.seed(tcfg.seed)
-    torch.manual_seed(tcfg.seed)
+    random.seed(tcfg.seed + info.rank)
+    np.random.seed(tcfg.seed + info.rank)
+    torch.manual_seed(tcfg.seed + info.rank)
 
     units = load_units(units_path) if task == "finetune" else None
     model, cfg, other_adapters = build_model(task, model_cfg, tcfg, len(units) if units else None, init)
@@ -252,11 +294,13 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     if tcfg.adapter:
         cuts = _select_language(cuts, tcfg.adapter["lang"], cuts_path)
     if task == "pretrain":
-        short = [c.id for c in cuts if c.duration < tcfg.min_seconds]
+        # the conv encoder makes no frame from less than its receptive field (400 samples for the base)
+        short = {c.id for c in cuts if c.duration < tcfg.min_seconds
+                 or conv_output_frames(cfg, int(round(c.duration * SAMPLE_RATE))) < 1}
         if short:
-            log.warning("skipping %d utterance(s) shorter than %.2fs, e.g. %s", len(short), tcfg.min_seconds,
-                        ", ".join(short[:5]))
-        cuts = [c for c in cuts if c.duration >= tcfg.min_seconds]
+            log.warning("skipping %d utterance(s) shorter than %.2fs or the receptive field, e.g. %s", len(short),
+                        tcfg.min_seconds, ", ".join(sorted(short)[:5]))
+        cuts = [c for c in cuts if c.id not in short]
         targets = None
         durations = [min(c.duration, tcfg.crop_seconds) for c in cuts]
     else:
@@ -275,7 +319,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     except ValueError as e:
         raise TrainingError(f"{cuts_path}: {e}") from e
     dev_store = dev_refs = None
-    if task == "finetune" and dev_cuts_path is not None:
+    if task == "finetune" and dev_cuts_path is not None and main:
         dev_cuts = _load_cuts(dev_cuts_path)
         if tcfg.adapter:
             dev_cuts = _select_language(dev_cuts, tcfg.adapter["lang"], dev_cuts_path)
@@ -293,8 +337,9 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     sched = Schedule(tcfg.schedule, tcfg.lr, tcfg.max_updates, warmup=tcfg.warmup, hold=tcfg.hold,
                      end_lr=tcfg.end_lr, final_lr_scale=tcfg.final_lr_scale)
     use_bf16 = tcfg.precision == "bf16" or (tcfg.precision == "auto" and dev.type == "cuda")
-    ckdir = CheckpointDir(out_dir / "checkpoints", keep_last=tcfg.keep_last)
+    ckdir = CheckpointDir(out_dir / "checkpoints", keep_last=tcfg.keep_last, clean=main)
     log_path = out_dir / "train_log.jsonl"
+    skipped = SkippedBatches(out_dir / "skipped_batches.jsonl", tcfg.max_bad_updates, write=main)
 
     num_updates, epoch, pos, best = 0, 0, 0, None
     lang_seconds: dict[str, float] = {}  # audio seconds trained on, per language (multilingual plans)
@@ -304,44 +349,69 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         num_updates, epoch, pos, best = ck["num_updates"], ck["epoch"], ck["batch"], ck.get("best")
-        _set_rng_state(ck["rng"])
+        if ck.get("world_size", 1) == info.world_size:
+            _set_rng_state(ck["rng"][info.rank])
+        else:
+            log.warning("%s was written by %d process(es), this run has %d: resuming, but not bit-exactly",
+                        latest, ck.get("world_size", 1), info.world_size)
         lang_seconds = dict(ck.get("language_seconds") or {})
         log.info("resumed from %s (update %d, epoch %d, batch %d)", latest, num_updates, epoch, pos)
-        if log_path.exists():  # drop log lines written after that checkpoint
+        if main:
+            skipped.resume(epoch, pos)
+        if main and log_path.exists():  # drop log lines written after that checkpoint
             kept = [ln for ln in log_path.read_text().splitlines() if json.loads(ln)["update"] <= num_updates]
             with atomic_path(log_path) as tmp:
                 tmp.write_text("".join(k + "\n" for k in kept))
-    elif log_path.exists():
-        log_path.unlink()
+    elif main:
+        skipped.reset()
+        if log_path.exists():
+            log_path.unlink()
+
+    raw_model = model
+    if info.enabled:  # after loading: DDP broadcasts rank 0's weights to every rank
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None,
+            # frozen-transformer updates and layerdrop leave parameters without gradients
+            find_unused_parameters=task == "finetune" or cfg.layerdrop > 0)
 
     def state() -> dict:
-        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "num_updates": num_updates,
-                "epoch": epoch, "batch": pos, "best": best, "rng": _rng_state(),
+        rng = distributed.gather(_rng_state(), info)  # a collective: every rank calls it
+        return {"model": raw_model.state_dict(), "optimizer": opt.state_dict(), "num_updates": num_updates,
+                "epoch": epoch, "batch": pos, "best": best, "rng": rng, "world_size": info.world_size,
                 "language_seconds": dict(lang_seconds), "model_config": cfg.to_dict(),
                 "train_config": tcfg.to_dict(), "task": task}
 
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("%s: %d utterances (%.2f h), %d batches/epoch, model %.2fM params, device %s%s", task, len(cuts),
-             sum(c.duration for c in cuts) / 3600, len(plan.epoch(epoch)), n_params / 1e6, dev,
+    def epoch_batches(e: int) -> list[list[int]]:
+        return distributed.shard_batches(plan.epoch(e), info.rank, info.world_size)
+
+    n_params = sum(p.numel() for p in raw_model.parameters())
+    batches, batches_epoch = epoch_batches(epoch), epoch
+    log.info("%s: %d utterances (%.2f h), %d batches/epoch%s, model %.2fM params, device %s%s", task, len(cuts),
+             sum(c.duration for c in cuts) / 3600, len(batches),
+             f" per process x {info.world_size}" if info.enabled else "", n_params / 1e6, dev,
              " (bf16)" if use_bf16 else "")
     if plan.multilingual:
         probs = plan.language_probabilities()
         log.info("languages (hours, sampling probability at alpha %.2f): %s", plan.alpha,
                  ", ".join(f"{k} {h:.3f} h p={probs[k]:.3f}" for k, h in plan.language_hours().items()))
     bar = tqdm(total=tcfg.max_updates, initial=num_updates, desc=task, unit="upd", dynamic_ncols=True,
-               mininterval=2.0)
+               mininterval=2.0, disable=not main)
+    num_codes = cfg.latent_groups * cfg.latent_vars
     acc: dict[str, float] = {}
-    n_acc, audio_s, t0, bad_steps = 0, 0.0, time.time(), 0
+    n_acc, audio_s, t0 = 0, 0.0, time.time()
     tb = TensorBoardLog(out_dir / "tensorboard", num_updates)
-    logf = open(log_path, "a")
+    logf = open(log_path, "a") if main else None
     try:
         while num_updates < tcfg.max_updates:
-            batches = plan.epoch(epoch)
+            if batches_epoch != epoch:
+                batches, batches_epoch = epoch_batches(epoch), epoch
             if pos >= len(batches):
                 epoch, pos = epoch + 1, 0
                 continue
             batch = batches[pos]
-            g, npg = _step_generator(tcfg.seed, num_updates)
+            g, npg = _step_generator(tcfg.seed, num_updates, info.rank)
             waves = []
             for i in batch:
                 w = store[i]
@@ -358,26 +428,28 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             frozen = task == "finetune" and num_updates < tcfg.freeze_transformer_updates
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 if task == "pretrain":
-                    model.set_num_updates(num_updates)
+                    raw_model.set_num_updates(num_updates)
                     out = model(wav, lens, generator=g)
                     loss, stats = pretraining_loss(out, tcfg.diversity_weight, tcfg.feature_penalty_weight)
+                    stats["weighted_diversity"] = tcfg.diversity_weight * stats["diversity"]
                 else:
                     tgt, tlens = collate_targets([targets[i] for i in batch])
                     logits, flens = model(wav, lens, apply_mask=True, generator=g, train_encoder=not frozen)
                     loss = ctc_loss(logits, flens, tgt.to(dev), tlens.to(dev))
                     stats = {"loss": float(loss.detach())}
             opt.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
-                bad_steps += 1
-                log.warning("update %d: non-finite loss, batch skipped (%d in a row)", num_updates, bad_steps)
-                if bad_steps >= 10:
-                    raise TrainingError(f"loss was non-finite for {bad_steps} batches in a row at update "
-                                        f"{num_updates}; lower lr (now {lr:.2e}) or check the data")
-                pos += 1
-                continue
-            bad_steps = 0
+            # backward even on a bad loss: with several processes every rank must join the all-reduce
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(params, tcfg.clip_norm if tcfg.clip_norm > 0 else math.inf)
+            bad = not (math.isfinite(float(loss.detach())) and math.isfinite(float(gnorm)))
+            if distributed.any_true(bad, info, dev):
+                ids = [cid for ids in distributed.gather([store.cuts[i].id for i in batch], info) for cid in ids]
+                opt.zero_grad(set_to_none=True)
+                skipped.skip(update=num_updates, epoch=epoch, batch=pos, cut_ids=ids, loss=float(loss.detach()),
+                             gnorm=float(gnorm), lr=lr)
+                pos += 1
+                continue
+            skipped.ok()
             opt.step()
             num_updates += 1
             pos += 1
@@ -390,21 +462,26 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 acc[k] = acc.get(k, 0.0) + float(v)
             n_acc += 1
             bar.update(1)
-            if num_updates % tcfg.log_every == 0 or num_updates == tcfg.max_updates:
+            if main and (num_updates % tcfg.log_every == 0 or num_updates == tcfg.max_updates):
                 row = {"update": num_updates, "epoch": epoch, **{k: round(v / n_acc, 5) for k, v in acc.items()},
                        "audio_s_per_s": round(audio_s / max(1e-9, time.time() - t0), 2)}
                 if plan.multilingual:
                     row["lang_hours"] = {k: round(v / 3600, 6) for k, v in sorted(lang_seconds.items())}
+                if skipped.rows:
+                    row["skipped_updates"] = len(skipped.rows)
                 logf.write(json.dumps(row) + "\n")
                 logf.flush()
                 tb.log(row)
+                if task == "pretrain":
+                    for msg in codebook_warnings(row, num_codes, tcfg.collapse_fraction, tcfg.diversity_ratio):
+                        log.warning("update %d: %s", num_updates, msg)
                 show = ("loss", "accuracy", "prob_ppl", "temp") if task == "pretrain" else ("loss",)
                 bar.set_postfix({k: f"{row[k]:.3g}" for k in show if k in row} | {"lr": f"{lr:.1e}"})
                 acc, n_acc, audio_s, t0 = {}, 0, 0.0, time.time()
             if num_updates % tcfg.save_every == 0 or num_updates == tcfg.max_updates:
                 is_best = False
                 if dev_store is not None:
-                    metrics = evaluate_ctc(model, dev_store, dev_refs, units, tcfg, dev)
+                    metrics = evaluate_ctc(raw_model, dev_store, dev_refs, units, tcfg, dev)
                     is_best = best is None or metrics["wer"] < best["wer"] or (
                         metrics["wer"] == best["wer"] and metrics["cer"] < best["cer"])
                     if is_best:
@@ -414,12 +491,18 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                     logf.flush()
                     tb.log(dev_row)
                     tqdm.write(f"update {num_updates}: dev WER {metrics['wer']:.3f} CER {metrics['cer']:.3f}")
-                ckdir.save(state(), num_updates, is_best=is_best)
+                st = state()
+                if main:
+                    ckdir.save(st, num_updates, is_best=is_best)
     finally:
         bar.close()
-        logf.close()
+        if logf is not None:
+            logf.close()
         tb.close()
 
+    if not main:
+        distributed.shutdown()
+        return out_dir / "model.pt"
     final_src = ckdir.best if (dev_store is not None and ckdir.best.exists()) else ckdir.latest()
     final = load(final_src)
     model_file = out_dir / "model.pt"
@@ -438,4 +521,5 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                  "units": units, "train_config": tcfg.to_dict(), "num_updates": final["num_updates"],
                  "best": final.get("best"), "init": str(init) if init else None, **extra}, model_file)
     log.info("wrote %s (from %s)", model_file, final_src.name)
+    distributed.shutdown()
     return model_file

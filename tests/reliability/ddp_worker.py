@@ -1,0 +1,81 @@
+"""Run under torchrun by test_ddp.py: train, then record what this rank saw, wrote and ended with.
+
+Arguments: CUTS OUT RECORD_DIR [KILL_AT]; with KILL_AT, rank 0 SIGKILLs itself right after
+saving the checkpoint of that update (torchrun then stops the other rank).
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "train")]
+
+from test_loop import SMALL  # noqa: E402
+from w2v.models import load_model_config  # noqa: E402
+from w2v.train import checkpoint as ck  # noqa: E402
+from w2v.train import distributed  # noqa: E402
+from w2v.train.config import TrainConfig  # noqa: E402
+from w2v.train.loop import train  # noqa: E402
+
+cuts, out, record = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+logging.basicConfig(level=logging.INFO)
+rank = int(os.environ["RANK"])
+torch.set_num_threads(1)
+seen: dict = {"batches_per_epoch": [], "writes": []}
+
+real_shard, real_open, real_replace = distributed.shard_batches, builtins.open, os.replace
+
+
+def shard(batches, r, w):
+    mine = real_shard(batches, r, w)
+    seen["batches_per_epoch"].append(len(mine))
+    seen["all_batches"] = len(batches)
+    return mine
+
+
+def open_(file, mode="r", *a, **k):
+    if any(c in mode for c in "wax+"):
+        seen["writes"].append(str(file))
+    return real_open(file, mode, *a, **k)
+
+
+def replace(src, dst, *a, **k):
+    seen["writes"].append(str(dst))
+    return real_replace(src, dst, *a, **k)
+
+
+modules = []
+real_init = torch.nn.parallel.DistributedDataParallel.__init__
+
+
+def ddp_init(self, module, *a, **k):
+    modules.append(module)
+    real_init(self, module, *a, **k)
+
+
+distributed.shard_batches, builtins.open, os.replace = shard, open_, replace
+if len(sys.argv) > 4:
+    kill_at, real_save = int(sys.argv[4]), ck.CheckpointDir.save
+
+    def save_then_die(self, state, num_updates, is_best=False):
+        real_save(self, state, num_updates, is_best)
+        if num_updates == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    ck.CheckpointDir.save = save_then_die
+torch.nn.parallel.DistributedDataParallel.__init__ = ddp_init
+tcfg = TrainConfig(task="pretrain", max_updates=4, lr=5e-4, warmup=1, max_duration=3.0, crop_seconds=1.0,
+                   save_every=2, log_every=1, num_buckets=2)
+train(tcfg, cuts, out, load_model_config("tiny", **SMALL), device="cpu")
+builtins.open, os.replace = real_open, real_replace
+record.mkdir(parents=True, exist_ok=True)
+torch.save(modules[0].state_dict(), record / f"weights_{rank}.pt")
+(record / f"rank_{rank}.json").write_text(json.dumps(seen))

@@ -1,0 +1,98 @@
+"""Several training processes (DDP, gloo on CPU): equal shares, rank 0 writes, a failed rank ends the job."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+from lhotse import load_manifest
+
+from reliability.helpers import ROOT, run, tiny_data, tiny_recipe, w2v_cmd
+from synth import write_tiny_cuts
+from w2v.data.batching import BatchPlan
+from w2v.train.distributed import shard_batches
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
+
+
+@pytest.mark.parametrize("n_batches,world", [(7, 2), (6, 3), (1, 2), (5, 4)])
+def test_every_rank_gets_the_same_number_of_batches(n_batches, world):
+    batches = [[i] for i in range(n_batches)]
+    shares = [shard_batches(batches, r, world) for r in range(world)]
+    assert len({len(s) for s in shares}) == 1  # no rank runs out first and hangs the all-reduce
+    assert len(shares[0]) == -(-n_batches // world)
+    assert {b[0] for s in shares for b in s} == set(range(n_batches))  # the remainder wraps, nothing dropped
+    assert shard_batches(batches, 0, 1) == batches
+
+
+def _worker(cuts, out, rec, *extra: str):
+    return run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                str(ROOT / "tests/reliability/ddp_worker.py"), str(cuts), str(out), str(rec), *extra])
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory):
+    """An uninterrupted 2-process pre-training on 7 cuts (an odd number of batches per epoch)."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    cuts = write_tiny_cuts(tmp / "a", n=7)
+    r = _worker(cuts, tmp / "out", tmp / "rec")
+    assert r.returncode == 0, r.stderr[-4000:]
+    return cuts, tmp / "out", tmp / "rec"
+
+
+def test_two_processes_train_identically_and_only_rank0_writes(two_rank_run):
+    _, out, rec = two_rank_run
+    seen = [json.loads((rec / f"rank_{k}.json").read_text()) for k in (0, 1)]
+    assert seen[0]["all_batches"] % 2 == 1  # uneven: the case that hangs DDP without padding
+    assert seen[0]["batches_per_epoch"] == seen[1]["batches_per_epoch"]
+    assert seen[1]["writes"] == []
+    assert any(w.endswith("model.pt") for w in seen[0]["writes"])
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_00000002.pt",
+                                                                      "checkpoint_00000004.pt"]
+    w0, w1 = (torch.load(rec / f"weights_{k}.pt", weights_only=True) for k in (0, 1))
+    for k in w0:
+        assert torch.isfinite(w0[k].float()).all(), k
+        assert torch.equal(w0[k], w1[k]), k
+    ck = torch.load(out / "checkpoints/checkpoint_00000004.pt", weights_only=True)
+    assert ck["world_size"] == 2 and len(ck["rng"]) == 2  # each rank's RNG state, for an exact resume
+    assert not torch.equal(ck["rng"][0]["torch"], ck["rng"][1]["torch"])
+    final = torch.load(out / "model.pt", weights_only=True)["model"]
+    assert all(torch.equal(final[k], w0[k]) for k in w0)
+
+
+def test_killed_two_process_run_resumes_bit_identical(two_rank_run, tmp_path):
+    cuts, _, rec_ref = two_rank_run
+    r = _worker(cuts, tmp_path / "out", tmp_path / "rec", "2")  # rank 0 SIGKILLed after checkpoint 2
+    assert r.returncode != 0 and not (tmp_path / "out/model.pt").exists()
+    r = _worker(cuts, tmp_path / "out", tmp_path / "rec")
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "resumed from" in r.stderr
+    ref = torch.load(rec_ref / "weights_0.pt", weights_only=True)
+    for k in (0, 1):
+        got = torch.load(tmp_path / f"rec/weights_{k}.pt", weights_only=True)
+        assert all(torch.equal(ref[n], got[n]) for n in ref), k
+
+
+def test_cli_gpus_runs_torchrun_and_a_failing_rank_ends_the_job(tmp_path):
+    cuts, _ = tiny_data(tmp_path, n=8)
+    settings = dict(max_updates=4, lr=5e-4, warmup=1, max_duration=3.0, crop_seconds=1.0, save_every=2,
+                    num_buckets=2, min_seconds=0.5)
+    recipe = tiny_recipe(tmp_path, pretrain=settings, gpus=2)
+    # break one file that only rank 1 reads in its first batch
+    items = list(load_manifest(cuts))
+    plan = BatchPlan([min(c.duration, 1.0) for c in items], 3.0, seed=1, num_buckets=2)
+    first = [shard_batches(plan.epoch(0), r, 2)[0] for r in (0, 1)]
+    victim = items[next(i for i in first[1] if i not in first[0])]
+    victim_file = victim.recording.sources[0].source
+    with open(victim_file, "r+b") as f:
+        f.truncate(20)
+    out = tmp_path / "exp"
+    r = run(w2v_cmd("pretrain", recipe, cuts, out), timeout=180)  # gpus: 2 from the recipe
+    assert r.returncode != 0
+    err = r.stdout + r.stderr
+    assert f"w2v pretrain: error (rank 1): cannot load audio of cut {victim.id}" in err, err[-4000:]
+    assert "2 training processes under torchrun failed" in err
+    assert "Traceback" not in err
+    assert not (out / "model.pt").exists()
