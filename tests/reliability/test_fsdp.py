@@ -79,3 +79,14 @@ def test_killed_fsdp_run_resumes_bit_identical(runs, tmp_path):
     assert "resumed from" in r.stderr
     ref, got = _model(tmp / "fsdp/model.pt")["model"], _model(out / "model.pt")["model"]
     assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_fsdp_with_layerdrop_and_activation_checkpointing(tmp_path):
+    """Ranks draw their own dropout but must skip the same blocks, or their all-gathers mismatch."""
+    cuts = write_tiny_cuts(tmp_path / "a", n=4)
+    r = _worker(cuts, tmp_path / "out", tmp_path / "rec", strategy="fsdp", activation_checkpointing=True,
+                dist_timeout=60.0, model_overrides={"encoder_layers": 4, "layerdrop": 0.5})
+    assert r.returncode == 0, r.stderr[-4000:]
+    got = _model(tmp_path / "out/model.pt")
+    assert got["model_config"]["encoder_layers"] == 4
+    assert all(torch.isfinite(v.float()).all() for v in got["model"].values())
