@@ -12,6 +12,8 @@ are gathered to rank 0's CPU and written in the same format as a single process 
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -55,6 +57,9 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
     mesh = init_device_mesh(dev.type, (info.world_size,))
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 \
         else MixedPrecisionPolicy()
+    # The model returns views (e.g. transposed logits); nothing modifies them in place, which is
+    # what FSDP2's warning about views is about.
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
     for layer in _layers(model):
         fully_shard(layer, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
