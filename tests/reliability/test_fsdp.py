@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from reliability.helpers import ENV, ROOT
+from reliability.helpers import ENV, ROOT, run, tiny_data, tiny_recipe, w2v_cmd
 from synth import write_tiny_cuts
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
@@ -90,3 +90,25 @@ def test_fsdp_with_layerdrop_and_activation_checkpointing(tmp_path):
     got = _model(tmp_path / "out/model.pt")
     assert got["model_config"]["encoder_layers"] == 4
     assert all(torch.isfinite(v.float()).all() for v in got["model"].values())
+
+
+def test_fsdp_finetuning_with_frozen_parts_and_dev_set_matches_ddp(tmp_path):
+    """`w2v finetune` with gpus 2: a frozen conv encoder, frozen-transformer updates and a dev
+    evaluation in which every rank takes part (sharded weights) give DDP's result."""
+    cuts, units = tiny_data(tmp_path, n=6)
+    settings = dict(max_updates=4, lr=5e-4, warmup=1, max_duration=3.0, save_every=2, log_every=1, num_buckets=2,
+                    schedule="tri_stage", freeze_transformer_updates=2, freeze_feature_encoder=True,
+                    model_overrides={"mask_prob": 0.3})
+    models = {}
+    for strategy in ("ddp", "fsdp"):
+        d = tmp_path / strategy
+        d.mkdir()
+        recipe = tiny_recipe(d, finetune={**settings, "strategy": strategy}, gpus=2)
+        r = run(w2v_cmd("finetune", recipe, cuts, d / "exp", units=units), timeout=180)
+        assert r.returncode == 0, r.stderr[-4000:]
+        rows = [json.loads(x) for x in (d / "exp/train_log.jsonl").read_text().splitlines()]
+        assert [x["update"] for x in rows if "dev_wer" in x] == [2, 4]
+        models[strategy] = _model(d / "exp/model.pt")
+    assert models["fsdp"]["best"] == models["ddp"]["best"]
+    for k, v in models["ddp"]["model"].items():
+        torch.testing.assert_close(models["fsdp"]["model"][k], v, rtol=1e-4, atol=1e-5, msg=k)
