@@ -112,3 +112,11 @@ def test_fsdp_finetuning_with_frozen_parts_and_dev_set_matches_ddp(tmp_path):
     assert models["fsdp"]["best"] == models["ddp"]["best"]
     for k, v in models["ddp"]["model"].items():
         torch.testing.assert_close(models["fsdp"]["model"][k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_unknown_strategy_is_an_error_naming_it():
+    from w2v.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="recipe.yaml: strategy must be ddp or fsdp, got 'zero3'"):
+        TrainConfig.from_dict({"strategy": "zero3"}, "recipe.yaml")
+    assert TrainConfig.from_dict({"strategy": "fsdp", "activation_checkpointing": True}).strategy == "fsdp"
