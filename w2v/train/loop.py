@@ -4,7 +4,8 @@ Set-up, data, model, optimizer, loop, checkpoint, in a straight line. Everything
 an update (crops, masks, negatives, Gumbel noise) is drawn from a generator seeded by
 ``(seed, update, rank)``; dropout uses torch's global generator, whose state is checkpointed.
 With the data position stored as ``(epoch, batch)`` a killed run resumes exactly where it was.
-Under ``torchrun`` the same loop runs as DDP ranks (:mod:`w2v.train.distributed`); updates with
+Under ``torchrun`` the same loop runs as DDP or FSDP ranks (:mod:`w2v.train.distributed`,
+:mod:`w2v.train.sharding`); updates with
 a non-finite loss or gradient are skipped (:mod:`w2v.train.guards`).
 """
 
@@ -381,8 +382,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     def state() -> dict:
         rng = distributed.gather(_rng_state(), info)  # collectives: every rank calls them
         return {"model": sharding.model_state(raw_model), "optimizer": sharding.optimizer_state(raw_model, opt),
-                "num_updates": num_updates,
-                "epoch": epoch, "batch": pos, "best": best, "rng": rng, "world_size": info.world_size,
+                "num_updates": num_updates, "epoch": epoch, "batch": pos, "best": best, "rng": rng, "world_size": info.world_size,
                 "language_seconds": dict(lang_seconds), "model_config": cfg.to_dict(),
                 "train_config": tcfg.to_dict(), "task": task}
 
