@@ -5,8 +5,8 @@ an update (crops, masks, negatives, Gumbel noise) is drawn from a generator seed
 ``(seed, update, rank)``; dropout uses torch's global generator, whose state is checkpointed.
 With the data position stored as ``(epoch, batch)`` a killed run resumes exactly where it was.
 Under ``torchrun`` the same loop runs as DDP or FSDP ranks (:mod:`w2v.train.distributed`,
-:mod:`w2v.train.sharding`); updates with
-a non-finite loss or gradient are skipped (:mod:`w2v.train.guards`).
+:mod:`w2v.train.sharding`); updates with a non-finite loss or gradient are skipped
+(:mod:`w2v.train.guards`).
 """
 
 from __future__ import annotations
