@@ -1,7 +1,8 @@
 """Run under torchrun by test_ddp.py: train, then record what this rank saw, wrote and ended with.
 
 Arguments: CUTS OUT RECORD_DIR [KILL_AT]; with KILL_AT, rank 0 SIGKILLs itself right after
-saving the checkpoint of that update (torchrun then stops the other rank).
+saving the checkpoint of that update (torchrun then stops the other rank). The environment
+variable W2V_TEST_SETTINGS (JSON) overrides training settings, e.g. {"strategy": "fsdp"}.
 """
 
 from __future__ import annotations
@@ -73,9 +74,10 @@ if len(sys.argv) > 4:
     ck.CheckpointDir.save = save_then_die
 torch.nn.parallel.DistributedDataParallel.__init__ = ddp_init
 tcfg = TrainConfig(task="pretrain", max_updates=4, lr=5e-4, warmup=1, max_duration=3.0, crop_seconds=1.0,
-                   save_every=2, log_every=1, num_buckets=2)
+                   save_every=2, log_every=1, num_buckets=2, **json.loads(os.environ.get("W2V_TEST_SETTINGS", "{}")))
 train(tcfg, cuts, out, load_model_config("tiny", **SMALL), device="cpu")
 builtins.open, os.replace = real_open, real_replace
 record.mkdir(parents=True, exist_ok=True)
-torch.save(modules[0].state_dict(), record / f"weights_{rank}.pt")
+if modules:  # DDP: this rank's own copy of the weights
+    torch.save(modules[0].state_dict(), record / f"weights_{rank}.pt")
 (record / f"rank_{rank}.json").write_text(json.dumps(seen))

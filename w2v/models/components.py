@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
+from torch.utils.checkpoint import checkpoint
 
 from w2v.models.adapters import AttnAdapterLayer
 
@@ -291,6 +292,11 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         self.layer_norm_first = layer_norm_first
         self.layerdrop = layerdrop
+        # Set by the training loop: recompute each block in backward (less memory, ~1/3 more
+        # compute), and the generator of LayerDrop's draws (None: torch's global one; FSDP needs
+        # every rank to skip the same blocks).
+        self.activation_checkpointing = False
+        self.layerdrop_generator: torch.Generator | None = None
         self.pos_conv_embed = ConvPositionalEmbedding(dim, conv_pos, conv_pos_groups, dropout)
         self.layer_norm = nn.LayerNorm(dim, eps=1e-5)
         self.dropout = nn.Dropout(dropout)
@@ -333,9 +339,14 @@ class TransformerEncoder(nn.Module):
         for layer in self.layers:
             if hidden is not None:
                 hidden.append(x)
-            if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:
+            if self.training and self.layerdrop > 0 and torch.rand((), generator=self.layerdrop_generator) \
+                    < self.layerdrop:
                 continue
-            x = layer(x, attn_mask)
+            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+                # non-reentrant, and the RNG state is restored for the recomputation: same dropout masks
+                x = checkpoint(layer, x, attn_mask, use_reentrant=False, preserve_rng_state=True)
+            else:
+                x = layer(x, attn_mask)
         if self.layer_norm_first:
             x = self.layer_norm(x)
         if hidden is not None:

@@ -46,6 +46,8 @@ class TrainConfig:
     diversity_ratio: float = 1.0  # warn when weighted diversity loss > this x contrastive loss (0: never)
     dist_timeout: float = 900.0  # seconds a rank waits for the others before giving up (several processes)
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    strategy: str = "ddp"  # several processes: ddp (full copy per GPU) | fsdp (weights, grads, optimizer sharded)
+    activation_checkpointing: bool = False  # recompute each Transformer block in backward (LARGE and above)
     model_overrides: dict = field(default_factory=dict)  # e.g. mask_prob, layerdrop when fine-tuning
     language_alpha: float = 0.5  # XLSR language sampling p_l ∝ (n_l/N)^α, used when the cuts hold 2+ languages
     adapter: dict | None = None  # fine-tuning: {lang: xx, dim: 16} trains only MMS adapters + head of language xx
@@ -69,6 +71,8 @@ class TrainConfig:
             if d.get("task", "pretrain") != "finetune":
                 raise ValueError(f"{where}: adapter is a fine-tuning setting")
             d["adapter"] = {"lang": adapter["lang"], "dim": adapter.get("dim", 16)}
+        if d.get("strategy", "ddp") not in ("ddp", "fsdp"):
+            raise ValueError(f"{where}: strategy must be ddp or fsdp, got {d['strategy']!r}")
         if d.get("language_alpha", 0.5) < 0:
             raise ValueError(f"{where}: language_alpha must be >= 0")
         return cls(**d)

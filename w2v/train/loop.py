@@ -4,8 +4,9 @@ Set-up, data, model, optimizer, loop, checkpoint, in a straight line. Everything
 an update (crops, masks, negatives, Gumbel noise) is drawn from a generator seeded by
 ``(seed, update, rank)``; dropout uses torch's global generator, whose state is checkpointed.
 With the data position stored as ``(epoch, batch)`` a killed run resumes exactly where it was.
-Under ``torchrun`` the same loop runs as DDP ranks (:mod:`w2v.train.distributed`); updates with
-a non-finite loss or gradient are skipped (:mod:`w2v.train.guards`).
+Under ``torchrun`` the same loop runs as DDP or FSDP ranks (:mod:`w2v.train.distributed`,
+:mod:`w2v.train.sharding`); updates with a non-finite loss or gradient are skipped
+(:mod:`w2v.train.guards`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from w2v.io import atomic_path, write_json
 from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
 from w2v.models.adapters import adapter_weights, freeze_base, is_adapter_key
 from w2v.train.checkpoint import CheckpointDir, load, save_atomic
-from w2v.train import distributed
+from w2v.train import distributed, sharding
 from w2v.train.config import TrainConfig
 from w2v.train.guards import SkippedBatches, codebook_warnings
 from w2v.train.losses import ctc_loss, pretraining_loss
@@ -319,7 +320,8 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     except ValueError as e:
         raise TrainingError(f"{cuts_path}: {e}") from e
     dev_store = dev_refs = None
-    if task == "finetune" and dev_cuts_path is not None and main:
+    # under fsdp every rank takes part in the dev forward passes (its weights are sharded)
+    if task == "finetune" and dev_cuts_path is not None and (main or tcfg.strategy == "fsdp"):
         dev_cuts = _load_cuts(dev_cuts_path)
         if tcfg.adapter:
             dev_cuts = _select_language(dev_cuts, tcfg.adapter["lang"], dev_cuts_path)
@@ -332,8 +334,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     if tcfg.adapter:
         freeze_base(model)
     model.to(dev).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=tcfg.lr, betas=tcfg.betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay)
+    sharding.set_activation_checkpointing(model, tcfg.activation_checkpointing)
     sched = Schedule(tcfg.schedule, tcfg.lr, tcfg.max_updates, warmup=tcfg.warmup, hold=tcfg.hold,
                      end_lr=tcfg.end_lr, final_lr_scale=tcfg.final_lr_scale)
     use_bf16 = tcfg.precision == "bf16" or (tcfg.precision == "auto" and dev.type == "cuda")
@@ -347,7 +348,6 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     if latest is not None:
         ck = load(latest)
         model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
         num_updates, epoch, pos, best = ck["num_updates"], ck["epoch"], ck["batch"], ck.get("best")
         if ck.get("world_size", 1) == info.world_size:
             _set_rng_state(ck["rng"][info.rank])
@@ -367,19 +367,22 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
         if log_path.exists():
             log_path.unlink()
 
-    raw_model = model
-    if info.enabled:  # after loading: DDP broadcasts rank 0's weights to every rank
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None,
-            # frozen-transformer updates and layerdrop leave parameters without gradients
-            find_unused_parameters=task == "finetune" or cfg.layerdrop > 0)
+    raw_model = model  # fully_shard shards it in place; DDP wraps it
+    # after loading: every rank starts from rank 0's weights; frozen-transformer updates and
+    # layerdrop leave parameters without gradients (DDP must be told)
+    model = sharding.wrap(model, tcfg.strategy, info, dev, use_bf16,
+                          find_unused=task == "finetune" or cfg.layerdrop > 0)
+    sharded = sharding.is_sharded(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=tcfg.lr, betas=tcfg.betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay)
+    if latest is not None:
+        sharding.load_optimizer_state(raw_model, opt, ck["optimizer"])
+        del ck
 
     def state() -> dict:
-        rng = distributed.gather(_rng_state(), info)  # a collective: every rank calls it
-        return {"model": raw_model.state_dict(), "optimizer": opt.state_dict(), "num_updates": num_updates,
-                "epoch": epoch, "batch": pos, "best": best, "rng": rng, "world_size": info.world_size,
+        rng = distributed.gather(_rng_state(), info)  # collectives: every rank calls them
+        return {"model": sharding.model_state(raw_model), "optimizer": sharding.optimizer_state(raw_model, opt),
+                "num_updates": num_updates, "epoch": epoch, "batch": pos, "best": best, "rng": rng, "world_size": info.world_size,
                 "language_seconds": dict(lang_seconds), "model_config": cfg.to_dict(),
                 "train_config": tcfg.to_dict(), "task": task}
 
@@ -427,6 +430,8 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 group["lr"] = lr
             frozen = task == "finetune" and num_updates < tcfg.freeze_transformer_updates
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+                if sharded:  # every rank must skip the same blocks
+                    raw_model.wav2vec2.encoder.layerdrop_generator = _step_generator(tcfg.seed, num_updates)[0]
                 if task == "pretrain":
                     raw_model.set_num_updates(num_updates)
                     out = model(wav, lens, generator=g)
@@ -440,7 +445,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             opt.zero_grad(set_to_none=True)
             # backward even on a bad loss: with several processes every rank must join the all-reduce
             loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(params, tcfg.clip_norm if tcfg.clip_norm > 0 else math.inf)
+            gnorm = sharding.grad_norm(params, tcfg.clip_norm if tcfg.clip_norm > 0 else math.inf)
             bad = not (math.isfinite(float(loss.detach())) and math.isfinite(float(gnorm)))
             if distributed.any_true(bad, info, dev):
                 ids = [cid for ids in distributed.gather([store.cuts[i].id for i in batch], info) for cid in ids]
@@ -487,10 +492,11 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                     if is_best:
                         best = {**metrics, "update": num_updates}
                     dev_row = {"update": num_updates, "dev_wer": metrics["wer"], "dev_cer": metrics["cer"]}
-                    logf.write(json.dumps(dev_row) + "\n")
-                    logf.flush()
-                    tb.log(dev_row)
-                    tqdm.write(f"update {num_updates}: dev WER {metrics['wer']:.3f} CER {metrics['cer']:.3f}")
+                    if main:
+                        logf.write(json.dumps(dev_row) + "\n")
+                        logf.flush()
+                        tb.log(dev_row)
+                        tqdm.write(f"update {num_updates}: dev WER {metrics['wer']:.3f} CER {metrics['cer']:.3f}")
                 st = state()
                 if main:
                     ckdir.save(st, num_updates, is_best=is_best)

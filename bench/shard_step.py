@@ -1,0 +1,138 @@
+"""One pre-training step of a model sharded over every visible GPU (FSDP2): memory per rank, step time.
+
+Started without torchrun, the script relaunches itself under torchrun with one process per
+visible GPU (``--ranks`` on CPU, where the ranks use gloo). Each rank builds the preset with
+the seed's weights, shards it as training does (``w2v.train.sharding``: one FSDP unit per
+Transformer block plus the root, bf16 parameters with fp32 gradient reduction on CUDA),
+and runs ``--steps`` full updates (forward, contrastive loss, backward, clipping, AdamW) on
+random audio of ``--seconds`` per utterance, ``--batch`` utterances per rank. Rank 0 prints
+one JSON line: per rank the peak memory (CUDA: allocated and reserved; CPU: resident set)
+and each step's time, and beside them an estimate of the memory that weights, gradients and
+AdamW state take per rank (16 bytes per parameter, divided by the ranks under fsdp).
+
+    python bench/shard_step.py --preset xls_r_2b --batch 2 --steps 3           # all visible GPUs
+    python bench/shard_step.py --preset xls_r_1b --batch 4 --strategy ddp        # compare: replicated
+    python bench/shard_step.py --preset tiny --ranks 2 --batch 2 --seconds 2    # CPU, gloo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from w2v.models import Wav2Vec2ForPreTraining, count_parameters, load_model_config  # noqa: E402
+from w2v.train import distributed, sharding  # noqa: E402
+from w2v.train.losses import pretraining_loss  # noqa: E402
+
+GIB = 2**30
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="tiny", help="conf/model preset or YAML file (xls_r_1b, xls_r_2b, ...)")
+    p.add_argument("--batch", type=int, default=1, help="utterances per rank")
+    p.add_argument("--seconds", type=float, default=15.625, help="seconds per utterance (the pre-training crop)")
+    p.add_argument("--steps", type=int, default=1, help="updates timed, each reported (the first includes warm-up)")
+    p.add_argument("--strategy", choices=sharding.STRATEGIES, default="fsdp")
+    p.add_argument("--no-activation-checkpointing", dest="checkpointing", action="store_false")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto: bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--ranks", type=int, default=None, help="processes (default: visible GPUs; CPU: 2)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per rank")
+    p.add_argument("--seed", type=int, default=1)
+    return p.parse_args(argv)
+
+
+def relaunch(a: argparse.Namespace) -> int:
+    """This script again, as ``nproc`` ranks under torchrun."""
+    nproc = a.ranks or (torch.cuda.device_count() if torch.cuda.is_available() else 2)
+    cmd = [sys.executable, "-m", "w2v.train.distributed", "--standalone", f"--nproc_per_node={nproc}",
+           str(Path(__file__).resolve()), *sys.argv[1:]]
+    return subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))).returncode
+
+
+def peak_memory(dev: torch.device) -> dict:
+    if dev.type == "cuda":
+        return {"peak_allocated_gib": round(torch.cuda.max_memory_allocated(dev) / GIB, 3),
+                "peak_reserved_gib": round(torch.cuda.max_memory_reserved(dev) / GIB, 3)}
+    return {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, 3)}
+
+
+def run_rank(a: argparse.Namespace) -> None:
+    torch.set_num_threads(a.threads)
+    info = distributed.dist_info()
+    dev = distributed.init(info, torch.device("cuda" if torch.cuda.is_available() else "cpu"), 1800.0)
+    bf16 = a.precision == "bf16" or (a.precision == "auto" and dev.type == "cuda")
+    cfg = load_model_config(a.preset)
+    torch.manual_seed(a.seed)
+    model = Wav2Vec2ForPreTraining(cfg).to(dev).train()
+    n_params = count_parameters(model)
+    sharding.set_activation_checkpointing(model, a.checkpointing)
+    model = sharding.wrap(model, a.strategy, info, dev, bf16, find_unused=cfg.layerdrop > 0)
+    if sharding.is_sharded(model):  # every rank must skip the same blocks
+        model.wav2vec2.encoder.layerdrop_generator = torch.Generator().manual_seed(a.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-5)
+    samples = int(a.seconds * 16000)
+    g = torch.Generator().manual_seed(a.seed + info.rank)
+    wav = torch.randn(a.batch, samples, generator=g).to(dev)
+    lengths = torch.full((a.batch,), samples, device=dev)
+    raw = model.module if hasattr(model, "module") else model
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    times, losses = [], []
+    for step in range(a.steps):
+        if info.enabled:
+            torch.distributed.barrier()
+        t0 = time.perf_counter()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            raw.set_num_updates(step)
+            loss, _ = pretraining_loss(model(wav, lengths, generator=torch.Generator().manual_seed(step)))
+        loss.backward()
+        sharding.grad_norm(params, 10.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))  # a host sync, as in training
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        times.append(round(time.perf_counter() - t0, 4))
+    mine = {"rank": info.rank, **peak_memory(dev), "step_s": times, "loss": [round(x, 4) for x in losses]}
+    ranks = distributed.gather(mine, info)
+    if info.is_main:
+        device = torch.cuda.get_device_name(dev) if dev.type == "cuda" else \
+            f"{platform.processor() or 'cpu'}, {a.threads} thread(s) per rank"
+        shards = info.world_size if a.strategy == "fsdp" else 1
+        last = max(r["step_s"][-1] for r in ranks)
+        print(json.dumps({
+            "preset": a.preset, "params_m": round(n_params / 1e6, 1), "strategy": a.strategy,
+            "world_size": info.world_size, "batch_per_rank": a.batch, "seconds": a.seconds,
+            "precision": "bf16" if bf16 else "fp32", "activation_checkpointing": a.checkpointing,
+            "device": device, "torch": torch.__version__,
+            "state_gib_per_rank_estimate": round(16 * n_params / shards / GIB, 3),
+            "step_s": last, "audio_s_per_s": round(info.world_size * a.batch * a.seconds / last, 1),
+            "ranks": ranks}), flush=True)
+    distributed.shutdown()
+
+
+def main() -> int:
+    a = parse_args()
+    if "RANK" not in os.environ:
+        return relaunch(a)
+    run_rank(a)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""FSDP2 sharding (gloo on CPU): it trains like DDP, its checkpoints resume under DDP, a killed run resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from reliability.helpers import ENV, ROOT, run, tiny_data, tiny_recipe, w2v_cmd
+from synth import write_tiny_cuts
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
+
+
+def _worker(cuts, out, rec, *extra: str, **settings):
+    env = dict(ENV, W2V_TEST_SETTINGS=json.dumps(settings))
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(ROOT / "tests/reliability/ddp_worker.py"), str(cuts), str(out), str(rec), *extra],
+                          env=env, capture_output=True, text=True, timeout=180, cwd=ROOT)
+
+
+def _model(path):
+    return torch.load(path, weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same 2-process pre-training (4 updates, 7 cuts) under ddp and under fsdp."""
+    tmp = tmp_path_factory.mktemp("fsdp")
+    cuts = write_tiny_cuts(tmp / "a", n=7)
+    for strategy in ("ddp", "fsdp"):
+        r = _worker(cuts, tmp / strategy, tmp / f"rec_{strategy}", strategy=strategy)
+        assert r.returncode == 0, r.stderr[-4000:]
+    return cuts, tmp
+
+
+def test_fsdp_trains_like_ddp_and_writes_the_same_format(runs):
+    _, tmp = runs
+    ddp, fsdp = _model(tmp / "ddp/model.pt"), _model(tmp / "fsdp/model.pt")
+    assert fsdp["model"].keys() == ddp["model"].keys()
+    assert fsdp["train_config"]["strategy"] == "fsdp"
+    for k, v in ddp["model"].items():
+        assert fsdp["model"][k].dtype == v.dtype and fsdp["model"][k].shape == v.shape, k
+        torch.testing.assert_close(fsdp["model"][k], v, rtol=1e-4, atol=1e-5, msg=k)
+    init = _model(tmp / "ddp/checkpoints/checkpoint_00000002.pt")["model"]
+    moved = sum(not torch.equal(init[k], v) for k, v in ddp["model"].items())
+    assert moved > len(init) // 2  # the comparison is between trained weights, not two copies of the start
+    a, b = (_model(tmp / f"{s}/checkpoints/checkpoint_00000004.pt")["optimizer"] for s in ("ddp", "fsdp"))
+    assert a["param_groups"][0]["params"] == b["param_groups"][0]["params"]
+    assert a["state"].keys() == b["state"].keys()
+    for i, s in a["state"].items():
+        torch.testing.assert_close(b["state"][i]["exp_avg"], s["exp_avg"], rtol=1e-3, atol=1e-6)
+
+
+def test_fsdp_checkpoint_resumes_under_ddp(runs, tmp_path):
+    cuts, tmp = runs
+    out = tmp_path / "out"
+    (out / "checkpoints").mkdir(parents=True)
+    src = tmp / "fsdp/checkpoints/checkpoint_00000002.pt"
+    (out / "checkpoints" / src.name).write_bytes(src.read_bytes())
+    r = _worker(cuts, out, tmp_path / "rec", strategy="ddp")
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "resumed from" in r.stderr
+    ref, got = _model(tmp / "fsdp/model.pt")["model"], _model(out / "model.pt")["model"]
+    for k, v in ref.items():
+        torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_killed_fsdp_run_resumes_bit_identical(runs, tmp_path):
+    cuts, tmp = runs
+    out = tmp_path / "out"
+    r = _worker(cuts, out, tmp_path / "rec", "2", strategy="fsdp")  # rank 0 SIGKILLed after checkpoint 2
+    assert r.returncode != 0 and not (out / "model.pt").exists()
+    r = _worker(cuts, out, tmp_path / "rec", strategy="fsdp")
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "resumed from" in r.stderr
+    ref, got = _model(tmp / "fsdp/model.pt")["model"], _model(out / "model.pt")["model"]
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_fsdp_with_layerdrop_and_activation_checkpointing(tmp_path):
+    """Ranks draw their own dropout but must skip the same blocks, or their all-gathers mismatch."""
+    cuts = write_tiny_cuts(tmp_path / "a", n=4)
+    r = _worker(cuts, tmp_path / "out", tmp_path / "rec", strategy="fsdp", activation_checkpointing=True,
+                dist_timeout=60.0, model_overrides={"encoder_layers": 4, "layerdrop": 0.5})
+    assert r.returncode == 0, r.stderr[-4000:]
+    got = _model(tmp_path / "out/model.pt")
+    assert got["model_config"]["encoder_layers"] == 4
+    assert all(torch.isfinite(v.float()).all() for v in got["model"].values())
+
+
+def test_fsdp_finetuning_with_frozen_parts_and_dev_set_matches_ddp(tmp_path):
+    """`w2v finetune` with gpus 2: a frozen conv encoder, frozen-transformer updates and a dev
+    evaluation in which every rank takes part (sharded weights) give DDP's result."""
+    cuts, units = tiny_data(tmp_path, n=6)
+    settings = dict(max_updates=4, lr=5e-4, warmup=1, max_duration=3.0, save_every=2, log_every=1, num_buckets=2,
+                    schedule="tri_stage", freeze_transformer_updates=2, freeze_feature_encoder=True,
+                    model_overrides={"mask_prob": 0.3})
+    models = {}
+    for strategy in ("ddp", "fsdp"):
+        d = tmp_path / strategy
+        d.mkdir()
+        recipe = tiny_recipe(d, finetune={**settings, "strategy": strategy}, gpus=2)
+        r = run(w2v_cmd("finetune", recipe, cuts, d / "exp", units=units), timeout=180)
+        assert r.returncode == 0, r.stderr[-4000:]
+        rows = [json.loads(x) for x in (d / "exp/train_log.jsonl").read_text().splitlines()]
+        assert [x["update"] for x in rows if "dev_wer" in x] == [2, 4]
+        models[strategy] = _model(d / "exp/model.pt")
+    assert models["fsdp"]["best"] == models["ddp"]["best"]
+    for k, v in models["ddp"]["model"].items():
+        torch.testing.assert_close(models["fsdp"]["model"][k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_unknown_strategy_is_an_error_naming_it():
+    from w2v.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="recipe.yaml: strategy must be ddp or fsdp, got 'zero3'"):
+        TrainConfig.from_dict({"strategy": "zero3"}, "recipe.yaml")
+    assert TrainConfig.from_dict({"strategy": "fsdp", "activation_checkpointing": True}).strategy == "fsdp"

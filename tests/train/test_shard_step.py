@@ -1,0 +1,44 @@
+"""bench/shard_step.py: one sharded pre-training step over 2 CPU processes reports memory and time per rank."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shard_step_reports_every_rank():
+    r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--preset", "tiny", "--ranks", "2",
+                        "--batch", "2", "--seconds", "1.5", "--steps", "2"],
+                       capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "returned a view tensor" not in r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["strategy"] == "fsdp" and out["world_size"] == 2 and out["activation_checkpointing"] is True
+    assert [x["rank"] for x in out["ranks"]] == [0, 1]
+    for rank in out["ranks"]:
+        assert rank["peak_rss_gib"] > 0.05  # a Python process with torch loaded
+        assert len(rank["step_s"]) == 2 and all(t > 0 for t in rank["step_s"])
+        assert all(0 < loss < 100 for loss in rank["loss"])
+    assert out["ranks"][0]["loss"] != out["ranks"][1]["loss"]  # each rank trained on its own audio
+    # weights, gradients and AdamW state split over 2 ranks: 8 bytes per parameter each
+    assert abs(out["state_gib_per_rank_estimate"] - 8 * out["params_m"] * 1e6 / 2**30) < 0.01
+    assert out["step_s"] == max(x["step_s"][-1] for x in out["ranks"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_shard_step_on_two_gpus_reports_cuda_memory():
+    r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--preset", "base", "--ranks", "2",
+                        "--batch", "2", "--steps", "2"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-4000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["precision"] == "bf16" and out["world_size"] == 2
+    for rank in out["ranks"]:
+        assert 0 < rank["peak_allocated_gib"] <= rank["peak_reserved_gib"]
+        assert all(0 < loss < 1000 for loss in rank["loss"])

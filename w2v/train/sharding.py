@@ -1,0 +1,131 @@
+"""How the model is spread over several training processes: DDP (replicated) or FSDP2 (sharded).
+
+``ddp`` keeps a full copy of weights, gradients and optimizer state on every rank and
+all-reduces gradients. ``fsdp`` (PyTorch FSDP2, ``fully_shard``) splits all three across the
+ranks, one unit per Transformer layer plus the root, and gathers a layer's weights only while
+it runs, so a model several times one GPU's memory trains (XLS-R 1B on 2 H100s, 2B on 8).
+
+Checkpoints do not depend on the strategy: under ``fsdp`` the full model and optimizer state
+are gathered to rank 0's CPU and written in the same format as a single process writes
+(optimizer state keyed by parameter index), so a run can resume under another strategy.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from w2v.train.distributed import DistInfo
+
+STRATEGIES = ("ddp", "fsdp")
+
+
+def _layers(model: nn.Module) -> nn.ModuleList:
+    """The Transformer blocks of a wav2vec 2.0 model (pre-training or CTC)."""
+    return model.wav2vec2.encoder.layers
+
+
+def set_activation_checkpointing(model: nn.Module, on: bool) -> None:
+    """Recompute each Transformer block in backward instead of keeping its activations."""
+    model.wav2vec2.encoder.activation_checkpointing = on
+
+
+def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf16: bool,
+         find_unused: bool) -> nn.Module:
+    """``model`` ready for ``info.world_size`` processes (unchanged in one process).
+
+    Call after loading any checkpoint into ``model`` and before building the optimizer (FSDP
+    replaces the parameters by shards). Rank 0's weights are the ones every rank starts from.
+    """
+    if not info.enabled:
+        return model
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                       find_unused_parameters=find_unused)
+    if strategy != "fsdp":
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    for t in [*model.parameters(), *model.buffers()]:  # DDP does this itself; fully_shard does not
+        dist.broadcast(t.data, src=0)
+    mesh = init_device_mesh(dev.type, (info.world_size,))
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 \
+        else MixedPrecisionPolicy()
+    # The model returns views (e.g. transposed logits); nothing modifies them in place, which is
+    # what FSDP2's warning about views is about.
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
+    for layer in _layers(model):
+        fully_shard(layer, mesh=mesh, mp_policy=mp)
+    fully_shard(model, mesh=mesh, mp_policy=mp)
+    return model
+
+
+def is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def grad_norm(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Clip gradients to ``max_norm``; the norm over all ranks' shards as a plain tensor."""
+    from torch.distributed.tensor import DTensor
+
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return norm.full_tensor() if isinstance(norm, DTensor) else norm
+
+
+def _full_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def model_state(model: nn.Module) -> dict:
+    """The full state dict (on rank 0; empty on the others when sharded). A collective under FSDP."""
+    if not is_sharded(model):
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model, options=_full_options())
+
+
+def _param_names(model: nn.Module, opt: torch.optim.Optimizer) -> list[str]:
+    """The name of each optimizer parameter, in the optimizer's (index) order."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [names[id(p)] for g in opt.param_groups for p in g["params"]]
+
+
+def optimizer_state(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
+    """``opt.state_dict()`` as one process would have it (on rank 0). A collective under FSDP."""
+    if not is_sharded(model):
+        return opt.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    full = get_optimizer_state_dict(model, opt, options=_full_options())
+    if not full:
+        return {}
+    index = {n: i for i, n in enumerate(_param_names(model, opt))}
+    return {"state": {index[n]: s for n, s in full["state"].items()},
+            "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in full["param_groups"]]}
+
+
+def load_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, sd: dict) -> None:
+    """Load a state written by :func:`optimizer_state` (any strategy) into this rank's ``opt``."""
+    if not is_sharded(model):
+        opt.load_state_dict(sd)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = _param_names(model, opt)
+    if len(names) != sum(len(g["params"]) for g in sd["param_groups"]):
+        raise ValueError(f"optimizer state has {sum(len(g['params']) for g in sd['param_groups'])} parameters, "
+                         f"the model {len(names)}")
+    named = {"state": {names[i]: s for i, s in sd["state"].items()},
+             "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in sd["param_groups"]]}
+    set_optimizer_state_dict(model, opt, named, options=StateDictOptions(full_state_dict=True))
