@@ -76,7 +76,10 @@ def cmd_lang(a) -> None:
 
     cfg = _cfg(a.config)
     lm_text = cfg.get("lm", {}).get("text")
-    build_lang(Path(a.cuts), Path(a.out), lm_text_path=Path(lm_text) if lm_text else None)
+    lang = cfg.get("lang", {})
+    build_lang(Path(a.cuts), Path(a.out), lm_text_path=Path(lm_text) if lm_text else None,
+               units=lang.get("units", "char"), vocab_size=lang.get("vocab_size", 500),
+               phone_lexicon=Path(lang["lexicon"]) if lang.get("lexicon") else None)
 
 
 def cmd_lm(a) -> None:
@@ -135,23 +138,26 @@ def _load_eval_set(path: str):
     return cuts, audio, refs
 
 
-def _write_hyps(path: Path, ids: list[str], hyps: list[str]) -> None:
-    from w2v.io import write_text
-
-    write_text(path, "".join(f"{i}\t{h}\n" for i, h in zip(ids, hyps)))
-
-
 def cmd_decode(a) -> None:
-    from w2v.decode.ctc import greedy_decode
-    from w2v.decode.emissions import compute_emissions, load_ctc_model, pad_emissions
-    from w2v.decode.lexicon import ParallelLexiconBeamSearch
-    from w2v.decode.tune import beam_search_decode_fn, grid_search, write_tuning_tsv
-    from w2v.io import write_json
+    from w2v.decode.emissions import compute_emissions, load_ctc_model
+    import torch
+
+    from w2v.decode.run import DEFAULT_DECODERS, needs, run_decoders
+    from w2v.io import atomic_path, write_json
     from w2v.train.loop import resolve_device
 
     cfg = _cfg(a.config)
     _threads(a.threads)
     dc = cfg.get("decode", {})
+    lm_order = cfg.get("lm", {}).get("order", 4)
+    decoders = dc.get("decoders") or [d.format(order=lm_order) for d in DEFAULT_DECODERS]
+    inputs = {"lexicon": a.lexicon, "lm": a.lm, "graph": a.graph, "lm_nn": a.lm_nn}
+    lacking = sorted(k for k in needs(decoders, lm_order) if not inputs[k])
+    if lacking:
+        raise SystemExit(f"w2v decode: decoders {decoders} need " + ", ".join(f"--{k.replace('_', '-')}" for k in lacking))
+    for k in needs(decoders, lm_order):
+        if not Path(inputs[k]).exists():
+            raise FileNotFoundError(f"{k} not found: {inputs[k]}")
     out = Path(a.out)
     device = resolve_device(a.device or cfg.get("device"))
     model, meta = load_ctc_model(a.model, device)
@@ -168,37 +174,36 @@ def cmd_decode(a) -> None:
         log.info("%s: %d utterances, %.1f min audio, acoustic model at %.0fx real time", name, len(cuts),
                  secs / 60, secs / max(1e-9, time.time() - t0))
         sets[name] = ([c.id for c in cuts], em, refs)
+        with atomic_path(out / f"emissions_{name}.pt") as tmp:  # for re-decoding and bench/decode_speed.py
+            torch.save({"ids": sets[name][0], "emissions": em, "refs": refs, "units": units}, tmp)
     if dev_name not in sets:
         raise SystemExit(f"w2v decode: the dev set {dev_name!r} (decode.dev_set) is not among --cuts {a.cuts}")
-
-    result = {"model": str(a.model), "units": len(units), "decoders": {}}
-    greedy = {}
-    for name, (ids, em, _) in sets.items():
-        hyps = greedy_decode(*pad_emissions(em), units)
-        _write_hyps(out / "greedy" / f"hyp_{name}.txt", ids, hyps)
-        greedy[name] = str(out / "greedy" / f"hyp_{name}.txt")
-    result["decoders"]["greedy"] = {"lm": "none", "hyps": greedy}
-
-    lm_name = f"{cfg.get('lm', {}).get('order', 4)}gram"
-    beam = dict(beam=dc.get("beam", 500), beam_threshold=dc.get("beam_threshold", 25.0))
-    with ParallelLexiconBeamSearch(a.threads or 1, units, a.lexicon, a.lm, **beam) as search:
-        ids_dev, em_dev, refs_dev = sets[dev_name]
-        t0 = time.time()
-        best, table = grid_search(beam_search_decode_fn(search), dict(zip(ids_dev, em_dev)), refs_dev,
-                                  dc.get("lm_weights", [0.5, 1.0, 2.0]), dc.get("word_scores", [-1.0, 0.0, 1.0]))
-        log.info("tuned on %s in %.0fs (%d points): lm_weight=%s word_score=%s", dev_name, time.time() - t0,
-                 len(table), best["lm_weight"], best["word_score"])
-        write_tuning_tsv(table, out / lm_name / "tuning.tsv")
-        search.set_weights(lm_weight=best["lm_weight"], word_score=best["word_score"])
-        beam_hyps = {}
-        for name, (ids, em, _) in sets.items():
-            hyps = search.decode_utterances(dict(zip(ids, em)))
-            _write_hyps(out / lm_name / f"hyp_{name}.txt", ids, [hyps[i] for i in ids])
-            beam_hyps[name] = str(out / lm_name / f"hyp_{name}.txt")
-    result["decoders"][lm_name] = {"lm": str(a.lm), "hyps": beam_hyps, "lm_weight": best["lm_weight"],
-                                   "word_score": best["word_score"], "tuned_on": dev_name, **beam}
+    result = {"model": str(a.model), "units": len(units),
+              "decoders": run_decoders(decoders, sets, units, dev_name, out, dc, lm_order, threads=a.threads or 1,
+                                       **inputs)}
     result["refs"] = {name: str(p) for name, p in zip((_cut_name(p) for p in a.cuts), a.cuts)}
     write_json(out / "decode.json", result)
+
+
+def cmd_graph(a) -> None:
+    from w2v.decode.graph import build_hlg
+    from w2v.lm import build_ngram
+
+    cfg = _cfg(a.config)
+    g = cfg.get("graph", {})
+    arpa = g.get("arpa")
+    if not arpa:  # the first-pass LM: a smaller (lower order, pruned) n-gram than the rescoring one
+        build_ngram(Path(a.text), Path(a.out) / "lm", order=g.get("order", 3), prune=g.get("prune"), keep_arpa=True)
+        arpa = Path(a.out) / "lm" / "lm.arpa"
+    build_hlg(Path(a.units), Path(a.lexicon), Path(arpa), Path(a.out), max_order=g.get("max_order", -1))
+
+
+def cmd_lm_nn(a) -> None:
+    from w2v.lm_nn import LMConfig, train_lm
+
+    cfg = _cfg(a.config)
+    _threads(a.threads or 1)
+    train_lm(Path(a.text), Path(a.out), LMConfig(**cfg.get("lm_nn", {})), dev_text=a.dev_text)
 
 
 def cmd_score(a) -> None:
@@ -206,6 +211,7 @@ def cmd_score(a) -> None:
 
     from w2v.data.cuts import transcript
     from w2v.io import write_json
+    from w2v.score.details import fold, read_fold_map, score_details, write_details
     from w2v.score.wer import read_text_file, score, write_alignments, write_per_utt
 
     cfg = _cfg(a.config)
@@ -213,9 +219,22 @@ def cmd_score(a) -> None:
     exp_dir = Path(a.decode).parent
     init, _, subset = exp_dir.name.partition("_")
     dev_name = cfg.get("decode", {}).get("dev_set", "dev")
-    refs = {}
+    lang = cfg.get("lang", {})
+    fold_map = read_fold_map(a.fold_map) if a.fold_map else {}
+    phones = None  # phone units: greedy output is phones, scored as PER against the lexicon's spelling
+    if lang.get("units") == "phone":
+        from w2v.data.units import read_phone_lexicon
+
+        phones = read_phone_lexicon(Path(lang["lexicon"]))
+    refs, speakers, languages = {}, {}, {}
     for name, path in dec["refs"].items():
-        refs[name] = {c.id: transcript(c) for c in load_manifest(path)}
+        cuts = list(load_manifest(path))
+        refs[name] = {c.id: transcript(c) for c in cuts}
+        for c in cuts:
+            sup = c.supervisions[0] if c.supervisions else None
+            speakers[c.id] = (sup and sup.speaker) or ""
+            if sup and sup.language:
+                languages[c.id] = sup.language
     summary = Path(next(iter(dec["refs"].values()))).with_name("cuts_summary.json")
     hours = json.loads(summary.read_text())["sets"]["pretrain"]["hours"] if summary.exists() else None
     pretrain_data = f"{cfg['recipe']} {hours:.1f} h" if hours is not None else f"{cfg['recipe']} unlabeled"
@@ -223,16 +242,31 @@ def cmd_score(a) -> None:
         pretrain_data = f"imported {Path(cfg['finetune']['init_from']).stem}"
     rows = []
     for decoder, d in dec["decoders"].items():
+        metric = "PER" if phones is not None and decoder == "greedy" else "WER"
         for name, hyp_path in d["hyps"].items():
-            res = score(refs[name], read_text_file(hyp_path))
+            ref = refs[name]
+            if metric == "PER":
+                from w2v.data.units import words_to_phones
+
+                ref = {k: words_to_phones(v, phones) for k, v in ref.items()}
+            hyp = read_text_file(hyp_path)
+            if fold_map:
+                ref = {k: fold(v, fold_map) for k, v in ref.items()}
+                hyp = {k: fold(v, fold_map) for k, v in hyp.items()}
+            res = score(ref, hyp)
             write_alignments(res, Path(hyp_path).with_name(f"errs_{name}.txt"))
             write_per_utt(res, Path(hyp_path).with_name(f"per_utt_{name}.tsv"))
+            details = score_details(res, speakers, languages, metric)
+            write_details(details, Path(hyp_path).with_name(f"score_{name}.md"),
+                          Path(hyp_path).with_name(f"score_{name}.json"), f"{exp_dir.name} {decoder} {name}")
             rows.append({"model": Path(cfg["model"]).stem,
-                         "pretrain_data": pretrain_data if init == "pretrained" else "none", "labeled": subset, "init": init, "decoder": decoder, "lm": d["lm"],
+                         "pretrain_data": pretrain_data if init == "pretrained" else "none", "labeled": subset,
+                         "init": init, "decoder": decoder, "lm": d["lm"], "metric": metric,
                          "test_set": name, "is_dev": name == dev_name, "lm_weight": d.get("lm_weight"),
-                         "word_score": d.get("word_score"), "wer": res.wer, "cer": res.cer,
+                         "word_score": d.get("word_score"), "wer": res.wer, "cer": res.cer, "rtf": d.get("rtf"),
                          "num_words": res.ref_words, "num_utts": len(refs[name])})
-            log.info("%s %s %s: WER %.2f%% CER %.2f%%", exp_dir.name, decoder, name, 100 * res.wer, 100 * res.cer)
+            log.info("%s %s %s: %s %.2f%% CER %.2f%%", exp_dir.name, decoder, name, metric, 100 * res.wer,
+                     100 * res.cer)
     write_json(a.out, rows)
 
 
@@ -338,11 +372,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init-from", choices=["pretrained", "scratch"], default="pretrained")
     s.add_argument("--init", default=None, help="pre-trained model.pt (default: finetune.init_from, else the recipe's)")
     s.add_argument("--dev", default=None, help="dev cuts for picking the best checkpoint")
-    s = add("decode", cmd_decode, "greedy and lexicon beam search + n-gram, tuned on dev",
-            ["--model", "--lexicon", "--lm", "--out"])
+    s = add("graph", cmd_graph, "HLG decoding graph (first-pass n-gram from --text)",
+            ["--units", "--lexicon", "--text", "--out"])
+    s = add("lm-nn", cmd_lm_nn, "Transformer LM for n-best rescoring", ["--text", "--out"])
+    s.add_argument("--dev-text", default=None, help="sentences to report perplexity on")
+    s.add_argument("--threads", type=int, default=1)
+    s = add("decode", cmd_decode, "every decode.decoders row (greedy, beam+4gram, hlg, n-best rescoring)",
+            ["--model", "--out"])
     s.add_argument("--cuts", required=True, nargs="+", help="the dev set and the test sets")
+    for opt in ("--lexicon", "--lm", "--graph", "--lm-nn"):
+        s.add_argument(opt, default=None)
     compute(s)
-    add("score", cmd_score, "WER/CER with per-utterance alignments", ["--decode", "--out"])
+    s = add("score", cmd_score, "WER/CER/PER, alignments, per-speaker/language breakdowns", ["--decode", "--out"])
+    s.add_argument("--fold-map", default=None, help="FROM TO per line, applied to references and hypotheses")
     s = add("report", cmd_report, "results.md and results.json", ["--out-md", "--out-json"])
     s.add_argument("--scores", required=True, nargs="+")
     s = add("import-checkpoint", cmd_import_checkpoint,
