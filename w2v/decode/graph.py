@@ -30,7 +30,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from w2v.decode.ctc import BLANK, WORD_SEP, load_units
+from w2v.decode.ctc import WORD_SEP, load_units
 from w2v.io import atomic_path, write_json, write_text
 
 __all__ = ["HLG_FILES", "add_disambig", "build_hlg", "load_hlg", "make_ctc_topo", "make_g", "make_lexicon_fst",
