@@ -113,8 +113,9 @@ def main() -> None:
         from w2v.decode.wfst import HLGDecoder
 
         n = dc.get("nbest", 20)
-        hlg = HLGDecoder(a.graph, beam=dc.get("hlg_beam", 16.0), max_active=dc.get("max_active", 1000),
-                         lattice_beam=dc.get("lattice_beam", 6.0), acoustic_scale=dc.get("nbest_acoustic_scale", 1.0))
+        d = decoders[rescorers[0]]
+        hlg = HLGDecoder(a.graph, beam=d["beam"], max_active=d["max_active"], lattice_beam=d["lattice_beam"],
+                         nbest_beam=d["nbest_beam"], acoustic_scale=d["acoustic_scale"])
         nbest, t_nbest = timed(lambda e: hlg.nbest_utterances(e, n), em)
         scorers = {"ngram": NgramScorer(a.lm)}
         for name in rescorers:

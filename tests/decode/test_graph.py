@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 
 kaldifst = pytest.importorskip("kaldifst")
 pytest.importorskip("kaldilm")
@@ -79,10 +80,15 @@ def test_decode_hand_made_posteriors(graph, make_emissions, ambiguous):
     assert HLGDecoder(graph_dir, acoustic_scale=50.0).decode_one(make_emissions(ambiguous)) == "A CAB"
     assert dec.decode_one(make_emissions(["B", "E", "<blank>", "D"])) == "BED"
     assert dec.decode_one(make_emissions([])) == ""
-    nbest = dec.nbest_one(make_emissions(ambiguous), n=5)
+    nbest = HLGDecoder(graph_dir, nbest_beam=12, lattice_beam=8).nbest_one(make_emissions(ambiguous), n=5)
     assert [h.text for h in nbest[:2]] == ["A CAT", "A CAB"]
-    assert nbest[0].graph == pytest.approx(LN10 * (P["A"] + P["CAT"] + P["</s>"]), abs=1e-3)
+    assert nbest[0].first_pass > nbest[1].first_pass
     assert nbest[1].am > nbest[0].am  # CAB is the acoustically better one
+    # the acoustic score is the CTC log-likelihood of the spelled hypothesis
+    em = make_emissions(ambiguous)
+    target = torch.tensor([[2, 1, 4, 2, 7]])  # A | C A T
+    ctc = -torch.nn.functional.ctc_loss(em.unsqueeze(1), target, [em.shape[0]], [5], reduction="sum")
+    assert nbest[0].am == pytest.approx(ctc.item(), abs=1e-4)
 
 
 def test_bpe_like_units_without_word_separator(tmp_path, make_emissions):

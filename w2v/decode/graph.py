@@ -10,6 +10,7 @@ Symbol spaces (``tokens.txt``, ``words.txt`` beside ``HLG.fst``):
   ``#0, #1, ...`` (on L's input side only; they are removed from LG before H is composed).
 * words: 0 = ``<eps>``, the lexicon's words in ``words.txt`` order, then ``<unk>``, ``#0``
   (G's back-off arcs), ``<s>``, ``</s>``.
+* ``lexicon.txt``: each word's spelling in units (no separator), for rescoring's CTC scores.
 
 H is the standard CTC topology (one state per unit; a unit is emitted when the path enters its
 state from another one; blank and repeats emit nothing). L spells each word in the model's
@@ -38,7 +39,7 @@ __all__ = ["HLG_FILES", "add_disambig", "build_hlg", "load_hlg", "make_ctc_topo"
 
 log = logging.getLogger(__name__)
 
-HLG_FILES = ("HLG.fst", "words.txt", "tokens.txt", "graph.json")
+HLG_FILES = ("HLG.fst", "words.txt", "tokens.txt", "lexicon.txt", "graph.json")
 UNK = "<unk>"
 
 
@@ -225,6 +226,7 @@ def build_hlg(units_path: str | Path, lexicon_path: str | Path, arpa_path: str |
     word_id = {w: i for i, w in enumerate(words)}
     write_text(out_dir / "tokens.txt", "".join(f"{t} {i}\n" for i, t in enumerate(tokens)))
     write_text(out_dir / "words.txt", "".join(f"{w} {i}\n" for i, w in enumerate(words)))
+    write_text(out_dir / "lexicon.txt", "".join(f"{w} {' '.join(sp)}\n" for w, sp, _ in lexicon))
 
     lm_words = [w for w in _arpa_words(Path(arpa_path)) if w not in ("<s>", "</s>", UNK)]
     lex_set = set(lex_words)

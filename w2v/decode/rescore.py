@@ -42,7 +42,7 @@ def nbest_features(nbest: Mapping[str, Sequence[Hypothesis]], scorers: Mapping[s
     """``{utt: [{"text", "am", "words", <scorer name>: logprob, ...}, ...]}``."""
     out = {}
     for utt, hyps in nbest.items():
-        rows = [{"text": h.text, "am": h.am, "graph": h.graph, "words": len(h.words)} for h in hyps]
+        rows = [{"text": h.text, "am": h.am, "first_pass": h.first_pass, "words": len(h.words)} for h in hyps]
         for name, scorer in scorers.items():
             for row, s in zip(rows, scorer.score([h.words for h in hyps])):
                 row[name] = s

@@ -109,9 +109,9 @@ def run_decoders(decoders: Sequence[str], sets: Mapping[str, tuple], units: Sequ
         from w2v.decode.wfst import HLGDecoder
 
         backend = dc.get("wfst_backend", "kaldi")
-        knobs = dict(beam=dc.get("hlg_beam", 16.0), max_active=dc.get("max_active", 1000),
-                     lattice_beam=dc.get("lattice_beam", 6.0))
-        scales = dc.get("acoustic_scales", [0.5, 1.0, 2.0])
+        knobs = dict(beam=dc.get("hlg_beam", 10.0), max_active=dc.get("max_active", 300),
+                     lattice_beam=dc.get("lattice_beam", 3.0), nbest_beam=dc.get("nbest_beam", 8.0))
+        scales = dc.get("acoustic_scales", [1.0, 2.0, 3.0])
         if "hlg" in kinds.values():
             from w2v.score.wer import score
 
@@ -131,8 +131,10 @@ def run_decoders(decoders: Sequence[str], sets: Mapping[str, tuple], units: Sequ
                              "rtf": (time.time() - t1) / total_sec, "backend": backend, **knobs}
         rescorers = [d for d in decoders if kinds[d] in ("nbest", "nbest_nn")]
         if rescorers:
+            # the lattice is cut at the acoustic scale tuned for hlg, unless one is set
+            scale = dc.get("nbest_acoustic_scale", result.get("hlg", {}).get("acoustic_scale", 1.0))
             result.update(_rescore(rescorers, kinds, sets, dev_name, out, dc, graph, lm, lm_nn, knobs, backend,
-                                   total_sec))
+                                   total_sec, scale))
     return {d: result[d] for d in decoders}
 
 
@@ -157,12 +159,13 @@ def _beam(name, sets, units, dev_name, out, dc, lexicon, lm, threads, total_sec)
             "tuned_on": dev_name, "rtf": (time.time() - t1) * max(1, threads) / total_sec, **beam}
 
 
-def _rescore(rescorers, kinds, sets, dev_name, out, dc, graph, lm, lm_nn, knobs, backend, total_sec) -> dict:
+def _rescore(rescorers, kinds, sets, dev_name, out, dc, graph, lm, lm_nn, knobs, backend, total_sec,
+             scale: float) -> dict:
     from w2v.decode.rescore import NgramScorer, nbest_features, pick, tune_weights
     from w2v.decode.wfst import HLGDecoder
 
     n = dc.get("nbest", 20)
-    dec = HLGDecoder(graph, acoustic_scale=dc.get("nbest_acoustic_scale", 1.0), backend=backend, **knobs)
+    dec = HLGDecoder(graph, acoustic_scale=scale, backend=backend, **knobs)
     t0 = time.time()
     nbest = {s: dec.nbest_utterances(dict(zip(ids, em)), n) for s, (ids, em, _) in sets.items()}
     t_nbest = time.time() - t0
@@ -198,5 +201,5 @@ def _rescore(rescorers, kinds, sets, dev_name, out, dc, graph, lm, lm_nn, knobs,
         result[name] = {"lm": str(lm) + (f" + {lm_nn}" if kinds[name] == "nbest_nn" else ""), "hyps": hyps,
                         "lm_weight": weights["ngram"], "word_score": weights["words"],
                         "nn_weight": weights.get("nnlm"), "nbest": n, "tuned_on": dev_name,
-                        "rtf": spent / total_sec}
+                        "rtf": spent / total_sec, "acoustic_scale": scale, **knobs}
     return result

@@ -7,18 +7,20 @@ rescoring (:mod:`w2v.decode.rescore`).
 
 Knobs: ``beam`` (cost window kept around the best token), ``max_active`` (tokens kept per
 frame), ``acoustic_scale`` (log-probs are multiplied by it, so the graph weighs
-``1 / acoustic_scale`` against them), ``lattice_beam`` (n-best only).
+``1 / acoustic_scale`` against them); for n-best, ``nbest_beam`` (the lattice decoder keeps
+every token within it: it has no ``max_active``) and ``lattice_beam``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
+from w2v.decode.ctc import WORD_SEP
 from w2v.decode.graph import load_hlg
 
 __all__ = ["Hypothesis", "HLGDecoder", "k2_available"]
@@ -26,11 +28,11 @@ __all__ = ["Hypothesis", "HLGDecoder", "k2_available"]
 
 @dataclass(frozen=True)
 class Hypothesis:
-    """One word sequence with its first-pass scores (log domain, higher is better)."""
+    """One word sequence with its scores (log domain, higher is better)."""
 
     words: tuple[str, ...]
-    am: float  # sum of the (unscaled) CTC log-probs along the best alignment
-    graph: float  # minus the graph cost (G's LM log-prob in natural log, plus L/H weights)
+    am: float  # CTC log-likelihood of its unit sequence (all alignments, unscaled)
+    first_pass: float  # minus the best path's decoding cost (scaled acoustics + graph)
 
     @property
     def text(self) -> str:
@@ -54,18 +56,28 @@ class HLGDecoder:
         backend: ``"kaldi"`` (kaldi-decoder) or ``"k2"`` (needs k2 installed).
     """
 
-    def __init__(self, graph_dir: str | Path, beam: float = 16.0, max_active: int = 1000,
-                 acoustic_scale: float = 1.0, lattice_beam: float = 6.0, backend: str = "kaldi"):
+    def __init__(self, graph_dir: str | Path, beam: float = 10.0, max_active: int = 300,
+                 acoustic_scale: float = 1.0, lattice_beam: float = 3.0, nbest_beam: float = 8.0,
+                 backend: str = "kaldi"):
         if backend not in ("kaldi", "k2"):
             raise ValueError(f"unknown WFST backend {backend!r}: use 'kaldi' or 'k2'")
         if backend == "k2" and not k2_available():
             raise RuntimeError("decoder backend 'k2' requested but k2 is not importable; use 'kaldi'")
         if acoustic_scale <= 0:
             raise ValueError(f"acoustic_scale must be > 0, got {acoustic_scale}")
-        self.hlg, self.words = load_hlg(graph_dir)
         self.graph_dir = Path(graph_dir)
+        self.hlg, self.words = load_hlg(graph_dir)
         self.beam, self.max_active = float(beam), int(max_active)
         self.acoustic_scale, self.lattice_beam = float(acoustic_scale), float(lattice_beam)
+        self.nbest_beam = float(nbest_beam)
+        tokens = [line.split()[0] for line in (self.graph_dir / "tokens.txt").read_text(encoding="utf-8").splitlines()]
+        units = {t: i - 1 for i, t in enumerate(tokens) if i > 0 and not t.startswith("#")}
+        self.word_sep = units.get(WORD_SEP)
+        self.spell: dict[str, list[int]] = {}
+        for line in (self.graph_dir / "lexicon.txt").read_text(encoding="utf-8").splitlines():
+            parts = line.split()
+            if parts:
+                self.spell.setdefault(parts[0], [units[u] for u in parts[1:]])
         self.backend = backend
         self._k2_graph = None
 
@@ -95,30 +107,61 @@ class HLGDecoder:
         return " ".join(self._words(olabels)) if ok else ""
 
     def nbest_one(self, log_probs: torch.Tensor, n: int = 10) -> list[Hypothesis]:
-        """Up to ``n`` distinct word sequences, best first (by first-pass score)."""
+        """Up to ``n`` distinct word sequences, best first by first-pass score.
+
+        The lattice (``nbest_beam``, ``lattice_beam``) is projected on words, determinized
+        (the best path per word sequence) and its ``n`` best paths are read; each then gets
+        its CTC log-likelihood, the acoustic score rescoring starts from.
+        """
         if log_probs.shape[0] == 0:
             return [Hypothesis((), 0.0, 0.0)]
         import kaldifst
         from kaldi_decoder import DecodableCtc, LatticeSimpleDecoder, LatticeSimpleDecoderConfig
 
-        cfg = LatticeSimpleDecoderConfig(beam=self.beam, lattice_beam=self.lattice_beam)
+        cfg = LatticeSimpleDecoderConfig(beam=self.nbest_beam, lattice_beam=self.lattice_beam)
         decoder = LatticeSimpleDecoder(self.hlg, cfg)
         decoder.decode(DecodableCtc(self._feats(log_probs)))
         ok, lattice = decoder.get_raw_lattice()
         if not ok or lattice.num_states == 0:
             return []
-        # Paths of a raw lattice differ by alignment too: ask for more, keep the best per word string.
-        best: dict[tuple[str, ...], Hypothesis] = {}
-        for path in kaldifst.lattice_to_nbest(lattice, n=4 * n):
+        lines = []
+        for line in str(lattice).splitlines():  # (graph, acoustic) costs -> one tropical weight, on words
+            c = line.split()
+            if len(c) >= 4:
+                lines.append(f"{c[0]}\t{c[1]}\t{c[3]}\t{c[3]}\t{sum(map(float, c[4].split(','))) if len(c) > 4 else 0}")
+            elif c:
+                lines.append(f"{c[0]}\t{sum(map(float, c[1].split(','))) if len(c) > 1 else 0}")
+        words_fst = kaldifst.compile("\n".join(lines) + "\n")
+        kaldifst.rmepsilon(words_fst)
+        words_fst = kaldifst.determinize(words_fst)
+        hyps = []
+        for path in kaldifst.convert_nbest_to_vector(kaldifst.shortest_path(words_fst, n=n)):
             ok, _, olabels, w = kaldifst.get_linear_symbol_sequence(path)
-            if not ok:
-                continue
-            hyp = Hypothesis(self._words(olabels), am=-w.value2 / self.acoustic_scale, graph=-w.value1)
-            old = best.get(hyp.words)
-            if old is None or hyp.am + hyp.graph > old.am + old.graph:
-                best[hyp.words] = hyp
-        ranked = sorted(best.values(), key=lambda h: -(self.acoustic_scale * h.am + h.graph))
-        return ranked[:n]
+            if ok:
+                hyps.append((self._words(olabels), -w.value))
+        hyps.sort(key=lambda h: -h[1])
+        am = self.ctc_scores(log_probs, [h[0] for h in hyps])
+        return [Hypothesis(words, a, fp) for (words, fp), a in zip(hyps, am)]
+
+    def ctc_scores(self, log_probs: torch.Tensor, sentences: Sequence[Sequence[str]]) -> list[float]:
+        """CTC log-likelihood of each word sequence spelled in units (``-inf`` if unspellable)."""
+        if not sentences:
+            return []
+        targets, lengths = [], []
+        for words in sentences:
+            ids = []
+            for k, w in enumerate(words):
+                if k and self.word_sep is not None:
+                    ids.append(self.word_sep)
+                ids += self.spell.get(w, [])
+            targets.append(torch.tensor(ids, dtype=torch.long))
+            lengths.append(len(ids))
+        lp = log_probs.detach().float().cpu().unsqueeze(1).expand(-1, len(sentences), -1)
+        padded = torch.nn.utils.rnn.pad_sequence(targets, batch_first=True) if max(lengths) else \
+            torch.zeros(len(sentences), 1, dtype=torch.long)
+        loss = torch.nn.functional.ctc_loss(lp, padded, torch.full((len(sentences),), lp.shape[0]),
+                                            torch.tensor(lengths), blank=0, reduction="none", zero_infinity=False)
+        return (-loss).tolist()
 
     def decode_utterances(self, emissions: Mapping[str, torch.Tensor]) -> dict[str, str]:
         return {utt: self.decode_one(lp) for utt, lp in emissions.items()}
