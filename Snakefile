@@ -82,7 +82,9 @@ rule lang:
     output: units=f"{D}/lang/units.txt", lexicon=f"{D}/lang/lexicon.txt", lm_text=f"{D}/lang/lm_text.txt"
     log: f"{D}/logs/lang.log"
     message: "lang: {config[lang][units] if 'units' in config.get('lang', {}) else 'char'} units, lexicon and LM text in {D}/lang"
-    params: cfg=CFG, out=f"{D}/lang", settings=[config.get("lm", {}).get("text"), config.get("lang")]
+    # (`lang` joins the params only when set, so character recipes keep their earlier params)
+    params: cfg=CFG, out=f"{D}/lang", settings=[config.get("lm", {}).get("text"), config["lang"]] if config.get("lang")
+                                                else config.get("lm", {}).get("text")
     shell: "w2v lang --config {params.cfg} --cuts {input[0]} --out {params.out} 2>&1 | tee {log}"
 
 rule lm:
