@@ -47,3 +47,16 @@ def test_missing_lm_is_named(toy_graph, units, make_emissions, tmp_path):
     with pytest.raises(FileNotFoundError, match="rescoring LM not found: .*nowhere.bin"):
         run_decoders(["hlg+nbest-3gram"], sets, units, "dev", tmp_path, {}, 3, graph=str(toy_graph / "graph"),
                      lm=str(tmp_path / "nowhere.bin"))
+
+
+def test_cli_names_missing_decoder_inputs(tmp_path):
+    from w2v.cli import main
+
+    cfg = tmp_path / "recipe.yaml"
+    cfg.write_text("recipe: x\nmodel: tiny\ncorpus: {type: folder, path: /nope}\n"
+                   "decode: {decoders: [greedy, hlg+nbest-4gram]}\n")
+    base = ["decode", "--config", str(cfg), "--model", "m.pt", "--cuts", "dev.jsonl.gz", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit, match="need --graph, --lm"):
+        main(base)
+    with pytest.raises(SystemExit, match="lm not found: .*absent.bin"):
+        main(base + ["--graph", str(tmp_path), "--lm", str(tmp_path / "absent.bin")])
