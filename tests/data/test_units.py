@@ -75,3 +75,21 @@ def test_char_dir_without_lang_json_is_characters(tmp_path, train_cuts):
     units = load_units(p["units"])
     assert [units[i] for i in tok.encode("THE CAT")] == ["T", "H", "E", "|", "C", "A", "T"]
     assert tok.encode("THE ZEBRA") is None
+
+
+def test_bpe_units_flow_into_finetuning(tmp_path):
+    """The model's output layer follows units.txt; transcripts are cut by the BPE model."""
+    from synth import write_tiny_cuts
+    from test_loop import _cfg
+    from w2v.train import checkpoint as ck
+    from w2v.train.config import TrainConfig
+    from w2v.train.loop import train
+
+    torch.manual_seed(0)
+    cuts = write_tiny_cuts(tmp_path / "a", n=4, min_s=1.5, max_s=2.0)
+    with pytest.raises(ValueError, match="lang.vocab_size 12: .*smaller than required_chars"):
+        build_lang(cuts, tmp_path / "lang", units="bpe", vocab_size=12)
+    p = build_lang(cuts, tmp_path / "lang", units="bpe", vocab_size=24)
+    ft = TrainConfig(task="finetune", max_updates=1, lr=1e-3, max_duration=8.0, save_every=1)
+    m = ck.load(train(ft, cuts, tmp_path / "ft", _cfg(), units_path=p["units"]))
+    assert m["units"] == load_units(p["units"]) and m["model"]["lm_head.weight"].shape[0] == 25

@@ -144,9 +144,13 @@ def _train_bpe(sentences: list[str], model_path: Path, vocab_size: int):
     with tempfile.TemporaryDirectory(dir=model_path.parent, prefix=".bpe-") as tmp:
         text = Path(tmp) / "text.txt"
         text.write_text("\n".join(sentences) + "\n", encoding="utf-8")
-        spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(Path(tmp) / "bpe"), model_type="bpe",
-                                       vocab_size=vocab_size, character_coverage=1.0, bos_id=-1, eos_id=-1,
-                                       unk_id=0, minloglevel=2)
+        try:
+            spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(Path(tmp) / "bpe"), model_type="bpe",
+                                           vocab_size=vocab_size, character_coverage=1.0, bos_id=-1, eos_id=-1,
+                                           unk_id=0, minloglevel=2)
+        except RuntimeError as e:  # e.g. fewer pieces than characters, or more than the text allows
+            raise ValueError(f"lang.vocab_size {vocab_size}: sentencepiece cannot train on this text: "
+                             f"{str(e).splitlines()[-1]}") from None
         with atomic_path(model_path) as out:
             Path(tmp, "bpe.model").replace(out)
     return spm.SentencePieceProcessor(model_file=str(model_path))
