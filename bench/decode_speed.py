@@ -65,6 +65,7 @@ def main() -> None:
     p.add_argument("--lm-nn", default=None)
     p.add_argument("--set", default="test")
     p.add_argument("--no-pyctcdecode", action="store_true")
+    p.add_argument("--beams", type=int, nargs="*", default=[], help="also time beam+LM at these beam sizes")
     p.add_argument("--tune-utts", type=int, default=20, help="dev utterances pyctcdecode's alpha/beta are tuned on")
     a = p.parse_args()
     torch.set_num_threads(1)  # one core, one worker
@@ -97,10 +98,11 @@ def main() -> None:
         from w2v.decode.lexicon import LexiconBeamSearch
 
         d = decoders[beam_name]
-        search = LexiconBeamSearch(units, a.lexicon, a.lm, beam=d["beam"], beam_threshold=d["beam_threshold"])
-        search.set_weights(d["lm_weight"], d["word_score"])
-        hyps, secs = timed(search.decode_utterances, em)
-        report(beam_name, hyps, secs, f"beam {d['beam']}, lm_weight {d['lm_weight']}, word_score {d['word_score']}")
+        for beam in [d["beam"]] + a.beams:
+            search = LexiconBeamSearch(units, a.lexicon, a.lm, beam=beam, beam_threshold=d["beam_threshold"])
+            search.set_weights(d["lm_weight"], d["word_score"])
+            hyps, secs = timed(search.decode_utterances, em)
+            report(beam_name, hyps, secs, f"beam {beam}, lm_weight {d['lm_weight']}, word_score {d['word_score']}")
     if a.graph and "hlg" in decoders:
         from w2v.decode.wfst import HLGDecoder
 
