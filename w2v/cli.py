@@ -248,7 +248,10 @@ def cmd_score(a) -> None:
             if metric == "PER":
                 from w2v.data.units import words_to_phones
 
-                ref = {k: words_to_phones(v, phones) for k, v in ref.items()}
+                try:
+                    ref = {k: words_to_phones(v, phones) for k, v in ref.items()}
+                except KeyError as e:
+                    raise ValueError(f"{dec['refs'][name]}: {e.args[0]} ({lang['lexicon']})") from None
             hyp = read_text_file(hyp_path)
             if fold_map:
                 ref = {k: fold(v, fold_map) for k, v in ref.items()}
