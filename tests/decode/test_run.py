@@ -60,3 +60,23 @@ def test_cli_names_missing_decoder_inputs(tmp_path):
         main(base)
     with pytest.raises(SystemExit, match="lm not found: .*absent.bin"):
         main(base + ["--graph", str(tmp_path), "--lm", str(tmp_path / "absent.bin")])
+
+
+def test_cli_graph_stage(lang_dir, tmp_path):
+    import json
+
+    from w2v.cli import main
+    from w2v.lm import KenLMToolMissing, find_kenlm_tool
+
+    try:
+        find_kenlm_tool("lmplz")
+    except KenLMToolMissing as e:
+        pytest.skip(str(e))
+    cfg = tmp_path / "recipe.yaml"
+    cfg.write_text("recipe: x\nmodel: tiny\ncorpus: {type: folder, path: /nope}\ngraph: {order: 2}\n")
+    main(["graph", "--config", str(cfg), "--units", str(lang_dir / "units.txt"), "--lexicon",
+          str(lang_dir / "lexicon.txt"), "--text", str(lang_dir / "text.txt"), "--out", str(tmp_path / "g")])
+    info = json.loads((tmp_path / "g" / "graph.json").read_text())
+    assert info["lm_oov"] == 2 and (tmp_path / "g" / "HLG.fst").is_file()  # THE and SAT are not in the lexicon
+    assert "2-grams" in (tmp_path / "g" / "lm" / "lm.arpa").read_text() and "3-grams" not in \
+        (tmp_path / "g" / "lm" / "lm.arpa").read_text()
