@@ -158,7 +158,7 @@ rule score_one:
     output: f"{E}/decode/{{exp}}/scores.json"
     log: f"{E}/decode/{{exp}}/score_log.txt"
     message: "score: WER/CER of {wildcards.exp}"
-    params: cfg=CFG
+    params: cfg=CFG, settings=config.get("score")
     shell: "w2v score --config {params.cfg} --decode {input} --out {output} 2>&1 | tee {log}"
 
 rule score:

@@ -220,7 +220,8 @@ def cmd_score(a) -> None:
     init, _, subset = exp_dir.name.partition("_")
     dev_name = cfg.get("decode", {}).get("dev_set", "dev")
     lang = cfg.get("lang", {})
-    fold_map = read_fold_map(a.fold_map) if a.fold_map else {}
+    fold_path = a.fold_map or cfg.get("score", {}).get("fold_map")
+    fold_map = read_fold_map(fold_path) if fold_path else {}
     phones = None  # phone units: greedy output is phones, scored as PER against the lexicon's spelling
     if lang.get("units") == "phone":
         from w2v.data.units import read_phone_lexicon

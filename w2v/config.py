@@ -101,6 +101,10 @@ SCHEMA: dict[str, Any] = {
                 "rescore_nn_weights": {"type": "array", "items": {"type": "number"}, "minItems": 1},
             },
         },
+        "score": {"type": "object", "additionalProperties": False,
+                  "properties": {"fold_map": {"type": "string",
+                                              "description": "FROM TO per line (e.g. TIMIT 61 -> 39 phones), "
+                                                             "applied to references and hypotheses"}}},
         "device": {"type": "string"},
         "paper": {"type": "array", "items": {"type": "object"}},
     },
