@@ -80,6 +80,8 @@ def test_decode_hand_made_posteriors(graph, make_emissions, ambiguous):
     assert HLGDecoder(graph_dir, acoustic_scale=50.0).decode_one(make_emissions(ambiguous)) == "A CAB"
     assert dec.decode_one(make_emissions(["B", "E", "<blank>", "D"])) == "BED"
     assert dec.decode_one(make_emissions([])) == ""
+    with pytest.raises(ValueError, match="built for 9 units, the log-probs have 5"):
+        dec.decode_one(torch.zeros(3, 5))
     nbest = HLGDecoder(graph_dir, nbest_beam=12, lattice_beam=8).nbest_one(make_emissions(ambiguous), n=5)
     assert [h.text for h in nbest[:2]] == ["A CAT", "A CAB"]
     assert nbest[0].first_pass > nbest[1].first_pass

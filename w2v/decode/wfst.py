@@ -52,8 +52,9 @@ class HLGDecoder:
 
     Args:
         graph_dir: holds ``HLG.fst`` and ``words.txt``.
-        beam, max_active, acoustic_scale, lattice_beam: see the module docstring.
-        backend: ``"kaldi"`` (kaldi-decoder) or ``"k2"`` (needs k2 installed).
+        beam, max_active, acoustic_scale, lattice_beam, nbest_beam: see the module docstring.
+        backend: ``"kaldi"`` (kaldi-decoder) or ``"k2"`` (needs k2 installed; one-best only, n-best
+            lists always come from kaldi-decoder's lattices).
     """
 
     def __init__(self, graph_dir: str | Path, beam: float = 10.0, max_active: int = 300,
@@ -72,6 +73,7 @@ class HLGDecoder:
         self.nbest_beam = float(nbest_beam)
         tokens = [line.split()[0] for line in (self.graph_dir / "tokens.txt").read_text(encoding="utf-8").splitlines()]
         units = {t: i - 1 for i, t in enumerate(tokens) if i > 0 and not t.startswith("#")}
+        self.num_units = len(units)
         self.word_sep = units.get(WORD_SEP)
         self.spell: dict[str, list[int]] = {}
         for line in (self.graph_dir / "lexicon.txt").read_text(encoding="utf-8").splitlines():
@@ -84,6 +86,9 @@ class HLGDecoder:
     def _feats(self, log_probs: torch.Tensor) -> np.ndarray:
         if log_probs.dim() != 2:
             raise ValueError(f"expected (frames, units) log-probs, got shape {tuple(log_probs.shape)}")
+        if log_probs.shape[1] != self.num_units:
+            raise ValueError(f"{self.graph_dir}/HLG.fst was built for {self.num_units} units, the log-probs have "
+                             f"{log_probs.shape[1]}: rebuild the graph from the model's units.txt")
         return np.ascontiguousarray(log_probs.detach().cpu().float().numpy() * self.acoustic_scale)
 
     def _words(self, olabels) -> tuple[str, ...]:
