@@ -81,7 +81,7 @@ rule lang:
     input: f"{D}/cuts/train.jsonl.gz", rules.cuts.output.summary
     output: units=f"{D}/lang/units.txt", lexicon=f"{D}/lang/lexicon.txt", lm_text=f"{D}/lang/lm_text.txt"
     log: f"{D}/logs/lang.log"
-    message: "lang: {config[lang][units] if 'units' in config.get('lang', {}) else 'char'} units, lexicon and LM text in {D}/lang"
+    message: f"lang: {config.get('lang', {}).get('units', 'char')} units, lexicon and LM text in {D}/lang"
     # (`lang` joins the params only when set, so character recipes keep their earlier params)
     params: cfg=CFG, out=f"{D}/lang", settings=[config.get("lm", {}).get("text"), config["lang"]] if config.get("lang")
                                                 else config.get("lm", {}).get("text")
