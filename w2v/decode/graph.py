@@ -24,6 +24,7 @@ larger n-gram left to n-best rescoring.
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import time
@@ -268,13 +269,22 @@ def build_hlg(units_path: str | Path, lexicon_path: str | Path, arpa_path: str |
 
 
 def load_hlg(graph_dir: str | Path):
-    """``(HLG, words)`` from a graph directory: the FST and its word list (index = word id)."""
-    import kaldifst
+    """``(HLG, words)`` from a graph directory: the FST and its word list (index = word id).
 
+    Loaded once per file version (decoders only read it), so re-tuning does not re-read it.
+    """
     graph_dir = Path(graph_dir)
     for name in ("HLG.fst", "words.txt"):
         if not (graph_dir / name).is_file():
             raise FileNotFoundError(f"{graph_dir / name} is missing; run the graph stage (w2v graph)")
+    return _load_hlg(str(graph_dir.resolve()), (graph_dir / "HLG.fst").stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_hlg(graph_dir: str, mtime_ns: int):
+    import kaldifst
+
+    graph_dir = Path(graph_dir)
     words = [line.split()[0] for line in (graph_dir / "words.txt").read_text(encoding="utf-8").splitlines()
              if line.strip()]
     return kaldifst.StdVectorFst.read(str(graph_dir / "HLG.fst")), words
