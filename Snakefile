@@ -1,6 +1,6 @@
 # w2v: one workflow for every recipe. Stages are rules; each calls the `w2v` CLI.
 #   snakemake -c2 --configfile egs/<recipe>/config.yaml [stage]
-# Stages: prepare cuts lang lm pretrain finetune decode score report (the default target).
+# Stages: prepare cuts lang lm graph lm_nn pretrain finetune decode score report (the default target).
 # Rerunning the same command resumes: finished stages are skipped, an interrupted training
 # stage continues from its last checkpoint (profiles/default sets --rerun-incomplete).
 # Several GPUs: `--config gpus=N`; the training rules' `w2v` calls read it from the resolved
@@ -30,6 +30,9 @@ TESTS = config.get("decode", {}).get("test_sets", ["test"])
 SUBSETS = list(config.get("finetune", {}).get("subsets", {}))
 EXPS = [f"{init}_{subset}" for init, subset in w2vconfig.experiments(config)]
 LM_ORDER = config.get("lm", {}).get("order", 4)
+DECODERS = config.get("decode", {}).get("decoders") or ["greedy", f"beam+{LM_ORDER}gram"]
+HLG = any(d.startswith("hlg") for d in DECODERS)
+NNLM = any(d.endswith("transformer-lm") for d in DECODERS)
 CUTS = [f"{D}/cuts/{name}.jsonl.gz" for name in ["pretrain", "train", *[f"train_{s}" for s in SUBSETS], DEV, *TESTS]]
 
 wildcard_constraints:
@@ -90,8 +93,10 @@ rule lang:
     input: f"{D}/cuts/train.jsonl.gz", rules.cuts.output.summary
     output: units=f"{D}/lang/units.txt", lexicon=f"{D}/lang/lexicon.txt", lm_text=f"{D}/lang/lm_text.txt"
     log: f"{D}/logs/lang.log"
-    message: "lang: character units, lexicon and LM text in {D}/lang"
-    params: cfg=CFG, out=f"{D}/lang", settings=config.get("lm", {}).get("text")
+    message: f"lang: {config.get('lang', {}).get('units', 'char')} units, lexicon and LM text in {D}/lang"
+    # (`lang` joins the params only when set, so character recipes keep their earlier params)
+    params: cfg=CFG, out=f"{D}/lang", settings=[config.get("lm", {}).get("text"), config["lang"]] if config.get("lang")
+                                                else config.get("lm", {}).get("text")
     shell: "w2v lang --config {params.cfg} --cuts {input[0]} --out {params.out} 2>&1 | tee {log}"
 
 rule lm:
@@ -101,6 +106,23 @@ rule lm:
     message: "lm: {LM_ORDER}-gram KenLM from {input}"
     params: cfg=CFG, out=f"{D}/lm/{LM_ORDER}gram", settings=config.get("lm")
     shell: "w2v lm --config {params.cfg} --text {input} --out {params.out} 2>&1 | tee {log}"
+
+rule graph:
+    input: units=rules.lang.output.units, lexicon=rules.lang.output.lexicon, text=rules.lang.output.lm_text
+    output: f"{D}/graph/HLG.fst", f"{D}/graph/words.txt"
+    log: f"{D}/logs/graph.log"
+    message: "graph: H, L, G -> HLG in {D}/graph"
+    params: cfg=CFG, out=f"{D}/graph", settings=config.get("graph")
+    shell: "w2v graph --config {params.cfg} --units {input.units} --lexicon {input.lexicon} --text {input.text} "
+           "--out {params.out} 2>&1 | tee {log}"
+
+rule lm_nn:
+    input: rules.lang.output.lm_text
+    output: f"{E}/lm_nn/model.pt"
+    log: f"{E}/lm_nn/log.txt"
+    message: "lm_nn: Transformer LM on {input}"
+    params: cfg=CFG, out=f"{E}/lm_nn", settings=config.get("lm_nn")
+    shell: "w2v lm-nn --config {params.cfg} --text {input} --out {params.out} 2>&1 | tee {log}"
 
 rule pretrain:
     input: f"{D}/cuts/pretrain.jsonl.gz"
@@ -129,14 +151,16 @@ rule finetune:
 
 rule decode_one:
     input: model=f"{E}/finetune/{{exp}}/model.pt", lexicon=rules.lang.output.lexicon, lm=rules.lm.output,
-           cuts=[f"{D}/cuts/{name}.jsonl.gz" for name in [DEV, *TESTS]]
+           cuts=[f"{D}/cuts/{name}.jsonl.gz" for name in [DEV, *TESTS]],
+           graph=rules.graph.output[0] if HLG else [], lm_nn=rules.lm_nn.output if NNLM else []
     output: f"{E}/decode/{{exp}}/decode.json"
     log: f"{E}/decode/{{exp}}/log.txt"
-    message: "decode: {wildcards.exp}, greedy and lexicon beam search + {LM_ORDER}-gram (tuned on {DEV})"
+    message: "decode: {wildcards.exp}, {DECODERS} (tuned on {DEV})"
     threads: workflow.cores
-    params: cfg=CFG, out=decode_dir, settings=config.get("decode")
+    params: cfg=CFG, out=decode_dir, settings=config.get("decode"),
+            extra=(f"--graph {D}/graph " if HLG else "") + (f"--lm-nn {E}/lm_nn/model.pt" if NNLM else "")
     shell: "w2v decode --config {params.cfg} --model {input.model} --lexicon {input.lexicon} --lm {input.lm} "
-           "--cuts {input.cuts} --out {params.out} --threads {threads} 2>&1 | tee {log}"
+           "{params.extra} --cuts {input.cuts} --out {params.out} --threads {threads} 2>&1 | tee {log}"
 
 rule decode:
     input: expand(f"{E}/decode/{{exp}}/decode.json", exp=EXPS)
@@ -146,7 +170,7 @@ rule score_one:
     output: f"{E}/decode/{{exp}}/scores.json"
     log: f"{E}/decode/{{exp}}/score_log.txt"
     message: "score: WER/CER of {wildcards.exp}"
-    params: cfg=CFG
+    params: cfg=CFG, settings=config.get("score")
     shell: "w2v score --config {params.cfg} --decode {input} --out {output} 2>&1 | tee {log}"
 
 rule score:

@@ -13,7 +13,7 @@ Read with lhotse's ``prepare_timit`` (61 phones, no folding), which also fixes t
 sequence from its ``.PHN`` file (lower case, space separated, the utterance-initial and -final
 ``h#`` left out); the word transcript from ``.TXT`` is ``custom["words"]``. Folding to the 39
 scoring classes (Lee & Hon, 1989) is the recipe's ``egs/timit/fold61_39.tsv``, applied by the
-units and scoring stages (``lang: {units: phones, fold: ...}``), not here.
+units and scoring stages (``text: {normalize: tokens}``, ``lang: {units: phone}``, ``score: {fold_map: ...}``), not here.
 """
 
 from __future__ import annotations

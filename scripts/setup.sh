@@ -47,7 +47,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first, then the package: a range in pyproject that the installed torch satisfies
   # installs nothing more (no multi-GB CUDA wheel on a CPU machine).
   "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v '^WARNING: Location' || true
-  "$VENV/bin/python" -c "import torch, lhotse, kenlm, snakemake, flashlight.lib.text.decoder.kenlm, w2v" \
+  "$VENV/bin/python" -c "import torch, lhotse, kenlm, snakemake, flashlight.lib.text.decoder.kenlm, kaldifst, kaldilm, kaldi_decoder, w2v" \
     || die "Python packages did not install; see the pip output above"
   echo "$want" > "$stamp"
 fi

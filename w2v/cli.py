@@ -80,8 +80,11 @@ def cmd_lang(a) -> None:
 
     cfg = _cfg(a.config)
     lm_text = cfg.get("lm", {}).get("text")
+    lang = cfg.get("lang", {})
     build_lang(Path(a.cuts), Path(a.out), lm_text_path=Path(lm_text) if lm_text else None,
-               normalize=cfg.get("text", {}).get("normalize", "upper_letters"))
+               normalize=cfg.get("text", {}).get("normalize", "upper_letters"),
+               units=lang.get("units", "char"), vocab_size=lang.get("vocab_size", 500),
+               phone_lexicon=Path(lang["lexicon"]) if lang.get("lexicon") else None)
 
 
 def cmd_lm(a) -> None:
@@ -154,23 +157,26 @@ def _load_eval_set(path: str):
     return cuts, audio, refs
 
 
-def _write_hyps(path: Path, ids: list[str], hyps: list[str]) -> None:
-    from w2v.io import write_text
-
-    write_text(path, "".join(f"{i}\t{h}\n" for i, h in zip(ids, hyps)))
-
-
 def cmd_decode(a) -> None:
-    from w2v.decode.ctc import greedy_decode
-    from w2v.decode.emissions import compute_emissions, load_ctc_model, pad_emissions
-    from w2v.decode.lexicon import ParallelLexiconBeamSearch
-    from w2v.decode.tune import beam_search_decode_fn, grid_search, write_tuning_tsv
-    from w2v.io import write_json
+    from w2v.decode.emissions import compute_emissions, load_ctc_model
+    import torch
+
+    from w2v.decode.run import DEFAULT_DECODERS, needs, run_decoders
+    from w2v.io import atomic_path, write_json
     from w2v.train.loop import resolve_device
 
     cfg = _cfg(a.config)
     _threads(a.threads)
     dc = cfg.get("decode", {})
+    lm_order = cfg.get("lm", {}).get("order", 4)
+    decoders = dc.get("decoders") or [d.format(order=lm_order) for d in DEFAULT_DECODERS]
+    inputs = {"lexicon": a.lexicon, "lm": a.lm, "graph": a.graph, "lm_nn": a.lm_nn}
+    lacking = sorted(k for k in needs(decoders, lm_order) if not inputs[k])
+    if lacking:
+        raise SystemExit(f"w2v decode: decoders {decoders} need " + ", ".join(f"--{k.replace('_', '-')}" for k in lacking))
+    for k in needs(decoders, lm_order):
+        if not Path(inputs[k]).exists():
+            raise FileNotFoundError(f"{k} not found: {inputs[k]}")
     out = Path(a.out)
     device = resolve_device(a.device or cfg.get("device"))
     model, meta = load_ctc_model(a.model, device)
@@ -188,38 +194,36 @@ def cmd_decode(a) -> None:
         log.info("%s: %d utterances, %.1f min audio, acoustic model at %.0fx real time", name, len(cuts),
                  secs / 60, secs / max(1e-9, time.time() - t0))
         sets[name] = ([c.id for c in cuts], em, refs)
+        with atomic_path(out / f"emissions_{name}.pt") as tmp:  # for re-decoding and bench/decode_speed.py
+            torch.save({"ids": sets[name][0], "emissions": em, "refs": refs, "units": units}, tmp)
     if dev_name not in sets:
         raise SystemExit(f"w2v decode: the dev set {dev_name!r} (decode.dev_set) is not among --cuts {a.cuts}")
-
-    result = {"model": str(a.model), "units": len(units), "decoders": {}}
-    greedy = {}
-    for name, (ids, em, _) in sets.items():
-        hyps = greedy_decode(*pad_emissions(em), units)
-        _write_hyps(out / "greedy" / f"hyp_{name}.txt", ids, hyps)
-        greedy[name] = str(out / "greedy" / f"hyp_{name}.txt")
-    result["decoders"]["greedy"] = {"lm": "none", "hyps": greedy}
-
-    lm_name = f"{cfg.get('lm', {}).get('order', 4)}gram"
-    beam = dict(beam=dc.get("beam", 500), beam_threshold=dc.get("beam_threshold", 25.0))
-    with ParallelLexiconBeamSearch(a.threads or 1, units, a.lexicon, a.lm, **beam) as search:
-        ids_dev, em_dev, refs_dev = sets[dev_name]
-        t0 = time.time()
-        best, table = grid_search(beam_search_decode_fn(search), dict(zip(ids_dev, em_dev)), refs_dev,
-                                  dc.get("lm_weights", [0.5, 1.0, 2.0]), dc.get("word_scores", [-1.0, 0.0, 1.0]))
-        log.info("tuned on %s in %.0fs (%d points): lm_weight=%s word_score=%s", dev_name, time.time() - t0,
-                 len(table), best["lm_weight"], best["word_score"])
-        write_tuning_tsv(table, out / lm_name / "tuning.tsv")
-        search.set_weights(lm_weight=best["lm_weight"], word_score=best["word_score"])
-        beam_hyps = {}
-        for name, (ids, em, _) in sets.items():
-            hyps = search.decode_utterances(dict(zip(ids, em)), desc=f"{name} beam search")
-            _write_hyps(out / lm_name / f"hyp_{name}.txt", ids, [hyps[i] for i in ids])
-            beam_hyps[name] = str(out / lm_name / f"hyp_{name}.txt")
-    result["decoders"][lm_name] = {"lm": str(a.lm), "hyps": beam_hyps, "lm_weight": best["lm_weight"],
-                                   "word_score": best["word_score"], "tuned_on": dev_name,
-                                   "tuning": str(out / lm_name / "tuning.tsv"), **beam}
+    result = {"model": str(a.model), "units": len(units),
+              "decoders": run_decoders(decoders, sets, units, dev_name, out, dc, lm_order, threads=a.threads or 1,
+                                       **inputs)}
     result["refs"] = {name: str(p) for name, p in zip((_cut_name(p) for p in a.cuts), a.cuts)}
     write_json(out / "decode.json", result)
+
+
+def cmd_graph(a) -> None:
+    from w2v.decode.graph import build_hlg
+    from w2v.lm import build_ngram
+
+    cfg = _cfg(a.config)
+    g = cfg.get("graph", {})
+    arpa = g.get("arpa")
+    if not arpa:  # the first-pass LM: a smaller (lower order, pruned) n-gram than the rescoring one
+        build_ngram(Path(a.text), Path(a.out) / "lm", order=g.get("order", 3), prune=g.get("prune"), keep_arpa=True)
+        arpa = Path(a.out) / "lm" / "lm.arpa"
+    build_hlg(Path(a.units), Path(a.lexicon), Path(arpa), Path(a.out), max_order=g.get("max_order", -1))
+
+
+def cmd_lm_nn(a) -> None:
+    from w2v.lm_nn import LMConfig, train_lm
+
+    cfg = _cfg(a.config)
+    _threads(a.threads or 1)
+    train_lm(Path(a.text), Path(a.out), LMConfig(**cfg.get("lm_nn", {})), dev_text=a.dev_text)
 
 
 def cmd_score(a) -> None:
@@ -227,6 +231,7 @@ def cmd_score(a) -> None:
 
     from w2v.data.cuts import transcript
     from w2v.io import write_json
+    from w2v.score.details import fold, read_fold_map, score_details, write_details
     from w2v.score.wer import read_text_file, score, write_alignments, write_per_utt
 
     cfg = _cfg(a.config)
@@ -234,9 +239,23 @@ def cmd_score(a) -> None:
     exp_dir = Path(a.decode).parent
     init, _, subset = exp_dir.name.partition("_")
     dev_name = cfg.get("decode", {}).get("dev_set", "dev")
-    refs = {}
+    lang = cfg.get("lang", {})
+    fold_path = a.fold_map or cfg.get("score", {}).get("fold_map")
+    fold_map = read_fold_map(fold_path) if fold_path else {}
+    phones = None  # phone units: greedy output is phones, scored as PER against the lexicon's spelling
+    if lang.get("units") == "phone":
+        from w2v.data.units import read_phone_lexicon
+
+        phones = read_phone_lexicon(Path(lang["lexicon"]))
+    refs, speakers, languages = {}, {}, {}
     for name, path in dec["refs"].items():
-        refs[name] = {c.id: transcript(c) for c in load_manifest(path)}
+        cuts = list(load_manifest(path))
+        refs[name] = {c.id: transcript(c) for c in cuts}
+        for c in cuts:
+            sup = c.supervisions[0] if c.supervisions else None
+            speakers[c.id] = (sup and sup.speaker) or ""
+            if sup and sup.language:
+                languages[c.id] = sup.language
     summary = Path(next(iter(dec["refs"].values()))).with_name("cuts_summary.json")
     hours = json.loads(summary.read_text())["sets"]["pretrain"]["hours"] if summary.exists() else None
     pretrain_data = f"{cfg['recipe']} {hours:.1f} h" if hours is not None else f"{cfg['recipe']} unlabeled"
@@ -244,16 +263,34 @@ def cmd_score(a) -> None:
         pretrain_data = f"imported {Path(cfg['finetune']['init_from']).stem}"
     rows = []
     for decoder, d in dec["decoders"].items():
+        metric = "PER" if phones is not None and decoder == "greedy" else "WER"
         for name, hyp_path in d["hyps"].items():
-            res = score(refs[name], read_text_file(hyp_path))
+            ref = refs[name]
+            if metric == "PER":
+                from w2v.data.units import words_to_phones
+
+                try:
+                    ref = {k: words_to_phones(v, phones) for k, v in ref.items()}
+                except KeyError as e:
+                    raise ValueError(f"{dec['refs'][name]}: {e.args[0]} ({lang['lexicon']})") from None
+            hyp = read_text_file(hyp_path)
+            if fold_map:
+                ref = {k: fold(v, fold_map) for k, v in ref.items()}
+                hyp = {k: fold(v, fold_map) for k, v in hyp.items()}
+            res = score(ref, hyp)
             write_alignments(res, Path(hyp_path).with_name(f"errs_{name}.txt"))
             write_per_utt(res, Path(hyp_path).with_name(f"per_utt_{name}.tsv"))
+            details = score_details(res, speakers, languages, metric)
+            write_details(details, Path(hyp_path).with_name(f"score_{name}.md"),
+                          Path(hyp_path).with_name(f"score_{name}.json"), f"{exp_dir.name} {decoder} {name}")
             rows.append({"model": Path(cfg["model"]).stem,
-                         "pretrain_data": pretrain_data if init == "pretrained" else "none", "labeled": subset, "init": init, "decoder": decoder, "lm": d["lm"],
+                         "pretrain_data": pretrain_data if init == "pretrained" else "none", "labeled": subset,
+                         "init": init, "decoder": decoder, "lm": d["lm"], "metric": metric,
                          "test_set": name, "is_dev": name == dev_name, "lm_weight": d.get("lm_weight"),
-                         "word_score": d.get("word_score"), "wer": res.wer, "cer": res.cer,
+                         "word_score": d.get("word_score"), "wer": res.wer, "cer": res.cer, "rtf": d.get("rtf"),
                          "num_words": res.ref_words, "num_utts": len(refs[name])})
-            log.info("%s %s %s: WER %.2f%% CER %.2f%%", exp_dir.name, decoder, name, 100 * res.wer, 100 * res.cer)
+            log.info("%s %s %s: %s %.2f%% CER %.2f%%", exp_dir.name, decoder, name, metric, 100 * res.wer,
+                     100 * res.cer)
     write_json(a.out, rows)
 
 
@@ -432,21 +469,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from a pre-trained model (default) or from random weights")
     s.add_argument("--init", default=None, help="pre-trained model.pt (default: finetune.init_from, else the recipe's)")
     s.add_argument("--dev", default=None, help="dev cuts for picking the best checkpoint")
-    s = add("decode", cmd_decode, "greedy and lexicon beam search + n-gram, tuned on dev",
+    s = add("graph", cmd_graph, "HLG decoding graph (first-pass n-gram from --text)",
+            f"w2v graph {cfg} --units data/demo/lang/units.txt --lexicon data/demo/lang/lexicon.txt "
+            "--text data/demo/lang/lm_text.txt --out data/demo/graph",
+            [("--units", "units.txt of the acoustic model (H: the CTC topology over them)"),
+             ("--lexicon", "lexicon.txt spelling each word in those units (L)"),
+             ("--text", "LM text for the first-pass n-gram (G; graph.order, graph.prune) unless graph.arpa"),
+             ("--out", "directory for HLG.fst and graph.json")],
+            description="Compose H (CTC topology), L (lexicon with disambiguation symbols) and G (a pruned "
+                        "n-gram through kaldilm) into a determinized, minimized HLG with kaldifst.")
+    s = add("lm-nn", cmd_lm_nn, "Transformer LM for n-best rescoring",
+            f"w2v lm-nn {cfg} --text data/demo/lang/lm_text.txt --out exp/demo/lm_nn",
+            [("--text", "LM training text, one sentence a line"),
+             ("--out", "directory for model.pt, checkpoints and the training log")],
+            description="Train a small Transformer LM on the LM text (settings: lm_nn); rerunning resumes.")
+    s.add_argument("--dev-text", default=None, help="sentences to report perplexity on")
+    s.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    s = add("decode", cmd_decode, "every decode.decoders row (greedy, beam+4gram, hlg, n-best rescoring)",
             f"w2v decode {cfg} --model exp/demo/finetune/pretrained_1h/model.pt --lexicon data/demo/lang/lexicon.txt "
-            "--lm data/demo/lm/4gram/lm.bin --cuts data/demo/cuts/dev.jsonl.gz data/demo/cuts/test.jsonl.gz "
-            "--out exp/demo/decode/pretrained_1h",
-            [("--model", "fine-tuned model.pt"), ("--lexicon", "lexicon.txt (word, then its units)"),
-             ("--lm", "KenLM binary (or ARPA) for the beam search"),
-             ("--out", "directory for decode.json and hypotheses per decoder (greedy/, <n>gram/ with tuning.tsv)")],
-            description="Greedy CTC decoding and lexicon beam search with the n-gram; the LM weight and word score "
-                        "are chosen on the dev set (decode.dev_set) over decode.lm_weights x decode.word_scores.")
+            "--lm data/demo/lm/4gram/lm.bin --graph data/demo/graph --lm-nn exp/demo/lm_nn/model.pt "
+            "--cuts data/demo/cuts/dev.jsonl.gz data/demo/cuts/test.jsonl.gz --out exp/demo/decode/pretrained_1h",
+            [("--model", "fine-tuned model.pt"),
+             ("--out", "directory for decode.json and hypotheses per decoder (with tuning.tsv where tuned)")],
+            description="Decode the dev and test sets with every decoder in decode.decoders; LM weights, word "
+                        "scores and acoustic scales are chosen on the dev set (decode.dev_set).")
     s.add_argument("--cuts", required=True, nargs="+", help="the dev set and the test sets")
+    s.add_argument("--lexicon", default=None, help="lexicon.txt (beam+Ngram, hlg decoders)")
+    s.add_argument("--lm", default=None, help="KenLM binary (beam+Ngram, n-best rescoring)")
+    s.add_argument("--graph", default=None, help="graph directory with HLG.fst (hlg decoders)")
+    s.add_argument("--lm-nn", default=None, help="Transformer LM model.pt (+transformer-lm decoders)")
     compute(s)
-    add("score", cmd_score, "WER/CER with per-utterance alignments",
-        f"w2v score {cfg} --decode exp/demo/decode/pretrained_1h/decode.json "
-        "--out exp/demo/decode/pretrained_1h/scores.json",
-        [("--decode", "decode.json written by `w2v decode`"), ("--out", "scores.json to write")])
+    s = add("score", cmd_score, "WER/CER/PER, alignments, per-speaker/language breakdowns",
+            f"w2v score {cfg} --decode exp/demo/decode/pretrained_1h/decode.json "
+            "--out exp/demo/decode/pretrained_1h/scores.json",
+            [("--decode", "decode.json written by `w2v decode`"), ("--out", "scores.json to write")])
+    s.add_argument("--fold-map", default=None,
+                   help="FROM TO per line (e.g. TIMIT 61 -> 39 phones), applied to references and hypotheses "
+                        "(default: score.fold_map)")
     s = add("report", cmd_report, "results.md/results.json and the HTML report with its figures",
             f"w2v report {cfg} --scores exp/demo/decode/*/scores.json --out-md exp/demo/results.md "
             "--out-json exp/demo/results.json --dev-cuts data/demo/cuts/dev.jsonl.gz",

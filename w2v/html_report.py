@@ -102,8 +102,8 @@ def _sweeps(exp_dir: Path, notes: list[str]) -> dict[str, dict]:
     for dec_path in sorted(exp_dir.glob("decode/*/decode.json")):
         dec = json.loads(dec_path.read_text(encoding="utf-8"))
         for name, d in dec.get("decoders", {}).items():
-            if d.get("lm_weight") is None:
-                continue  # greedy: nothing tuned
+            if d.get("lm_weight") is None or d.get("nbest"):
+                continue  # greedy, hlg: no LM weight; n-best rescoring: a 2-3-D grid, not this sweep
             hyp = next(iter(d.get("hyps", {}).values()), None)
             tuning = Path(d["tuning"]) if d.get("tuning") else Path(hyp).parent / "tuning.tsv" if hyp else None
             if tuning is None or not tuning.is_file():

@@ -156,7 +156,9 @@ def _lm_cell(row: Mapping) -> str:
     decoder = row.get("decoder")
     if decoder is None:
         return str(row.get("lm") or "None")
-    return "None" if str(decoder).lower() in ("greedy", "viterbi", "none") else str(decoder)
+    name = "None" if str(decoder).lower() in ("greedy", "viterbi", "none") else str(decoder)
+    metrics = {cell.get("metric") for cell in row.get("results", {}).values()}
+    return f"{name} (PER)" if "PER" in metrics else name
 
 
 def _fmt(x) -> str:

@@ -32,3 +32,9 @@ def test_letters_scheme_keeps_every_script():
     assert normalize_text("¿Qué tal? L'été, 'quoted' Straße 42.", "letters") == "qué tal l'été quoted straße"
     assert normalize_text("Привет, мир! — সকল মানুষ", "letters") == "привет мир সকল মানুষ"
     assert dropped_characters("a1 b22", "letters") == "122"
+
+
+def test_tokens_scheme_keeps_symbols_exactly():
+    """TIMIT phone strings (``ax-h``, ``h#``) survive; only whitespace is squeezed."""
+    assert normalize_text("  h# ax-h  pau\tq ", "tokens") == "h# ax-h pau q"
+    assert dropped_characters("ax-h h#", "tokens") == ""

@@ -35,10 +35,16 @@ def small_config(workdir: Path) -> Path:
     cfg["pretrain"].update(max_updates=16, save_every=8, log_every=4)
     cfg["finetune"]["settings"].update(save_every=10, log_every=5, freeze_transformer_updates=5)
     cfg["finetune"]["subsets"] = {"1m": {"max_updates": 20}, "3m": {"max_updates": 20}}
-    cfg["decode"].update(lm_weights=[0.5, 1.0], word_scores=[0.0], beam=50)
+    cfg["decode"].update(lm_weights=[0.5, 1.0], word_scores=[0.0], beam=50, acoustic_scales=[1.0], nbest=5,
+                         rescore_lm_weights=[0.0, 0.5], rescore_word_scores=[0.0], rescore_nn_weights=[0.0, 0.5])
+    cfg["lm_nn"] = {"vocab_size": 500, "dim": 32, "layers": 1, "heads": 2, "max_updates": 30, "max_seconds": 20}
     path = workdir / "demo_small.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def cfg_decoders(cfg: Path) -> list[str]:
+    return yaml.safe_load(cfg.read_text())["decode"]["decoders"]
 
 
 def snakemake_cmd(workdir: Path, cfg: Path, *targets: str) -> tuple[list[str], dict]:
@@ -64,11 +70,11 @@ def test_demo_end_to_end_and_resume(tmp_path):
     keys = {(row["init"], row["labeled"], row["decoder"]): row["results"] for row in results["rows"]}
     for init in ("pretrained", "scratch"):
         for subset in ("1m", "3m"):
-            for decoder in ("greedy", "4gram"):
+            for decoder in cfg_decoders(cfg):
                 res = keys[(init, subset, decoder)]
                 assert set(res) == {"dev", "test"}
                 assert all(r["wer"] >= 0 and r["cer"] >= 0 and r["num_utts"] > 0 for r in res.values())
-    assert keys[("pretrained", "1m", "4gram")]["test"]["lm_weight"] is not None
+    assert keys[("pretrained", "1m", "beam+4gram")]["test"]["lm_weight"] is not None
     md = (tmp_path / "exp/demo/results.md").read_text()
     assert "scratch" in md and "pretrained" in md
     report = json.loads((tmp_path / "exp/demo/report/report.json").read_text())

@@ -1,4 +1,4 @@
-"""The ``lang`` stage for character units: units, words, lexicon and LM text.
+"""The ``lang`` stage: units (characters, BPE or phones; :mod:`w2v.data.units`), words, lexicon, LM text.
 
 wav2vec 2.0 fine-tunes with CTC on characters plus a word-boundary token ``|``
 (fairseq's letter dictionary; §4.2 of the paper); the lexicon spells each word in those
@@ -60,8 +60,16 @@ def build_lang(
     lm_text_path: Path | None = None,
     extra_words_text: Path | None = None,
     normalize: str = "upper_letters",
+    units: str = "char",
+    vocab_size: int = 500,
+    phone_lexicon: Path | None = None,
 ) -> dict[str, Path]:
-    """Write character units, words, lexicon and LM text (see the module docstring).
+    """Write units, words, lexicon, LM text and ``lang.json`` (see the module docstring).
+
+    ``units="bpe"`` trains a sentencepiece model (``bpe.model``, ``vocab_size`` pieces) on the
+    LM text and the transcripts; ``units="phone"`` takes the phones of ``phone_lexicon``
+    (:mod:`w2v.data.units`), or, without one, reads the transcripts as phone sequences (TIMIT):
+    each phone is then a "word" of the lexicon and the LM, so WER is PER. The lexicon spells each word in the chosen units.
 
     Args:
         train_cuts_path: the ``train`` CutSet; its (already normalised) transcripts define
@@ -79,31 +87,75 @@ def build_lang(
     train_text = [s.text for c in CutSet.from_file(train_cuts_path) for s in c.supervisions if s.text]
     if not train_text:
         raise ValueError(f"{train_cuts_path}: no transcripts to build units from")
-    chars = sorted({ch for t in train_text for ch in t if ch != " "})
-    units = [BLANK, WORD_SEP] + chars
+    if units not in ("char", "bpe", "phone"):
+        raise ValueError(f"lang.units must be char, bpe or phone, got {units!r}")
     lm_lines = list(_text_lines(Path(lm_text_path), normalize)) if lm_text_path else list(train_text)
 
     vocab: Counter[str] = Counter(w for t in train_text for w in t.split())
     vocab.update(w for t in lm_lines for w in t.split())
     if extra_words_text:
         vocab.update(w for t in _text_lines(Path(extra_words_text), normalize) for w in t.split())
-    unit_set = set(chars)
-    words = sorted(w for w in vocab if set(w) <= unit_set)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if units == "char":
+        chars = sorted({ch for t in train_text for ch in t if ch != " "})
+        unit_list = [BLANK, WORD_SEP] + chars
+        words = sorted(w for w in vocab if set(w) <= set(chars))
+        spell = {w: [*w, WORD_SEP] for w in words}
+    elif units == "bpe":
+        sp = _train_bpe(train_text + lm_lines, out_dir / "bpe.model", vocab_size)
+        unit_list = [BLANK] + [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+        spell = {w: sp.encode(w, out_type=str) for w in sorted(vocab)}
+        words = sorted(w for w, p in spell.items() if "<unk>" not in p)
+    else:
+        from w2v.data.units import read_phone_lexicon
+
+        if phone_lexicon is not None:
+            plex = read_phone_lexicon(Path(phone_lexicon))
+        else:  # the transcripts are phone sequences already (TIMIT): each phone is its own word
+            plex = {ph: [ph] for t in train_text for ph in t.split()}
+        unit_list = [BLANK] + sorted({p for ph in plex.values() for p in ph})
+        words = sorted(w for w in vocab if w in plex)
+        spell = {w: plex[w] for w in words}
     skipped = sorted(set(vocab) - set(words))
     if skipped:
-        log.warning("%d words have characters outside the units and are left out of the lexicon: %s",
-                    len(skipped), ", ".join(skipped[:10]))
+        log.warning("%d words cannot be spelled in %s units and are left out of the lexicon: %s",
+                    len(skipped), units, ", ".join(skipped[:10]))
+
+    import json
 
     paths = {
-        "units": _write_lines(out_dir / "units.txt", (f"{u} {i}" for i, u in enumerate(units))),
+        "units": _write_lines(out_dir / "units.txt", (f"{u} {i}" for i, u in enumerate(unit_list))),
         "words": _write_lines(out_dir / "words.txt",
                               (f"{w} {i}" for i, w in enumerate(["<eps>"] + words))),
-        "lexicon": _write_lines(out_dir / "lexicon.txt", (f"{w} {' '.join(w)} {WORD_SEP}" for w in words)),
+        "lexicon": _write_lines(out_dir / "lexicon.txt", (f"{w} {' '.join(spell[w])}" for w in words)),
         "lm_text": _write_lines(out_dir / "lm_text.txt", lm_lines),
+        "lang": _write_lines(out_dir / "lang.json", [json.dumps({"units": units, "num_units": len(unit_list),
+                                                                  "words": len(words), "skipped": len(skipped)})]),
     }
-    log.info("lang: %d units, %d words (%d skipped), %d LM sentences", len(units), len(words),
+    log.info("lang: %d %s units, %d words (%d skipped), %d LM sentences", len(unit_list), units, len(words),
              len(skipped), len(lm_lines))
     return paths
+
+
+def _train_bpe(sentences: list[str], model_path: Path, vocab_size: int):
+    """A sentencepiece BPE model on ``sentences``; ``<unk>`` is its only special piece."""
+    import tempfile
+
+    import sentencepiece as spm
+
+    with tempfile.TemporaryDirectory(dir=model_path.parent, prefix=".bpe-") as tmp:
+        text = Path(tmp) / "text.txt"
+        text.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+        try:
+            spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(Path(tmp) / "bpe"), model_type="bpe",
+                                           vocab_size=vocab_size, character_coverage=1.0, bos_id=-1, eos_id=-1,
+                                           unk_id=0, minloglevel=2)
+        except RuntimeError as e:  # e.g. fewer pieces than characters, or more than the text allows
+            raise ValueError(f"lang.vocab_size {vocab_size}: sentencepiece cannot train on this text: "
+                             f"{str(e).splitlines()[-1]}") from None
+        with atomic_path(model_path) as out:
+            Path(tmp, "bpe.model").replace(out)
+    return spm.SentencePieceProcessor(model_file=str(model_path))
 
 
 def read_units(path: Path) -> dict[str, int]:

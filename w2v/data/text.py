@@ -4,8 +4,9 @@ wav2vec 2.0 fine-tunes on characters (Libri-light/LibriSpeech: 26 upper-case let
 apostrophe, word boundary). Every corpus goes through :func:`normalize_text` in the
 ``cuts`` stage so that units, lexicon and LM text all see one alphabet.
 
-Schemes: ``upper_letters`` (English, the LibriSpeech alphabet) and ``letters`` (any script:
-the multilingual CommonVoice / BABEL recipes, as XLSR's character models).
+Schemes: ``upper_letters`` (English, the LibriSpeech alphabet), ``letters`` (any script:
+the multilingual CommonVoice / BABEL recipes, as XLSR's character models) and ``tokens``
+(whitespace-separated symbols kept exactly, e.g. TIMIT's phone strings such as ``ax-h``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import unicodedata
 
 __all__ = ["SCHEMES", "normalize_text", "dropped_characters"]
 
-SCHEMES = ("upper_letters", "letters")
+SCHEMES = ("upper_letters", "letters", "tokens")
 
 # Latin letters that NFKD does not decompose into an ASCII letter + combining mark.
 _LATIN_EXTRA = {
@@ -70,6 +71,8 @@ def _normalize_letters(text: str) -> tuple[str, str]:
 
 def _normalize(text: str, scheme: str) -> tuple[str, str]:
     _check(scheme)
+    if scheme == "tokens":
+        return " ".join(text.split()), ""
     if scheme == "letters":
         return _normalize_letters(text)
     out, dropped = [], []

@@ -70,7 +70,8 @@ def greedy_decode(
 
     Returns:
         One string per utterance, words separated by single spaces, no leading/trailing
-        space; ``""`` for zero-length input.
+        space; ``""`` for zero-length input. BPE pieces are joined at ``▁``; phone units give
+        phones separated by spaces (see :mod:`w2v.data.units`).
     """
     if logits.dim() != 3:
         raise ValueError(f"logits must be (batch, frames, vocab), got shape {tuple(logits.shape)}")
@@ -82,6 +83,9 @@ def greedy_decode(
     lengths = torch.as_tensor(lengths).tolist()
     if len(lengths) != batch:
         raise ValueError(f"{len(lengths)} lengths for a batch of {batch}")
+    from w2v.data.units import join_units, unit_kind
+
+    kind = unit_kind(units)
     best = logits.argmax(dim=-1).cpu()
     texts = []
     for b, n in enumerate(lengths):
@@ -94,5 +98,6 @@ def greedy_decode(
             keep[1:] = path[1:] != path[:-1]
             path = path[keep]
             path = path[path != blank]
-        texts.append(units_to_text([units[i] for i in path.tolist()], word_sep))
+        tokens = [units[i] for i in path.tolist()]
+        texts.append(units_to_text(tokens, word_sep) if kind == "char" else join_units(tokens, kind))
     return texts

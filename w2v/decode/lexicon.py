@@ -42,12 +42,12 @@ __all__ = ["BeamSearchParams", "LexiconBeamSearch", "load_lexicon"]
 UNK_WORD = "<unk>"
 
 
-def load_lexicon(path: str | Path, units: Sequence[str], word_sep: str = WORD_SEP
+def load_lexicon(path: str | Path, units: Sequence[str], word_sep: str | None = WORD_SEP
                  ) -> dict[str, list[list[str]]]:
     """Read ``lexicon.txt`` (``WORD W O R D |`` per line) into ``{word: [spelling, ...]}``.
 
     A word may have several spellings (several lines). Every spelling must end with
-    ``word_sep`` and use only units of ``units``.
+    ``word_sep`` (unless it is ``None``: BPE and phone units) and use only units of ``units``.
 
     Raises:
         ValueError: naming file and line, on a malformed line or an unknown unit.
@@ -61,7 +61,9 @@ def load_lexicon(path: str | Path, units: Sequence[str], word_sep: str = WORD_SE
             if not parts:
                 continue
             word, spelling = parts[0], parts[1:]
-            if len(spelling) < 2 or spelling[-1] != word_sep:
+            if word_sep is None and spelling:  # BPE / phone units: no word separator
+                pass
+            elif len(spelling) < 2 or spelling[-1] != word_sep:
                 raise ValueError(
                     f"{path}:{lineno}: expected 'WORD u n i t s {word_sep}', got {line.rstrip()!r}"
                 )
@@ -117,10 +119,12 @@ class LexiconBeamSearch:
         **params,
     ) -> None:
         self.units = list(units)
-        if blank not in self.units or word_sep not in self.units:
-            raise ValueError(f"units must contain {blank!r} and {word_sep!r}")
+        if blank not in self.units:
+            raise ValueError(f"units must contain {blank!r}")
         self.blank_idx = self.units.index(blank)
-        self.sil_idx = self.units.index(word_sep)
+        if word_sep not in self.units:  # BPE / phones: words follow each other, blank is the "silence"
+            word_sep, force_final_boundary = None, False
+        self.sil_idx = self.units.index(word_sep) if word_sep else self.blank_idx
         self.force_final_boundary = force_final_boundary
         self.lexicon = load_lexicon(lexicon_path, self.units, word_sep)
 

@@ -124,10 +124,17 @@ def _load_cuts(path: str | Path) -> list:
     return list(load_manifest(path))
 
 
-def _ctc_items(cuts: list, unit_to_id: dict[str, int], cfg: Wav2Vec2Config, tcfg: TrainConfig, what: str):
-    """Encode transcripts; drop (and count) what CTC cannot learn from."""
+def _encode_chars(text: str, unit_to_id: dict[str, int]) -> list[int] | None:
     from w2v.data.lang import encode
 
+    return None if any(ch not in unit_to_id for ch in text.replace(" ", "")) else encode(text, unit_to_id)
+
+
+def _ctc_items(cuts: list, unit_to_id, cfg: Wav2Vec2Config, tcfg: TrainConfig, what: str):
+    """Encode transcripts; drop (and count) what CTC cannot learn from."""
+    from w2v.data.units import Tokenizer
+
+    tokenizer = unit_to_id if isinstance(unit_to_id, Tokenizer) else None
     keep, targets, dropped = [], [], {"short": [], "empty": [], "unknown_units": [], "too_many_tokens": []}
     for cut in cuts:
         text = transcript(cut)
@@ -137,10 +144,10 @@ def _ctc_items(cuts: list, unit_to_id: dict[str, int], cfg: Wav2Vec2Config, tcfg
         if not text:
             dropped["empty"].append(cut.id)
             continue
-        if any(ch not in unit_to_id for ch in text.replace(" ", "")):
+        ids = tokenizer.encode(text) if tokenizer else _encode_chars(text, unit_to_id)
+        if ids is None:
             dropped["unknown_units"].append(cut.id)
             continue
-        ids = encode(text, unit_to_id)
         if ctc_min_frames(ids) > conv_output_frames(cfg, int(round(cut.duration * SAMPLE_RATE))):
             dropped["too_many_tokens"].append(cut.id)
             continue
@@ -305,7 +312,9 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
         targets = None
         durations = [min(c.duration, tcfg.crop_seconds) for c in cuts]
     else:
-        unit_to_id = {u: i for i, u in enumerate(units)}
+        from w2v.data.units import load_tokenizer
+
+        unit_to_id = load_tokenizer(units_path)  # characters, BPE or phones, as the lang stage chose
         cuts, targets, _ = _ctc_items(cuts, unit_to_id, cfg, tcfg, str(cuts_path))
         durations = [c.duration for c in cuts]
     if not cuts:
@@ -328,6 +337,8 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
         dcuts, _, _ = _ctc_items(dev_cuts, unit_to_id, cfg, replace(tcfg, min_seconds=0.0), str(dev_cuts_path))
         dev_store = AudioStore(dcuts, cache=True)
         dev_refs = [transcript(c) for c in dcuts]
+        if unit_to_id.kind == "phone":  # greedy output is phones: compare phone strings
+            dev_refs = [" ".join(unit_to_id.pieces(t)) for t in dev_refs]
 
     if task == "finetune" and tcfg.freeze_feature_encoder:
         model.freeze_feature_encoder()
