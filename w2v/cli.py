@@ -310,6 +310,12 @@ def cmd_export_hf(a) -> None:
     print(export_hf(Path(a.checkpoint), Path(a.out_dir)))
 
 
+def cmd_bench(a) -> None:
+    from w2v.bench import data, gpu
+
+    (data.main if a.what == "data" else gpu.main)(a.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="w2v", description="wav2vec-family recipes: one sub-command per stage.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -362,13 +368,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--word-score", type=float, default=0.0)
     s.add_argument("--beam", type=int, default=500)
     compute(s)
+    s = sub.add_parser("bench", add_help=False,
+                       help="speed: `bench [gpu]` ours beside transformers, `bench data` the audio pipeline "
+                            "(their options: w2v bench [data] --help)")
+    s.set_defaults(fn=cmd_bench)
+    s.add_argument("what", nargs="?", choices=["gpu", "data"], default="gpu")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     from w2v.io import setup_logging
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     setup_logging(level=logging.DEBUG if args.verbose else logging.INFO)
     try:
         args.fn(args)

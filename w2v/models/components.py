@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
+from torch.utils.checkpoint import checkpoint
 
 
 class GradMultiply(torch.autograd.Function):
@@ -133,11 +134,16 @@ class ConvFeatureEncoder(nn.Module):
         """
         if waveforms.dim() != 2:
             raise ValueError(f"waveforms must be (batch, samples), got {tuple(waveforms.shape)}")
-        x = waveforms.unsqueeze(1)
-        for layer in self.conv_layers:
-            x = layer(x)
+        x = self.convolve(waveforms.unsqueeze(1))
         frame_lengths = None if lengths is None else self.output_lengths(lengths)
         return x.transpose(1, 2), frame_lengths
+
+    def convolve(self, x: Tensor) -> Tensor:
+        """(batch, 1, samples) -> (batch, channels, frames): the layers alone, one graph for
+        `torch.compile` (`w2v.models.accel`)."""
+        for layer in self.conv_layers:
+            x = layer(x)
+        return x
 
 
 class FeatureProjection(nn.Module):
@@ -280,6 +286,7 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         self.layer_norm_first = layer_norm_first
         self.layerdrop = layerdrop
+        self.checkpoint_activations = False  # recompute each block in backward (w2v.models.accel)
         self.pos_conv_embed = ConvPositionalEmbedding(dim, conv_pos, conv_pos_groups, dropout)
         self.layer_norm = nn.LayerNorm(dim, eps=1e-5)
         self.dropout = nn.Dropout(dropout)
@@ -323,7 +330,10 @@ class TransformerEncoder(nn.Module):
                 hidden.append(x)
             if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:
                 continue
-            x = layer(x, attn_mask)
+            if self.checkpoint_activations and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, attn_mask, use_reentrant=False)
+            else:
+                x = layer(x, attn_mask)
         if self.layer_norm_first:
             x = self.layer_norm(x)
         if hidden is not None:

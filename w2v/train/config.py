@@ -42,6 +42,8 @@ class TrainConfig:
     keep_last: int = 2  # numbered checkpoints kept besides the best
     seed: int = 1
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    compile: bool = False  # torch.compile the conv stack and Transformer blocks (w2v.models.accel)
+    activation_checkpointing: bool = False  # recompute Transformer blocks in backward (LARGE and up)
     model_overrides: dict = field(default_factory=dict)  # e.g. mask_prob, layerdrop when fine-tuning
 
     @classmethod

@@ -25,6 +25,7 @@ from w2v.data.cuts import transcript
 from w2v.decode.ctc import load_units
 from w2v.io import atomic_path
 from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
+from w2v.models.accel import compile_model, set_activation_checkpointing
 from w2v.train.checkpoint import CheckpointDir, load, save_atomic
 from w2v.train.config import TrainConfig
 from w2v.train.losses import ctc_loss, pretraining_loss
@@ -228,8 +229,12 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     if task == "finetune" and tcfg.freeze_feature_encoder:
         model.freeze_feature_encoder()
     model.to(dev).train()
+    set_activation_checkpointing(model, tcfg.activation_checkpointing)
+    if tcfg.compile:
+        compile_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=tcfg.lr, betas=tcfg.betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=tcfg.lr, betas=tcfg.betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay,
+                            **({"fused": True} if dev.type == "cuda" else {}))
     sched = Schedule(tcfg.schedule, tcfg.lr, tcfg.max_updates, warmup=tcfg.warmup, hold=tcfg.hold,
                      end_lr=tcfg.end_lr, final_lr_scale=tcfg.final_lr_scale)
     use_bf16 = tcfg.precision == "bf16" or (tcfg.precision == "auto" and dev.type == "cuda")
@@ -283,7 +288,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                     w = w[start:start + crop]
                 waves.append(w)
             wav, lens = collate_audio(waves, tcfg.normalize_audio)
-            wav, lens = wav.to(dev), lens.to(dev)
+            wav = wav.to(dev)  # lengths stay on the CPU: the model sees unpadded batches without a sync
             lr = sched(num_updates)
             for group in opt.param_groups:
                 group["lr"] = lr
