@@ -61,8 +61,10 @@ def load_batch(args: tuple[list[str], float, int]) -> float:
     return float(lengths.sum()) / SAMPLE_RATE
 
 
-def throughput(paths: list[Path], workers: int, batch: int, batches: int, crop_seconds: float) -> float:
-    """Audio seconds per wall second with `workers` processes, each building whole batches."""
+def throughput(paths: list[Path], workers: int, batch: int, batches: int, crop_seconds: float,
+               mode: str = "process") -> float:
+    """Audio seconds per wall second with `workers` processes (or threads), each building whole
+    batches."""
     jobs = []
     for b in range(batches):
         idx = [(b * batch + j) % len(paths) for j in range(batch)]
@@ -71,6 +73,13 @@ def throughput(paths: list[Path], workers: int, batch: int, batches: int, crop_s
         t0 = time.perf_counter()
         total = sum(load_batch(j) for j in jobs)
         return total / (time.perf_counter() - t0)
+    if mode == "thread":  # libsndfile and torch release the GIL while they work
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            t0 = time.perf_counter()
+            total = sum(pool.map(load_batch, jobs))
+            return total / (time.perf_counter() - t0)
     # Fresh interpreters (a forked child of a process holding torch's thread pools can hang),
     # warmed up with one batch each before the clock starts.
     with get_context("spawn").Pool(workers) as pool:
@@ -89,16 +98,17 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--crop-seconds", type=float, default=15.625)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--batches-per-worker", type=int, default=4)
+    p.add_argument("--mode", default="process", choices=["process", "thread"])
     p.add_argument("--target", type=float, default=None, help="training audio-s/s to feed: prints workers needed")
     a = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    result = {"cpus": os.cpu_count(), "format": a.format, "file_seconds": a.file_seconds,
+    result = {"cpus": os.cpu_count(), "mode": a.mode, "format": a.format, "file_seconds": a.file_seconds,
               "crop_seconds": a.crop_seconds, "batch": a.batch, "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_corpus(Path(tmp), a.files, a.file_seconds, a.format)
         load_batch(([str(paths[0])], a.crop_seconds, 0))  # imports and first-open costs
         for w in [int(v) for v in a.workers.split(",") if v]:
-            rate = throughput(paths, w, a.batch, a.batches_per_worker * w, a.crop_seconds)
+            rate = throughput(paths, w, a.batch, a.batches_per_worker * w, a.crop_seconds, a.mode)
             row = {"workers": w, "audio_s_per_s": round(rate, 1), "per_worker": round(rate / w, 1)}
             result["rows"].append(row)
             print(json.dumps(row), flush=True)

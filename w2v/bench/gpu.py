@@ -301,17 +301,19 @@ def ablation(a, preset: str, batch: int) -> list[dict]:
          dict(host=False, mask=False, gather=True, fused=False)),
         ("+ N x N similarity instead of gathered negatives", dict(host=False, mask=False, gather=False, fused=False)),
         ("+ fused AdamW", dict(host=False, mask=False, gather=False, fused=True)),
+        ("+ cuDNN autotuning (cudnn.benchmark)", dict(host=False, mask=False, gather=False, fused=True, bench=True)),
     ]
     if a.compile:
         levers.append(("+ torch.compile (conv stack, Transformer blocks)",
-                       dict(host=False, mask=False, gather=False, fused=True, compile=True)))
+                       dict(host=False, mask=False, gather=False, fused=True, bench=True, compile=True)))
         levers.append(("+ activation checkpointing (memory for speed)",
-                       dict(host=False, mask=False, gather=False, fused=True, compile=True, ckpt=True)))
+                       dict(host=False, mask=False, gather=False, fused=True, bench=True, compile=True, ckpt=True)))
     rows = []
     try:
         for name, lv in levers:
             w2v_mod.device_generator = (lambda g, d: g) if lv["host"] else original_gen
             Wav2Vec2ForPreTraining.sampled_contrastive_logits = gathered if lv["gather"] else original_logits
+            torch.backends.cudnn.benchmark = lv.get("bench", False)
             torch.manual_seed(0)
             model = w.ours()
             if lv.get("compile"):
@@ -327,112 +329,68 @@ def ablation(a, preset: str, batch: int) -> list[dict]:
             del model, opt
             free(dev)
     finally:
+        torch.backends.cudnn.benchmark = False
         w2v_mod.device_generator = original_gen
         Wav2Vec2ForPreTraining.sampled_contrastive_logits = original_logits
     return rows
 
 
-def event_time(fn: Callable[[], object], dev: torch.device, reps: int) -> float:
-    """Median milliseconds of `fn` (device events on CUDA)."""
-    fn()
-    times = []
-    for _ in range(reps):
-        if dev.type == "cuda":
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            e.synchronize()
-            times.append(s.elapsed_time(e))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return sorted(times)[len(times) // 2]
+KERNEL_CLASSES = (
+    ("attention (flash/SDPA)", ("flash", "fmha", "attention", "sdpa")),
+    ("optimizer (AdamW)", ("adam", "multi_tensor")),
+    ("convolutions (cuDNN)", ("conv", "cudnn", "fprop", "dgrad", "wgrad", "implicit", "winograd")),
+    ("matrix products (cuBLAS/CUTLASS)", ("gemm", "cutlass", "nvjet", "cublas")),
+    ("fused by inductor (Triton)", ("triton",)),
+    ("indexing, gather/scatter, sort", ("index", "scatter", "gather", "sort", "nonzero", "cub::")),
+    ("copies", ("memcpy", "memset", "copy")),
+)
 
 
-def components(a, preset: str, batch: int, use_compile: bool) -> dict:
-    """Our pre-training step split into its parts, each timed alone (forward + backward)."""
+def classify(name: str) -> str:
+    low = name.lower()
+    for label, keys in KERNEL_CLASSES:
+        if any(k in low for k in keys):
+            return label
+    return "other (norms, softmax, dropout, elementwise)"
+
+
+def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int = 5) -> dict:
+    """Where our step's device time goes (kernel classes, top kernels) and how much of the wall
+    time the device is busy at all (the rest is host work and synchronisation)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
     dev = a.device
-    w = Workload("pretrain", preset, batch, a.samples, dev)
+    w = Workload(kind, preset, batch, a.samples, dev)
     torch.manual_seed(0)
     model = w.ours()
     if use_compile:
         compile_model(model)
-    opt = optimizer(model, dev)
-    enc = model.wav2vec2
-    amp = w.amp
-    x = w.x
-    with torch.no_grad(), torch.autocast(**amp):
-        raw, _ = enc.feature_extractor(x)
-        out = enc(x, w.lengths, mask=True, generator=torch.Generator().manual_seed(0))
-    proj = out.hidden.detach().float().requires_grad_(True)
-    feats = raw.detach().float().requires_grad_(True)
-    heads = enc.encoder.layers[0].attention.heads
-    dim = enc.cfg.encoder_embed_dim
-    q = torch.randn(batch, heads, proj.shape[1], dim // heads, device=dev,
-                    dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32, requires_grad=True)
-
-    def conv():
-        with torch.autocast(**amp):
-            y, _ = enc.feature_extractor(x)
-        y.float().mean().backward()
-
-    def front():  # layer norm, projection, mask embedding, positional conv
-        with torch.autocast(**amp):
-            h, _ = enc.feature_projection(feats)
-            h = h + enc.encoder.pos_conv_embed(h)
-        h.float().mean().backward()
-
-    def transformer():
-        with torch.autocast(**amp):
-            h = proj
-            for layer in enc.encoder.layers:
-                h = layer(h)
-        h.float().mean().backward()
-
-    def attention():
-        y = F.scaled_dot_product_attention(q, q, q, dropout_p=enc.cfg.attention_dropout)
-        y.float().mean().backward()
-
-    def head():
-        with torch.autocast(**amp):
-            o = copy.copy(out)
-            o.features, o.hidden = feats, proj
-            loss, _ = pretraining_loss_nosync(model.contrastive_head(o, torch.Generator().manual_seed(1)))
-        loss.backward()
-
-    def sampling():
-        from w2v.models.masking import compute_mask_indices, device_generator, negative_positions
-
-        g = device_generator(torch.Generator().manual_seed(2), dev)
-        m = compute_mask_indices(tuple(out.padding_mask.shape), None, 0.65, 10, 2, g, device=dev)
-        negative_positions(m, enc.cfg.num_negatives, g)
-
-    full = w.ours_step(model, opt)
-    for _ in range(a.warmup + (3 if use_compile else 0)):
-        full()
-    for p in model.parameters():
-        if p.requires_grad:
-            p.grad = torch.zeros_like(p)
-
-    def adamw():
-        opt.step()
-
-    reps = max(3, a.steps)
-    result = {"conv_encoder": event_time(conv, dev, reps),
-              "projection_and_positional_conv": event_time(front, dev, reps),
-              "transformer_blocks": event_time(transformer, dev, reps),
-              "of_which_attention": event_time(attention, dev, reps) * len(enc.encoder.layers),
-              "quantizer_negatives_logits_loss": event_time(head, dev, reps),
-              "of_which_mask_and_negative_sampling": event_time(sampling, dev, reps),
-              "adamw": event_time(adamw, dev, reps)}
-    opt.zero_grad(set_to_none=True)
-    result["full_step"] = event_time(full, dev, reps)
-    parts = ("conv_encoder", "projection_and_positional_conv", "transformer_blocks",
-             "quantizer_negatives_logits_loss", "adamw")
-    result["rest"] = result["full_step"] - sum(result[k] for k in parts)
-    return {"size": preset, "batch": batch, "compiled": use_compile, "ms": {k: round(v, 2) for k, v in result.items()}}
+    step = w.ours_step(model, optimizer(model, dev))
+    for _ in range(a.warmup + 3):
+        step()
+    sync(dev)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(dev)
+        wall = (time.perf_counter() - t0) / steps * 1e3
+    by_class: dict[str, float] = {}
+    by_name: dict[str, float] = {}
+    for e in prof.events():
+        if e.device_type != DeviceType.CUDA:
+            continue
+        ms = e.time_range.elapsed_us() / 1e3 / steps
+        by_class[classify(e.name)] = by_class.get(classify(e.name), 0.0) + ms
+        by_name[e.name] = by_name.get(e.name, 0.0) + ms
+    busy = sum(by_class.values())
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:15]
+    return {"workload": kind, "size": preset, "batch": batch, "compiled": use_compile,
+            "wall_ms_per_step": round(wall, 2), "device_busy_ms_per_step": round(busy, 2),
+            "classes_ms": {k: round(v, 2) for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])},
+            "top_kernels_ms": [[n[:90], round(v, 2)] for n, v in top]}
 
 
 def precision_check(a, preset: str, batch: int, steps: int) -> dict:
@@ -496,7 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile our hot blocks (w2v.models.accel)")
     p.add_argument("--no-compare", action="store_true", help="skip the ours-vs-peer table")
     p.add_argument("--ablation", default="", help="presets to run the lever ablation on (pre-training)")
-    p.add_argument("--profile", default="", help="presets to split our pre-training step into components")
+    p.add_argument("--trace", default="", help="workload:preset pairs to profile, e.g. pretrain:base,infer:base")
+    p.add_argument("--repeats", type=int, default=1, help="run the lever ablation this many times (spread)")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="let cuDNN time its algorithms (ours and the peer alike); the ablation measures it")
     p.add_argument("--precision", default="", help="presets for the bf16-vs-fp32 loss check")
     p.add_argument("--precision-steps", type=int, default=8)
     p.add_argument("--tol-step0", type=float, default=0.01, help="relative loss difference allowed at step 0")
@@ -523,19 +484,27 @@ def main(argv: list[str] | None = None) -> dict:
     res = {"card": card, "date": date.today().isoformat(), "torch": torch.__version__,
            "transformers": transformers.__version__, "matmul_ceiling_tflops": round(a.ceiling, 1), "rows": []}
     print(json.dumps({k: v for k, v in res.items() if k != "rows"}), flush=True)
+    torch.backends.cudnn.benchmark = False
+    for key, fn in (("ablation", lambda s: [ablation(a, s, pick(batches["pretrain"], s)) for _ in range(a.repeats)]),):
+        for size in [s for s in getattr(a, key).split(",") if s]:
+            r = fn(size)
+            res.setdefault(key, []).append({"size": size, "result": r})
+            print(json.dumps({key: size, "result": r}), flush=True)
+    torch.backends.cudnn.benchmark = a.cudnn_benchmark
+    res["cudnn_benchmark"] = a.cudnn_benchmark
     if not a.no_compare:
         for kind in [k for k in a.workloads.split(",") if k]:
             for size in sizes:
                 row = compare(Workload(kind, size, pick(batches[kind], size), a.samples, dev), a, a.compile)
                 res["rows"].append(row)
                 print(json.dumps(row), flush=True)
-    for key, fn in (("ablation", lambda s: ablation(a, s, pick(batches["pretrain"], s))),
-                    ("profile", lambda s: components(a, s, pick(batches["pretrain"], s), a.compile)),
+    for key, fn in (("trace", lambda s: trace(a, s.split(":")[0], s.split(":")[1],
+                                              pick(batches[s.split(":")[0]], s.split(":")[1]), a.compile)),
                     ("precision", lambda s: precision_check(a, s, pick(batches["pretrain"], s), a.precision_steps))):
         for size in [s for s in getattr(a, key).split(",") if s]:
             r = fn(size)
             free(dev)
-            res.setdefault(key, []).append({"size": size, "result": r} if key == "ablation" else r)
+            res.setdefault(key, []).append(r)
             print(json.dumps({key: size, "result": r}), flush=True)
     if a.out:
         from w2v.io import write_json
