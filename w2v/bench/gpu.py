@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from w2v.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, load_model_config
+from w2v.models.components import ConvPositionalEmbedding, conv_output_lengths
 from w2v.models.accel import compile_model, set_activation_checkpointing
 from w2v.train.losses import ctc_loss, pretraining_loss
 
@@ -302,18 +303,23 @@ def ablation(a, preset: str, batch: int) -> list[dict]:
         ("+ N x N similarity instead of gathered negatives", dict(host=False, mask=False, gather=False, fused=False)),
         ("+ fused AdamW", dict(host=False, mask=False, gather=False, fused=True)),
         ("+ cuDNN autotuning (cudnn.benchmark)", dict(host=False, mask=False, gather=False, fused=True, bench=True)),
+        ("+ positional conv as im2col + batched matmul",
+         dict(host=False, mask=False, gather=False, fused=True, bench=True, im2col=True)),
     ]
     if a.compile:
         levers.append(("+ torch.compile (conv stack, Transformer blocks)",
-                       dict(host=False, mask=False, gather=False, fused=True, bench=True, compile=True)))
+                       dict(host=False, mask=False, gather=False, fused=True, bench=True, im2col=True,
+                            compile=True)))
         levers.append(("+ activation checkpointing (memory for speed)",
-                       dict(host=False, mask=False, gather=False, fused=True, bench=True, compile=True, ckpt=True)))
+                       dict(host=False, mask=False, gather=False, fused=True, bench=True, im2col=True,
+                            compile=True, ckpt=True)))
     rows = []
     try:
         for name, lv in levers:
             w2v_mod.device_generator = (lambda g, d: g) if lv["host"] else original_gen
             Wav2Vec2ForPreTraining.sampled_contrastive_logits = gathered if lv["gather"] else original_logits
             torch.backends.cudnn.benchmark = lv.get("bench", False)
+            ConvPositionalEmbedding.im2col_on_cuda = lv.get("im2col", False)
             torch.manual_seed(0)
             model = w.ours()
             if lv.get("compile"):
@@ -329,6 +335,7 @@ def ablation(a, preset: str, batch: int) -> list[dict]:
             del model, opt
             free(dev)
     finally:
+        ConvPositionalEmbedding.im2col_on_cuda = True
         torch.backends.cudnn.benchmark = False
         w2v_mod.device_generator = original_gen
         Wav2Vec2ForPreTraining.sampled_contrastive_logits = original_logits
@@ -393,6 +400,35 @@ def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int =
             "top_kernels_ms": [[n[:90], round(v, 2)] for n, v in top]}
 
 
+def posconv(a, preset: str, batch: int) -> dict:
+    """The positional convolution alone (forward + backward, bf16): cuDNN beside im2col + bmm."""
+    dev = a.device
+    cfg = load_model_config(preset)
+    frames = int(conv_output_lengths(torch.tensor([a.samples]), cfg.conv_feature_layers)[0])
+    torch.manual_seed(0)
+    pos = ConvPositionalEmbedding(cfg.encoder_embed_dim, cfg.conv_pos, cfg.conv_pos_groups).to(dev)
+    x = torch.randn(batch, frames, cfg.encoder_embed_dim, device=dev, requires_grad=True)
+    out = {}
+    ref = None
+    for name, im2col in (("cudnn", False), ("im2col_bmm", True)):
+        ConvPositionalEmbedding.im2col_on_cuda = im2col
+
+        def run():
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                y = pos(x)
+            y.float().square().mean().backward()
+            last[:] = [y.detach().float()]
+
+        last: list[torch.Tensor] = []
+        run()
+        y = last[0]
+        ref = y if ref is None else ref
+        m = timed(run, dev, max(a.steps, 10), a.warmup, 0.0)
+        out[name] = {"ms": round(m.step_ms, 3), "rel_err_vs_cudnn": round(float((y - ref).norm() / ref.norm()), 5)}
+    ConvPositionalEmbedding.im2col_on_cuda = True
+    return {"size": preset, "batch": batch, "frames": frames, **out}
+
+
 def precision_check(a, preset: str, batch: int, steps: int) -> dict:
     """Our bf16 training beside fp32 from the same weights, data, masks and noise (no dropout)."""
     dev = a.device
@@ -455,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compare", action="store_true", help="skip the ours-vs-peer table")
     p.add_argument("--ablation", default="", help="presets to run the lever ablation on (pre-training)")
     p.add_argument("--trace", default="", help="workload:preset pairs to profile, e.g. pretrain:base,infer:base")
+    p.add_argument("--posconv", default="", help="presets: time the positional convolution's two paths")
     p.add_argument("--repeats", type=int, default=1, help="run the lever ablation this many times (spread)")
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="let cuDNN time its algorithms (ours and the peer alike); the ablation measures it")
@@ -500,6 +537,7 @@ def main(argv: list[str] | None = None) -> dict:
                 print(json.dumps(row), flush=True)
     for key, fn in (("trace", lambda s: trace(a, s.split(":")[0], s.split(":")[1],
                                               pick(batches[s.split(":")[0]], s.split(":")[1]), a.compile)),
+                    ("posconv", lambda s: posconv(a, s, pick(batches["pretrain"], s))),
                     ("precision", lambda s: precision_check(a, s, pick(batches["pretrain"], s), a.precision_steps))):
         for size in [s for s in getattr(a, key).split(",") if s]:
             r = fn(size)
