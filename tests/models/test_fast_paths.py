@@ -103,19 +103,3 @@ def test_activation_checkpointing_gives_the_same_gradients():
         out.logits[torch.isfinite(out.logits)].sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[0], grads[1])
-
-
-@pytest.mark.parametrize("dim,kernel,groups", [(48, 16, 4), (32, 9, 2)])
-def test_positional_conv_im2col_equals_grouped_conv(dim, kernel, groups):
-    from w2v.models.components import ConvPositionalEmbedding
-
-    torch.manual_seed(0)
-    pos = ConvPositionalEmbedding(dim, kernel, groups)
-    x = torch.randn(3, 25, dim, requires_grad=True)
-    ref = pos(x)  # CPU: the grouped convolution
-    fast = pos.activation(pos._im2col(x))
-    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
-    g_ref = torch.autograd.grad(ref.sum(), [x, pos.conv.parametrizations.weight.original1])
-    g_fast = torch.autograd.grad(fast.sum(), [x, pos.conv.parametrizations.weight.original1])
-    for a, b in zip(g_fast, g_ref):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

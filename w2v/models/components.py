@@ -179,33 +179,12 @@ class ConvPositionalEmbedding(nn.Module):
         self.num_pad_remove = 1 if kernel % 2 == 0 else 0
         self.activation = nn.GELU()
 
-    # On CUDA the grouped convolution runs as one batched matrix product over an explicit
-    # im2col copy: cuDNN's kernels for 48 channels per group (BASE) took 36 ms of a 58 ms H100
-    # pre-training step; the copy costs batch * frames * dim * kernel values of memory.
-    im2col_on_cuda = True
-
     def forward(self, x: Tensor) -> Tensor:
         """(batch, frames, dim) -> (batch, frames, dim) positional term to add to x."""
-        if x.is_cuda and self.im2col_on_cuda:
-            return self.activation(self._im2col(x))
         y = self.conv(x.transpose(1, 2))
         if self.num_pad_remove:
             y = y[:, :, : -self.num_pad_remove]
         return self.activation(y).transpose(1, 2)
-
-    def _im2col(self, x: Tensor) -> Tensor:
-        """The same convolution, (batch, frames, dim) in and out, as `groups` matrix products."""
-        conv = self.conv
-        b, t, d = x.shape
-        groups, k, pad = conv.groups, conv.kernel_size[0], conv.padding[0]
-        per_group = d // groups
-        t_out = t + 2 * pad - k + 1 - self.num_pad_remove
-        # (b, t_out, d, k) windows -> (groups, b * t_out, per_group * k), index c * k + j as the weight's
-        cols = F.pad(x, (0, 0, pad, pad)).unfold(1, k, 1)[:, :t_out]
-        cols = cols.reshape(b * t_out, groups, per_group * k).transpose(0, 1)
-        weight = conv.weight.view(groups, per_group, per_group * k).transpose(1, 2)
-        y = torch.bmm(cols, weight.to(cols.dtype))
-        return y.transpose(0, 1).reshape(b, t_out, d) + conv.bias.to(y.dtype)
 
 
 class SelfAttention(nn.Module):
