@@ -103,3 +103,19 @@ def test_activation_checkpointing_gives_the_same_gradients():
         out.logits[torch.isfinite(out.logits)].sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("dim,kernel,groups,num_pad_remove", [(48, 16, 4, 1), (30, 9, 3, 0)])
+def test_positional_conv_with_padded_groups_equals_grouped_conv(dim, kernel, groups, num_pad_remove):
+    from w2v.models.components import ConvPositionalEmbedding
+
+    torch.manual_seed(0)
+    pos = ConvPositionalEmbedding(dim, kernel, groups)
+    assert pos.num_pad_remove == num_pad_remove
+    x = torch.randn(3, 25, dim, requires_grad=True)
+    ref = pos(x)  # CPU: the grouped convolution as configured
+    fast = pos.activation(pos._padded_groups(x, 64))
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+    v = pos.conv.parametrizations.weight.original1
+    for a, b in zip(torch.autograd.grad(fast.sum(), [x, v]), torch.autograd.grad(ref.sum(), [x, v])):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

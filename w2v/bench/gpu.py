@@ -396,24 +396,9 @@ def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int =
             "top_kernels_ms": [[n[:90], round(v, 2)] for n, v in top]}
 
 
-def padded_groups(pos: ConvPositionalEmbedding, x: torch.Tensor) -> torch.Tensor:
-    """The positional convolution with each group zero-padded to a multiple of 64 channels
-    (BASE: 48 -> 64), a shape cuDNN has fast kernels for; same result, 1.8x the FLOPs."""
-    conv = pos.conv
-    b, t, d = x.shape
-    g, k = conv.groups, conv.kernel_size[0]
-    cg = d // g
-    cp = -(-cg // 64) * 64
-    w = F.pad(conv.weight.view(g, cg, cg, k), (0, 0, 0, cp - cg, 0, cp - cg)).reshape(g * cp, cp, k)
-    bias = F.pad(conv.bias.view(g, cg), (0, cp - cg)).reshape(-1)
-    xp = F.pad(x.view(b, t, g, cg), (0, cp - cg)).reshape(b, t, g * cp).transpose(1, 2)
-    y = F.conv1d(xp, w, bias, padding=conv.padding, groups=g)[:, :, :t]
-    return pos.activation(y.view(b, g, cp, t)[:, :, :cg].reshape(b, d, t).transpose(1, 2))
-
-
 def posconv(a, preset: str, batch: int) -> dict:
-    """The positional convolution alone (forward + backward, bf16): cuDNN's grouped kernels as
-    the model runs them, beside the same convolution with groups padded to 64 channels."""
+    """The positional convolution alone (forward + backward, bf16): cuDNN's grouped kernels on
+    the preset's groups beside groups padded to 64 channels (what the model runs on CUDA)."""
     dev = a.device
     cfg = load_model_config(preset)
     frames = int(conv_output_lengths(torch.tensor([a.samples]), cfg.conv_feature_layers)[0])
@@ -423,8 +408,10 @@ def posconv(a, preset: str, batch: int) -> dict:
                     dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
     out = {}
     ref = None
-    for name, fn in (("cudnn_grouped", pos), ("groups_padded_to_64", lambda v: padded_groups(pos, v))):
+    for name, padded in (("cudnn_grouped", False), ("groups_padded_to_64", True)):
         last: list[torch.Tensor] = []
+        ConvPositionalEmbedding.pad_groups_on_cuda = padded
+        fn = pos
 
         def run():
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
@@ -437,6 +424,7 @@ def posconv(a, preset: str, batch: int) -> dict:
         ref = y if ref is None else ref
         m = timed(run, dev, max(a.steps, 10), a.warmup, 0.0)
         out[name] = {"ms": round(m.step_ms, 3), "rel_err": round(float((y - ref).norm() / ref.norm()), 5)}
+    ConvPositionalEmbedding.pad_groups_on_cuda = True
     return {"size": preset, "batch": batch, "frames": frames, **out}
 
 
