@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from w2v.data.batching import BatchPlan, collate_audio, collate_targets
 from w2v.data.cuts import transcript
+from w2v.data.prefetch import Prefetcher
 from w2v.decode.ctc import load_units
 from w2v.io import atomic_path
 from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
@@ -271,6 +272,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     acc: dict[str, float] = {}
     n_acc, audio_s, t0, bad_steps = 0, 0.0, time.time(), 0
     logf = open(log_path, "a")
+    loader = Prefetcher(store.__getitem__, tcfg.loader_workers)
     try:
         while num_updates < tcfg.max_updates:
             batches = plan.epoch(epoch)
@@ -278,10 +280,11 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 epoch, pos = epoch + 1, 0
                 continue
             batch = batches[pos]
+            loader.schedule(i for b in batches[pos:pos + 1 + tcfg.prefetch_batches] for i in b)
             g, npg = _step_generator(tcfg.seed, num_updates)
             waves = []
             for i in batch:
-                w = store[i]
+                w = loader.get(i)
                 if task == "pretrain" and len(w) > int(tcfg.crop_seconds * SAMPLE_RATE):
                     crop = int(tcfg.crop_seconds * SAMPLE_RATE)
                     start = int(npg.integers(0, len(w) - crop + 1))
@@ -346,6 +349,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                     tqdm.write(f"update {num_updates}: dev WER {metrics['wer']:.3f} CER {metrics['cer']:.3f}")
                 ckdir.save(state(), num_updates, is_best=is_best)
     finally:
+        loader.close()
         bar.close()
         logf.close()
 
