@@ -390,6 +390,12 @@ def cmd_new_recipe(a) -> None:
         print(path)
 
 
+def cmd_bench(a) -> None:
+    from w2v.bench import data, gpu
+
+    (data.main if a.what == "data" else gpu.main)(a.rest)
+
+
 _CONFIG_HELP = "the recipe: egs/<corpus>/config.yaml, or the merged exp/<recipe>/config.json the Snakefile writes"
 
 
@@ -557,13 +563,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--beam", type=int, default=500, help="beam size (default 500)")
     s.add_argument("--lang", default=None, help="language adapter to use (MMS; default: the model's own)")
     compute(s)
+    s = sub.add_parser("bench", add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="speed: `bench [gpu]` ours beside transformers, `bench data` the audio pipeline "
+                            "(their options: w2v bench [data] --help)",
+                       description="Benchmarks that print our numbers beside the peer's from one run: `gpu` "
+                                   "(default) times pre-training, CTC fine-tuning and inference against Hugging "
+                                   "Face transformers on the GPU; `data` measures audio decoding + crop + batch "
+                                   "throughput per CPU worker. Their own options: `w2v bench [data] --help`.",
+                       epilog="example:\n  w2v bench gpu --compile --steps 20\n  w2v bench data --workers 1,4,16")
+    s.set_defaults(fn=cmd_bench)
+    s.add_argument("what", nargs="?", choices=["gpu", "data"], default="gpu",
+                   help="gpu (default): ours vs transformers on the GPU; data: the audio pipeline per worker")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     from w2v.io import setup_logging
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     args.argv = list(sys.argv[1:] if argv is None else argv)
     setup_logging(level=logging.DEBUG if args.verbose else logging.INFO)
     rank = f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -25,6 +24,11 @@ class QuantizerOutput:
     prob_perplexity: Tensor
     num_vars: int
     temperature: float
+
+
+def _one_hot(index: Tensor, classes: int, dtype: torch.dtype) -> Tensor:
+    """`F.one_hot` without its range check, which reads the indices back to the host."""
+    return torch.zeros(*index.shape, classes, dtype=dtype, device=index.device).scatter_(-1, index.unsqueeze(-1), 1)
 
 
 def _perplexity(probs: Tensor) -> Tensor:
@@ -45,7 +49,7 @@ def gumbel_softmax_hard(logits: Tensor, tau: float, generator: torch.Generator |
     tiny = torch.finfo(logits.dtype).tiny
     gumbels = -torch.log((-torch.log(u.clamp_min(tiny))).clamp_min(tiny))
     soft = ((logits + gumbels) / tau).softmax(-1)
-    hard = F.one_hot(soft.argmax(-1), logits.shape[-1]).to(soft.dtype)
+    hard = _one_hot(soft.argmax(-1), logits.shape[-1], soft.dtype)
     return hard - soft.detach() + soft
 
 
@@ -128,18 +132,20 @@ class GumbelVectorQuantizer(nn.Module):
         flat_mask = None if mask is None else mask.reshape(b * t)
 
         # Perplexities in fp32; statistics over the counted frames only.
-        counted = logits.float() if flat_mask is None else logits.float()[flat_mask]
-        n = max(counted.shape[0], 1)
-        hard_idx = counted.argmax(-1)
-        hard_probs = F.one_hot(hard_idx, v).float().sum(0) / n
+        # Weighted by the mask rather than indexed with it: no host sync, no copy.
+        flat = logits.float()
+        weight = flat.new_ones(b * t) if flat_mask is None else flat_mask.to(flat.dtype)
+        n = weight.sum().clamp(min=1)
+        weight = weight[:, None, None]
+        hard_probs = (_one_hot(flat.argmax(-1), v, flat.dtype) * weight).sum(0) / n
         code_perplexity = _perplexity(hard_probs)
-        avg_probs = counted.softmax(-1).sum(0) / n
+        avg_probs = (flat.softmax(-1) * weight).sum(0) / n
         prob_perplexity = _perplexity(avg_probs)
 
         if self.training:
             onehot = gumbel_softmax_hard(logits.float(), self.temperature, generator).type_as(logits)
         else:
-            onehot = F.one_hot(logits.argmax(-1), v).type_as(logits)
+            onehot = _one_hot(logits.argmax(-1), v, logits.dtype)
         # (b*t, g, v, 1) * (g, v, d/g) summed over v -> (b*t, g, d/g)
         codebook = self.codevectors.view(g, v, -1)
         quantized = torch.einsum("ngv,gvd->ngd", onehot, codebook.to(onehot.dtype))

@@ -25,7 +25,7 @@ from w2v.models.components import (
 )
 from w2v.models.adapters import is_adapter_key
 from w2v.models.config import Wav2Vec2Config
-from w2v.models.masking import Generator, compute_mask_indices, sample_negatives
+from w2v.models.masking import Generator, compute_mask_indices, device_generator, negative_positions
 from w2v.models.quantizer import GumbelVectorQuantizer
 
 
@@ -170,7 +170,8 @@ class Wav2Vec2Model(nn.Module):
         """
         Args:
             waveforms: (batch, samples) float.
-            lengths: (batch,) valid samples, or None if unpadded.
+            lengths: (batch,) valid samples, or None if unpadded. Lengths on the CPU that
+                show no padding are dropped, so that attention runs unmasked (flash).
             mask: draw time masks (cfg.mask_prob) and channel masks (cfg.mask_channel_prob).
             mask_indices: (batch, frames) bool time mask to use instead of drawing one.
             generator: source of the masks.
@@ -179,6 +180,9 @@ class Wav2Vec2Model(nn.Module):
         Returns:
             Wav2Vec2Output.
         """
+        generator = device_generator(generator, waveforms.device)
+        if lengths is not None and lengths.device.type == "cpu" and bool((lengths >= waveforms.shape[1]).all()):
+            lengths = None  # known unpadded without a device sync: attention runs without a mask
         raw, frame_lengths = self.extract_features(waveforms, lengths)
         padding_mask = lengths_to_padding_mask(frame_lengths, raw.shape[1])
         valid = (~padding_mask).unsqueeze(-1).to(raw.dtype)
@@ -197,7 +201,7 @@ class Wav2Vec2Model(nn.Module):
         if channel_mask is not None:
             x = x.masked_fill(channel_mask.unsqueeze(1), 0.0)
 
-        hidden, layer_results = self.encoder(x, padding_mask, output_hidden_states)
+        hidden, layer_results = self.encoder(x, None if lengths is None else padding_mask, output_hidden_states)
         return Wav2Vec2Output(
             hidden=hidden,
             lengths=frame_lengths,
@@ -259,8 +263,16 @@ class Wav2Vec2ForPreTraining(nn.Module):
         Returns:
             PreTrainingOutput.
         """
-        cfg = self.cfg
+        generator = device_generator(generator, waveforms.device)
         out = self.wav2vec2(waveforms, lengths, mask=True, mask_indices=mask_indices, generator=generator)
+        return self.contrastive_head(out, generator, negatives_indices)
+
+    def contrastive_head(
+        self, out: Wav2Vec2Output, generator: Generator = None, negatives_indices: Tensor | None = None
+    ) -> PreTrainingOutput:
+        """Quantize the unmasked features, draw negatives and score them against the context
+        vectors at the masked frames (everything after the Transformer)."""
+        cfg = self.cfg
         if out.mask_indices is None:
             raise ValueError("pre-training needs masks: set mask_prob > 0 or pass mask_indices")
         mask_indices = out.mask_indices
@@ -277,21 +289,29 @@ class Wav2Vec2ForPreTraining(nn.Module):
             prob_ppl = code_ppl = None
             num_vars, temp = 0, 0.0
 
-        positives = targets[mask_indices]  # (N, final_dim)
+        targets = targets.reshape(b * t, -1)
         if negatives_indices is None:
-            negatives, _ = sample_negatives(
-                targets, cfg.num_negatives, out.padding_mask, mask_indices, generator, cfg.cross_sample_negatives
-            )
+            # Queued after the whole encoder, so the one host sync (finding the masked frames)
+            # waits for work already on the device instead of starving it.
+            flat, picks = negative_positions(mask_indices, cfg.num_negatives, generator, cfg.cross_sample_negatives)
+            flat, picks = flat.to(targets.device), picks.to(targets.device)
         else:
-            negatives = targets.reshape(b * t, -1)[negatives_indices.to(targets.device)]
+            flat = mask_indices.reshape(-1).nonzero().squeeze(1)
+        positives = targets[flat]  # (N, final_dim)
+        predictions = self.project_hid(out.hidden.reshape(b * t, -1)[flat])  # (N, final_dim)
+        extra = None
         if cfg.codebook_negatives > 0:
             gen = generator if isinstance(generator, torch.Generator) else None
             n = positives.shape[0]
             sampled = self.quantizer.sample_codevectors(cfg.codebook_negatives * n, gen).to(targets.dtype)
-            negatives = torch.cat([negatives, self.project_q(sampled).view(cfg.codebook_negatives, n, -1)])
-        predictions = self.project_hid(out.hidden[mask_indices])  # (N, final_dim)
-
-        logits = self.contrastive_logits(predictions, positives, negatives)
+            extra = self.project_q(sampled).view(cfg.codebook_negatives, n, -1)
+        if negatives_indices is None:
+            logits = self.sampled_contrastive_logits(predictions, positives, picks, extra)
+        else:
+            negatives = targets[negatives_indices.to(targets.device)]
+            if extra is not None:
+                negatives = torch.cat([negatives, extra])
+            logits = self.contrastive_logits(predictions, positives, negatives)
         return PreTrainingOutput(
             logits=logits,
             prob_perplexity=prob_ppl,
@@ -318,9 +338,49 @@ class Wav2Vec2ForPreTraining(nn.Module):
         candidates = torch.cat([positives.unsqueeze(0), negatives], dim=0).float()  # (1+K, N, D)
         logits = F.cosine_similarity(predictions.float().unsqueeze(0), candidates, dim=-1) / self.cfg.logit_temp
         neg_is_pos = (negatives == positives.unsqueeze(0)).all(-1)  # (K, N)
-        if neg_is_pos.any():
-            logits[1:] = logits[1:].masked_fill(neg_is_pos, float("-inf"))
+        logits = torch.cat([logits[:1], logits[1:].masked_fill(neg_is_pos, float("-inf"))])
         return logits.transpose(0, 1)
+
+    def sampled_contrastive_logits(
+        self, predictions: Tensor, positives: Tensor, picks: Tensor, extra: Tensor | None = None,
+        chunk_elements: int = 1 << 25,
+    ) -> Tensor:
+        """`contrastive_logits` for negatives drawn among the positives, without gathering them.
+
+        Every prediction is compared with every positive by one fp32 matrix product of unit
+        vectors (in row blocks of at most `chunk_elements` similarities), and the sampled
+        columns are picked from it: K * N * D gathered vectors and their gradient scatter
+        become an N x N product.
+
+        Args:
+            predictions, positives: (N, D).
+            picks: (K, N) positions in `positives` of each row's negatives.
+            extra: (E, N, D) further negatives (codebook samples), compared directly.
+
+        Returns:
+            (N, 1 + K + E), as `contrastive_logits`.
+        """
+        n = predictions.shape[0]
+        with torch.autocast(predictions.device.type, enabled=False):
+            p = predictions.float()
+            p = p / p.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+            q = positives.float()
+            q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+            exact = positives.detach()
+            rows = max(1, chunk_elements // max(n, 1))
+            cols = [(p * q).sum(-1, keepdim=True)]
+            negs = []
+            for i in range(0, n, rows):
+                sim = p[i:i + rows] @ q.T  # (rows, N)
+                idx = picks[:, i:i + rows].T  # (rows, K)
+                dup = (exact[idx] == exact[i:i + rows, None]).all(-1)
+                negs.append(sim.gather(1, idx).masked_fill(dup, float("-inf")))
+            cols.append(torch.cat(negs) if negs else p.new_zeros(0, picks.shape[0]))
+            if extra is not None:
+                e = F.cosine_similarity(p.unsqueeze(0), extra.float(), dim=-1)  # (E, N)
+                dup = (extra == positives.unsqueeze(0)).all(-1)
+                cols.append(e.masked_fill(dup, float("-inf")).T)
+            return torch.cat(cols, dim=1) / self.cfg.logit_temp
 
 
 class Wav2Vec2ForCTC(nn.Module):

@@ -32,6 +32,8 @@ class TrainConfig:
     num_buckets: int = 8
     normalize_audio: bool = True  # per-utterance zero mean / unit variance
     cache_audio: bool = False  # keep decoded audio in memory (small corpora)
+    loader_workers: int = 4  # threads decoding the next batches' audio (0: decode in the loop)
+    prefetch_batches: int = 2  # how many batches ahead they decode
     freeze_feature_encoder: bool = False  # fine-tuning: fairseq feature_grad_mult 0.0
     freeze_transformer_updates: int = 0  # fairseq freeze_finetune_updates
     final_dropout: float = 0.0  # dropout before the CTC head
@@ -48,6 +50,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     strategy: str = "ddp"  # several processes: ddp (full copy per GPU) | fsdp (weights, grads, optimizer sharded)
     activation_checkpointing: bool = False  # recompute each Transformer block in backward (LARGE and above)
+    compile: bool = False  # torch.compile the conv stack and Transformer blocks (w2v.models.accel)
     model_overrides: dict = field(default_factory=dict)  # e.g. mask_prob, layerdrop when fine-tuning
     language_alpha: float = 0.5  # XLSR language sampling p_l ∝ (n_l/N)^α, used when the cuts hold 2+ languages
     adapter: dict | None = None  # fine-tuning: {lang: xx, dim: 16} trains only MMS adapters + head of language xx

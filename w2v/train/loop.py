@@ -25,10 +25,12 @@ from tqdm import tqdm
 
 from w2v.data.batching import BatchPlan, collate_audio, collate_targets
 from w2v.data.cuts import cut_language, transcript
+from w2v.data.prefetch import Prefetcher
 from w2v.decode.ctc import load_units
 from w2v.io import atomic_path, write_json
 from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
 from w2v.models.adapters import adapter_weights, freeze_base, is_adapter_key
+from w2v.models.accel import compile_model
 from w2v.train.checkpoint import CheckpointDir, load, save_atomic
 from w2v.train import distributed, sharding
 from w2v.train.config import TrainConfig
@@ -346,6 +348,8 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
         freeze_base(model)
     model.to(dev).train()
     sharding.set_activation_checkpointing(model, tcfg.activation_checkpointing)
+    if tcfg.compile:
+        compile_model(model)
     sched = Schedule(tcfg.schedule, tcfg.lr, tcfg.max_updates, warmup=tcfg.warmup, hold=tcfg.hold,
                      end_lr=tcfg.end_lr, final_lr_scale=tcfg.final_lr_scale)
     use_bf16 = tcfg.precision == "bf16" or (tcfg.precision == "auto" and dev.type == "cuda")
@@ -385,7 +389,8 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                           find_unused=task == "finetune" or cfg.layerdrop > 0)
     sharded = sharding.is_sharded(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=tcfg.lr, betas=tcfg.betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=tcfg.lr, betas=tcfg.betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay,
+                            **({"fused": True} if dev.type == "cuda" and not sharded else {}))
     if latest is not None:
         sharding.load_optimizer_state(raw_model, opt, ck["optimizer"])
         del ck
@@ -417,6 +422,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     n_acc, audio_s, t0 = 0, 0.0, time.time()
     tb = TensorBoardLog(out_dir / "tensorboard", num_updates)
     logf = open(log_path, "a") if main else None
+    loader = Prefetcher(store.__getitem__, tcfg.loader_workers)
     try:
         while num_updates < tcfg.max_updates:
             if batches_epoch != epoch:
@@ -425,17 +431,18 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 epoch, pos = epoch + 1, 0
                 continue
             batch = batches[pos]
+            loader.schedule(i for b in batches[pos:pos + 1 + tcfg.prefetch_batches] for i in b)
             g, npg = _step_generator(tcfg.seed, num_updates, info.rank)
             waves = []
             for i in batch:
-                w = store[i]
+                w = loader.get(i)
                 if task == "pretrain" and len(w) > int(tcfg.crop_seconds * SAMPLE_RATE):
                     crop = int(tcfg.crop_seconds * SAMPLE_RATE)
                     start = int(npg.integers(0, len(w) - crop + 1))
                     w = w[start:start + crop]
                 waves.append(w)
             wav, lens = collate_audio(waves, tcfg.normalize_audio)
-            wav, lens = wav.to(dev), lens.to(dev)
+            wav = wav.to(dev)  # lengths stay on the CPU: the model sees unpadded batches without a sync
             lr = sched(num_updates)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -512,6 +519,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 if main:
                     ckdir.save(st, num_updates, is_best=is_best)
     finally:
+        loader.close()
         bar.close()
         if logf is not None:
             logf.close()

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from w2v.models.accel import set_activation_checkpointing  # noqa: F401 (re-exported: one switch)
 from w2v.train.distributed import DistInfo
 
 STRATEGIES = ("ddp", "fsdp")
@@ -26,11 +27,6 @@ STRATEGIES = ("ddp", "fsdp")
 def _layers(model: nn.Module) -> nn.ModuleList:
     """The Transformer blocks of a wav2vec 2.0 model (pre-training or CTC)."""
     return model.wav2vec2.encoder.layers
-
-
-def set_activation_checkpointing(model: nn.Module, on: bool) -> None:
-    """Recompute each Transformer block in backward instead of keeping its activations."""
-    model.wav2vec2.encoder.activation_checkpointing = on
 
 
 def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf16: bool,

@@ -1,0 +1,31 @@
+"""The speed benchmarks' CPU-runnable parts: the audio pipeline bench and the table/CLI plumbing."""
+
+import pytest
+
+from w2v.bench import data, gpu
+from w2v.cli import main
+
+
+def test_data_bench_counts_cropped_audio(tmp_path):
+    paths = data.write_corpus(tmp_path, files=2, seconds=3.0, fmt="flac")
+    assert data.load_batch(([str(p) for p in paths], 2.0, 0)) == pytest.approx(4.0)
+    assert data.load_batch(([str(paths[0])], 5.0, 0)) == pytest.approx(3.0)  # shorter than the crop
+    assert data.throughput(paths, workers=1, batch=2, batches=2, crop_seconds=2.0) > 0
+
+
+def test_kernel_classes_and_batch_maps():
+    assert gpu.classify("cudnn_generated_fort_native_sdpa_sm90_flash_fprop") == "attention (flash/SDPA)"
+    assert gpu.classify("nvjet_sm90_tst_192x192") == "matrix products (cuBLAS/CUTLASS)"
+    assert gpu.classify("void implicit_convolve_sgemm<bf16>") == "convolutions (cuDNN)"
+    assert gpu.classify("triton_red_fused_gelu").startswith("fused by inductor")
+    assert gpu.pick(gpu.parse_map("base=8,large=6"), "large") == 6
+    assert gpu.pick(gpu.parse_map("16"), "base") == 16
+
+
+def test_bench_subcommand_takes_its_own_options_and_others_reject_unknown(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "data", "--help"])
+    assert "--workers" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["score", "--config", "c", "--decode", "d", "--out", "o", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -1,0 +1,121 @@
+"""The vectorised (device) mask, N x N contrastive logits and activation checkpointing on the CPU."""
+
+import numpy as np
+import pytest
+import torch
+
+from w2v.models import Wav2Vec2ForPreTraining, compute_mask_indices
+from w2v.models.accel import set_activation_checkpointing
+from w2v.models.masking import device_generator, negative_positions
+
+from test_wav2vec2 import batch, small_cfg
+
+
+def vmask(shape, pad, seed, prob=0.65, length=10, min_masks=2):
+    g = torch.Generator().manual_seed(seed)
+    return compute_mask_indices(shape, pad, prob, length, min_masks, g, vectorized=True)
+
+
+def test_vectorized_mask_rate_matches_theory_and_loop_version():
+    theory = 1 - (1 - 0.65 / 10) ** 10
+    fast = vmask((64, 2000), None, 0).float().mean().item()
+    loop = compute_mask_indices((64, 2000), None, 0.65, 10, 2, torch.Generator().manual_seed(0)).float().mean().item()
+    assert abs(fast - theory) < 0.01 and abs(fast - loop) < 0.01
+
+
+def test_vectorized_mask_spans_padding_and_short_utterances():
+    lengths = torch.tensor([100, 37, 8, 3, 0])
+    pad = torch.arange(100)[None] >= lengths[:, None]
+    mask = vmask((5, 100), pad, 1)
+    assert not (mask & pad).any()
+    assert mask[0].any() and mask[1].any()
+    assert mask[2].sum() == 8 and mask[3].sum() == 3  # span shortened to the utterance
+    assert mask[4].sum() == 0
+    # every masked run is made of whole spans of 10 frames (unless cut by the utterance's end)
+    runs = torch.diff(torch.cat([torch.zeros(1), mask[0].float(), torch.zeros(1)]))
+    starts, ends = (runs == 1).nonzero().squeeze(1), (runs == -1).nonzero().squeeze(1)
+    assert ((ends - starts) >= 10).all()
+    # per-utterance span count: min_masks holds for a short utterance
+    assert vmask((50, 40), None, 2, prob=0.01, length=2, min_masks=2).sum(1).ge(2).all()
+
+
+def test_vectorized_mask_maps_onto_non_prefix_valid_frames():
+    pad = torch.zeros(2, 30, dtype=torch.bool)
+    pad[0, ::2] = True  # valid frames interleaved with padding
+    mask = vmask((2, 30), pad, 3, length=3)
+    assert not (mask & pad).any() and mask[0].any()
+
+
+@pytest.mark.parametrize("make", [lambda s: torch.Generator().manual_seed(s), np.random.default_rng])
+def test_vectorized_mask_reproducible(make):
+    a = compute_mask_indices((4, 300), None, 0.65, 10, 2, make(7), vectorized=True)
+    b = compute_mask_indices((4, 300), None, 0.65, 10, 2, make(7), vectorized=True)
+    c = compute_mask_indices((4, 300), None, 0.65, 10, 2, make(8), vectorized=True)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_device_generator_keeps_cpu_generators():
+    g = torch.Generator().manual_seed(1)
+    assert device_generator(g, "cpu") is g
+    assert device_generator(None, "cpu") is None
+
+
+@pytest.mark.parametrize("chunk", [1 << 25, 7])
+def test_sampled_logits_equal_gathered_cosine_logits(chunk):
+    torch.manual_seed(0)
+    model = Wav2Vec2ForPreTraining(small_cfg())
+    n, d, k = 40, 16, 6
+    pred, pos = torch.randn(n, d), torch.randn(n, d)
+    pos[5] = pos[9]  # a duplicate target: must be -inf wherever it is drawn as a negative of the other
+    mask = torch.zeros(2, 30, dtype=torch.bool)
+    mask[0, :20] = mask[1, 5:25] = True
+    _, picks = negative_positions(mask, k, torch.Generator().manual_seed(1), cross_sample_negatives=2)
+    picks[0, 5] = 9
+    extra = torch.randn(3, n, d)
+    extra[1, 2] = pos[2]
+    fast = model.sampled_contrastive_logits(pred, pos, picks, extra, chunk_elements=chunk)
+    slow = model.contrastive_logits(pred, pos, torch.cat([pos[picks], extra]))
+    assert fast.shape == (n, 1 + k + 2 + 3)
+    assert torch.equal(torch.isneginf(fast), torch.isneginf(slow))
+    assert torch.isneginf(fast[5, 1]) and torch.isneginf(fast[2, 1 + k + 2 + 1])
+    finite = torch.isfinite(slow)
+    torch.testing.assert_close(fast[finite], slow[finite], atol=1e-5, rtol=1e-5)
+
+
+def test_unpadded_cpu_lengths_equal_no_lengths():
+    torch.manual_seed(0)
+    model = Wav2Vec2ForPreTraining(small_cfg()).eval()
+    wav = batch()[0]
+    full = torch.full((3,), wav.shape[1])
+    a = model.wav2vec2(wav, full)
+    b = model.wav2vec2(wav, None)
+    torch.testing.assert_close(a.hidden, b.hidden)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    cfg = small_cfg(dropout=0.0, attention_dropout=0.0, dropout_input=0.0, dropout_features=0.0)
+    wav, lengths = batch()
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = set_activation_checkpointing(Wav2Vec2ForPreTraining(cfg).train(), ckpt)
+        out = model(wav, lengths, generator=torch.Generator().manual_seed(3))
+        out.logits[torch.isfinite(out.logits)].sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("dim,kernel,groups,num_pad_remove", [(48, 16, 4, 1), (30, 9, 3, 0)])
+def test_positional_conv_with_padded_groups_equals_grouped_conv(dim, kernel, groups, num_pad_remove):
+    from w2v.models.components import ConvPositionalEmbedding
+
+    torch.manual_seed(0)
+    pos = ConvPositionalEmbedding(dim, kernel, groups)
+    assert pos.num_pad_remove == num_pad_remove
+    x = torch.randn(3, 25, dim, requires_grad=True)
+    ref = pos(x)  # CPU: the grouped convolution as configured
+    fast = pos.activation(pos._padded_groups(x, 64))
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+    v = pos.conv.parametrizations.weight.original1
+    for a, b in zip(torch.autograd.grad(fast.sum(), [x, v]), torch.autograd.grad(ref.sum(), [x, v])):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,1 @@
+"""Speed measurements: the model on a GPU beside its peer (`gpu`), the audio pipeline (`data`)."""

@@ -1,0 +1,564 @@
+"""w2v beside Hugging Face transformers on one GPU: pre-training, CTC fine-tuning, inference.
+
+Same preset (ours mapped to `transformers.Wav2Vec2Config` by `to_hf_config`, so dropouts and
+layerdrop match), same random audio and batch, bf16 autocast and SDPA attention in both,
+fused AdamW in both, in one process. Unit: seconds of 16 kHz audio per wall-clock second,
+timed over whole steps after warm-up (host work included). The peer gets its masks and
+negatives drawn once, outside the timed steps, as in `../shared/bench/hf_w2v2_pretrain.py`;
+ours draws them every step.
+
+Also printed: FLOPs per step (torch.utils.flop_counter, eager), achieved TFLOP/s and share of
+the bf16 matrix-product ceiling measured in the same run, peak memory, the loss of our bf16
+step beside an fp32 reference, a per-component timing of our pre-training step, and a lever
+ablation (what each speed change buys). The data pipeline is `w2v.bench.data`.
+
+    python bench/gpu_speed.py --out bench.json            # everything, on a GPU
+    python bench/gpu_speed.py --sizes tiny --samples 32000 --steps 1 --warmup 1   # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from w2v.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, load_model_config
+from w2v.models.components import ConvPositionalEmbedding, conv_output_lengths
+from w2v.models.accel import compile_model, set_activation_checkpointing
+from w2v.train.losses import ctc_loss, pretraining_loss
+
+SAMPLE_RATE = 16000
+VOCAB = 32
+LABELS = 200
+DROPOUTS = ("dropout", "attention_dropout", "activation_dropout", "dropout_input", "dropout_features", "layerdrop")
+
+
+@dataclass
+class Measure:
+    """One timed configuration."""
+
+    audio_s_per_s: float
+    step_ms: float
+    peak_gib: float | None = None
+    tflop_per_step: float | None = None
+    losses: list[float] = field(default_factory=list)
+
+    def tflops(self) -> float | None:
+        return None if self.tflop_per_step is None else self.tflop_per_step / (self.step_ms / 1e3)
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def matmul_ceiling(dev: torch.device, n: int = 8192, reps: int = 10) -> float:
+    """bf16 matrix-product TFLOP/s on random data (the ceiling the shares refer to)."""
+    if dev.type != "cuda":
+        n = 1024
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(dev)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
+
+
+def count_flops(w: "Workload", step: Callable[[], object]) -> float:
+    """TFLOP of one step. Under no_grad rather than inference_mode: the flop counter cannot read
+    a weight-norm parametrization inside inference_mode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    fc = FlopCounterMode(display=False)
+    w.inference = torch.no_grad
+    try:
+        with fc:
+            step()
+    finally:
+        w.inference = torch.inference_mode
+    return fc.get_total_flops() / 1e12
+
+
+def timed(step: Callable[[], object], dev: torch.device, steps: int, warmup: int, audio_s: float,
+          flops: float | None = None) -> Measure:
+    for _ in range(warmup):
+        step()
+    sync(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    losses = []
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+        if loss is not None:
+            losses.append(loss.detach())
+    sync(dev)
+    dt = (time.perf_counter() - t0) / steps
+    peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
+    return Measure(audio_s / dt, dt * 1e3, peak, flops, [float(x) for x in losses])
+
+
+class Workload:
+    """Builds ours and the peer for one (workload, size) and makes their step functions."""
+
+    def __init__(self, kind: str, preset: str, batch: int, samples: int, dev: torch.device):
+        self.kind, self.preset, self.batch, self.samples, self.dev = kind, preset, batch, samples, dev
+        overrides = {"mask_prob": 0.05} if kind == "finetune" else {}
+        self.cfg = load_model_config(preset, **overrides)
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(batch, samples, generator=g).to(dev)
+        self.lengths = torch.full((batch,), samples)  # on the CPU, as the training loop passes them
+        self.labels = torch.randint(1, VOCAB, (batch, LABELS), generator=g).to(dev)
+        self.label_lengths = torch.full((batch,), LABELS, device=dev)
+        self.amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+        self.audio_s = batch * samples / SAMPLE_RATE
+        self.step_no = 0
+        self.inference = torch.inference_mode  # FLOP counting swaps in no_grad (see count_flops)
+
+    # --- ours ---
+    def ours(self) -> torch.nn.Module:
+        if self.kind == "pretrain":
+            m = Wav2Vec2ForPreTraining(self.cfg)
+        else:
+            m = Wav2Vec2ForCTC(self.cfg, VOCAB)
+            m.freeze_feature_encoder()
+        return m.to(self.dev).train(self.kind != "infer")
+
+    def ours_step(self, model, opt, lengths=None) -> Callable[[], torch.Tensor | None]:
+        lengths = self.lengths if lengths is None else lengths
+
+        def step():
+            self.step_no += 1
+            g = torch.Generator().manual_seed(self.step_no)
+            if self.kind == "infer":
+                with self.inference(), torch.autocast(**self.amp):
+                    logits, _ = model(self.x, lengths)
+                    logits.argmax(-1)
+                return None
+            with torch.autocast(**self.amp):
+                if self.kind == "pretrain":
+                    loss, _ = pretraining_loss_nosync(model(self.x, lengths, generator=g))
+                else:
+                    logits, flens = model(self.x, lengths, apply_mask=True, generator=g)
+                    loss = ctc_loss(logits, flens, self.labels, self.label_lengths)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss
+
+        return step
+
+    # --- the peer ---
+    def peer(self) -> torch.nn.Module:
+        from transformers import Wav2Vec2ForCTC as HFCTC
+        from transformers import Wav2Vec2ForPreTraining as HFPre
+
+        from w2v.interop.hf_config import to_hf_config
+
+        hc = to_hf_config(self.cfg, vocab_size=VOCAB if self.kind != "pretrain" else None)
+        hc._attn_implementation = "sdpa"
+        if self.kind == "pretrain":
+            m = HFPre(hc)
+            m.set_gumbel_temperature(2.0)
+        else:
+            m = HFCTC(hc)
+            m.freeze_feature_encoder()
+        return m.to(self.dev).train(self.kind != "infer")
+
+    def peer_step(self, model, opt) -> Callable[[], torch.Tensor | None]:
+        if self.kind == "pretrain":
+            from transformers.models.wav2vec2.modeling_wav2vec2 import (
+                _compute_mask_indices,
+                _sample_negative_indices,
+            )
+
+            frames = int(model._get_feat_extract_output_lengths(torch.tensor(self.samples)))
+            mask = _compute_mask_indices((self.batch, frames), self.cfg.mask_prob, self.cfg.mask_length, min_masks=2)
+            neg = _sample_negative_indices((self.batch, frames), self.cfg.num_negatives, mask_time_indices=mask)
+            mask = torch.tensor(mask, device=self.dev, dtype=torch.bool)
+            neg = torch.tensor(neg, device=self.dev, dtype=torch.long)
+
+        def step():
+            if self.kind == "infer":
+                with self.inference(), torch.autocast(**self.amp):
+                    model(self.x).logits.argmax(-1)
+                return None
+            with torch.autocast(**self.amp):
+                if self.kind == "pretrain":
+                    loss = model(self.x, mask_time_indices=mask, sampled_negative_indices=neg).loss
+                else:
+                    logits = model(self.x).logits
+                    flens = torch.full((self.batch,), logits.shape[1], device=self.dev)
+                    loss = ctc_loss(logits, flens, self.labels, self.label_lengths)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss
+
+        return step
+
+
+def pretraining_loss_nosync(out) -> tuple[torch.Tensor, None]:
+    """`pretraining_loss` without its float statistics (each is a host sync)."""
+    logits = out.logits.float()
+    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    loss = F.cross_entropy(logits, target)
+    if out.prob_perplexity is not None:
+        loss = loss + 0.1 * (out.num_vars - out.prob_perplexity.float()) / out.num_vars
+    return loss + 10.0 * out.features_pen.float(), None
+
+
+def optimizer(model: torch.nn.Module, dev: torch.device, fused: bool = True) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    kw = {"fused": True} if fused and dev.type == "cuda" else {"foreach": True}
+    return torch.optim.AdamW(params, lr=1e-5, **kw)
+
+
+def free(dev: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def compare(w: Workload, a, use_compile: bool) -> dict:
+    """Ours and the peer on one workload: throughput, FLOPs, memory."""
+    dev = w.dev
+    row = {"workload": w.kind, "size": w.preset, "batch": w.batch, "seconds": w.samples / SAMPLE_RATE}
+    torch.manual_seed(0)
+    model = w.ours()
+    opt = optimizer(model, dev)
+    step = w.ours_step(model, opt)
+    step()
+    flops = count_flops(w, step)
+    eager = timed(step, dev, a.steps, a.warmup, w.audio_s, flops)
+    ours = eager
+    if use_compile:
+        compile_model(model)
+        compiled = timed(step, dev, a.steps, a.warmup + 3, w.audio_s, flops)
+        row["ours_eager_audio_s_per_s"] = round(eager.audio_s_per_s, 1)
+        row["ours_compiled_audio_s_per_s"] = round(compiled.audio_s_per_s, 1)
+        ours = compiled if compiled.audio_s_per_s > eager.audio_s_per_s else eager
+        use_compile = ours is compiled
+    del model, opt, step
+    free(dev)
+    torch.manual_seed(0)
+    model = w.peer()
+    opt = optimizer(model, dev)
+    step = w.peer_step(model, opt)
+    step()
+    flops = count_flops(w, step)
+    peer = timed(step, dev, a.steps, a.warmup, w.audio_s, flops)
+    del model, opt, step
+    free(dev)
+    for name, m in (("ours", ours), ("peer", peer)):
+        row[name] = {"audio_s_per_s": round(m.audio_s_per_s, 1), "step_ms": round(m.step_ms, 2),
+                     "tflop_per_step": round(m.tflop_per_step, 3), "tflops": round(m.tflops(), 1),
+                     "share_of_ceiling": round(m.tflops() / a.ceiling, 3),
+                     "peak_gib": None if m.peak_gib is None else round(m.peak_gib, 2)}
+        if m.losses:
+            row[name]["loss_first_last"] = [round(m.losses[0], 4), round(m.losses[-1], 4)]
+            row[name]["loss_finite"] = all(math.isfinite(v) for v in m.losses)
+    row["ratio"] = round(ours.audio_s_per_s / peer.audio_s_per_s, 2)
+    row["compiled"] = use_compile
+    return row
+
+
+def ablation(a, preset: str, batch: int) -> list[dict]:
+    """Pre-training throughput as each speed change is switched on, cumulatively."""
+    import w2v.models.wav2vec2 as w2v_mod
+
+    dev = a.device
+    w = Workload("pretrain", preset, batch, a.samples, dev)
+    original_gen = w2v_mod.device_generator
+    original_logits = Wav2Vec2ForPreTraining.sampled_contrastive_logits
+
+    def gathered(self, predictions, positives, picks, extra=None):
+        negatives = positives[picks]
+        if extra is not None:
+            negatives = torch.cat([negatives, extra])
+        return self.contrastive_logits(predictions, positives, negatives)
+
+    levers = [
+        ("last session: masks/negatives/Gumbel noise drawn on the host, masked attention, "
+         "gathered negatives, foreach AdamW", dict(host=True, mask=True, gather=True, fused=False)),
+        ("+ masks, negatives and Gumbel noise on the device (one host sync)",
+         dict(host=False, mask=True, gather=True, fused=False)),
+        ("+ no attention mask for unpadded batches (flash attention)",
+         dict(host=False, mask=False, gather=True, fused=False)),
+        ("+ N x N similarity instead of gathered negatives", dict(host=False, mask=False, gather=False, fused=False)),
+        ("+ fused AdamW", dict(host=False, mask=False, gather=False, fused=True)),
+        ("+ cuDNN autotuning (cudnn.benchmark)", dict(host=False, mask=False, gather=False, fused=True, bench=True)),
+    ]
+    if a.compile:
+        levers.append(("+ torch.compile (conv stack, Transformer blocks)",
+                       dict(host=False, mask=False, gather=False, fused=True, bench=True,
+                            compile=True)))
+        levers.append(("+ activation checkpointing (memory for speed)",
+                       dict(host=False, mask=False, gather=False, fused=True, bench=True,
+                            compile=True, ckpt=True)))
+    rows = []
+    try:
+        for name, lv in levers:
+            w2v_mod.device_generator = (lambda g, d: g) if lv["host"] else original_gen
+            Wav2Vec2ForPreTraining.sampled_contrastive_logits = gathered if lv["gather"] else original_logits
+            torch.backends.cudnn.benchmark = lv.get("bench", False)
+            torch.manual_seed(0)
+            model = w.ours()
+            if lv.get("compile"):
+                compile_model(model)
+            if lv.get("ckpt"):
+                set_activation_checkpointing(model)
+            opt = optimizer(model, dev, fused=lv["fused"])
+            lengths = w.lengths.to(dev) if lv["mask"] else w.lengths
+            m = timed(w.ours_step(model, opt, lengths), dev, a.steps, a.warmup + (3 if lv.get("compile") else 0),
+                      w.audio_s)
+            rows.append({"lever": name, "audio_s_per_s": round(m.audio_s_per_s, 1), "step_ms": round(m.step_ms, 2),
+                         "peak_gib": None if m.peak_gib is None else round(m.peak_gib, 2)})
+            del model, opt
+            free(dev)
+    finally:
+        torch.backends.cudnn.benchmark = False
+        w2v_mod.device_generator = original_gen
+        Wav2Vec2ForPreTraining.sampled_contrastive_logits = original_logits
+    return rows
+
+
+KERNEL_CLASSES = (
+    ("attention (flash/SDPA)", ("flash", "fmha", "attention", "sdpa")),
+    ("optimizer (AdamW)", ("adam", "multi_tensor")),
+    ("convolutions (cuDNN)", ("conv", "cudnn", "fprop", "dgrad", "wgrad", "implicit", "winograd")),
+    ("matrix products (cuBLAS/CUTLASS)", ("gemm", "cutlass", "nvjet", "cublas")),
+    ("fused by inductor (Triton)", ("triton",)),
+    ("indexing, gather/scatter, sort", ("index", "scatter", "gather", "sort", "nonzero", "cub::")),
+    ("copies", ("memcpy", "memset", "copy")),
+)
+
+
+def classify(name: str) -> str:
+    low = name.lower()
+    for label, keys in KERNEL_CLASSES:
+        if any(k in low for k in keys):
+            return label
+    return "other (norms, softmax, dropout, elementwise)"
+
+
+def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int = 5) -> dict:
+    """Where our step's device time goes (kernel classes, top kernels) and how much of the wall
+    time the device is busy at all (the rest is host work and synchronisation)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    dev = a.device
+    w = Workload(kind, preset, batch, a.samples, dev)
+    torch.manual_seed(0)
+    model = w.ours()
+    if use_compile:
+        compile_model(model)
+    step = w.ours_step(model, optimizer(model, dev))
+    for _ in range(a.warmup + 3):
+        step()
+    sync(dev)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(dev)
+        wall = (time.perf_counter() - t0) / steps * 1e3
+    by_class: dict[str, float] = {}
+    by_name: dict[str, float] = {}
+    for e in prof.events():
+        if e.device_type != DeviceType.CUDA:
+            continue
+        ms = e.time_range.elapsed_us() / 1e3 / steps
+        by_class[classify(e.name)] = by_class.get(classify(e.name), 0.0) + ms
+        by_name[e.name] = by_name.get(e.name, 0.0) + ms
+    busy = sum(by_class.values())
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:15]
+    return {"workload": kind, "size": preset, "batch": batch, "compiled": use_compile,
+            "wall_ms_per_step": round(wall, 2), "device_busy_ms_per_step": round(busy, 2),
+            "classes_ms": {k: round(v, 2) for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])},
+            "top_kernels_ms": [[n[:90], round(v, 2)] for n, v in top]}
+
+
+def posconv(a, preset: str, batch: int) -> dict:
+    """The positional convolution alone (forward + backward, bf16): cuDNN's grouped kernels on
+    the preset's groups beside groups padded to 64 channels (what the model runs on CUDA)."""
+    dev = a.device
+    cfg = load_model_config(preset)
+    frames = int(conv_output_lengths(torch.tensor([a.samples]), cfg.conv_feature_layers)[0])
+    torch.manual_seed(0)
+    pos = ConvPositionalEmbedding(cfg.encoder_embed_dim, cfg.conv_pos, cfg.conv_pos_groups).to(dev)
+    x = torch.randn(batch, frames, cfg.encoder_embed_dim, device=dev, requires_grad=True,
+                    dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    out = {}
+    ref = None
+    for name, padded in (("cudnn_grouped", False), ("groups_padded_to_64", True)):
+        last: list[torch.Tensor] = []
+        ConvPositionalEmbedding.pad_groups_on_cuda = padded
+        fn = pos
+
+        def run():
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                y = fn(x)
+            y.float().square().mean().backward()
+            last[:] = [y.detach().float()]
+
+        run()
+        y = last[0]
+        ref = y if ref is None else ref
+        m = timed(run, dev, max(a.steps, 10), a.warmup, 0.0)
+        out[name] = {"ms": round(m.step_ms, 3), "rel_err": round(float((y - ref).norm() / ref.norm()), 5)}
+    ConvPositionalEmbedding.pad_groups_on_cuda = True
+    return {"size": preset, "batch": batch, "frames": frames, **out}
+
+
+def precision_check(a, preset: str, batch: int, steps: int) -> dict:
+    """Our bf16 training beside fp32 from the same weights, data, masks and noise (no dropout)."""
+    dev = a.device
+    w = Workload("pretrain", preset, batch, a.samples, dev)
+    w.cfg = w.cfg.replace(**{k: 0.0 for k in DROPOUTS})
+    torch.manual_seed(0)
+    ref = w.ours()
+    low = copy.deepcopy(ref)
+    curves = {}
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    for name, model, bf16 in (("bf16", low, True), ("fp32", ref, False)):
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        opt = torch.optim.AdamW(model.parameters(), lr=2e-4)
+        amp = dict(w.amp, enabled=bf16 and dev.type == "cuda")
+        losses = []
+        for i in range(steps):
+            model.set_num_updates(i)
+            with torch.autocast(**amp):
+                loss, stats = pretraining_loss(model(w.x, w.lengths, generator=torch.Generator().manual_seed(i)))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(stats["loss"])
+        curves[name] = losses
+        del opt
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    rel = [abs(b - f) / max(abs(f), 1e-12) for b, f in zip(curves["bf16"], curves["fp32"])]
+    del ref, low
+    free(dev)
+    return {"size": preset, "batch": batch, "steps": steps, "bf16": [round(v, 4) for v in curves["bf16"]],
+            "fp32": [round(v, 4) for v in curves["fp32"]], "rel_diff_step0": round(rel[0], 5),
+            "max_rel_diff": round(max(rel), 5), "tolerance_step0": a.tol_step0, "tolerance_curve": a.tol_curve,
+            "passed": rel[0] <= a.tol_step0 and max(rel) <= a.tol_curve
+            and all(math.isfinite(v) for v in curves["bf16"])}
+
+
+def parse_map(text: str) -> dict[str, int]:
+    """'base=8,large_lv60=6' -> {'base': 8, 'large_lv60': 6}; a bare number applies to all."""
+    if "=" not in text:
+        return {"*": int(text)}
+    return {k: int(v) for k, v in (item.split("=") for item in text.split(","))}
+
+
+def pick(table: dict[str, int], size: str) -> int:
+    return table.get(size, table.get("*", 8))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="base,large_lv60", help="model presets")
+    p.add_argument("--workloads", default="pretrain,finetune,infer")
+    p.add_argument("--samples", type=int, default=250_000, help="samples per utterance (15.6 s)")
+    p.add_argument("--batch-pretrain", default="base=8,large_lv60=6,large=6")
+    p.add_argument("--batch-finetune", default="base=8,large_lv60=6,large=6")
+    p.add_argument("--batch-infer", default="16")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--compile", action="store_true", help="torch.compile our hot blocks (w2v.models.accel)")
+    p.add_argument("--no-compare", action="store_true", help="skip the ours-vs-peer table")
+    p.add_argument("--ablation", default="", help="presets to run the lever ablation on (pre-training)")
+    p.add_argument("--trace", default="", help="workload:preset pairs to profile, e.g. pretrain:base,infer:base")
+    p.add_argument("--posconv", default="", help="presets: time the positional convolution's two paths")
+    p.add_argument("--repeats", type=int, default=1, help="run the lever ablation this many times (spread)")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="let cuDNN time its algorithms (ours and the peer alike); the ablation measures it")
+    p.add_argument("--precision", default="", help="presets for the bf16-vs-fp32 loss check")
+    p.add_argument("--precision-steps", type=int, default=8)
+    p.add_argument("--tol-step0", type=float, default=0.01, help="relative loss difference allowed at step 0")
+    p.add_argument("--tol-curve", type=float, default=0.05, help="... and over the short training curve")
+    p.add_argument("--out", default=None, help="write all results as JSON here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = build_parser().parse_args(argv)
+    a.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # Every preset, batch and mode is its own graph; keep them all compiled.
+    torch._dynamo.config.cache_size_limit = 64
+    if hasattr(torch._dynamo.config, "recompile_limit"):
+        torch._dynamo.config.recompile_limit = 64
+    dev = a.device
+    card = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.processor() or 'cpu'} CPU"
+    a.ceiling = matmul_ceiling(dev)
+    sizes = [s for s in a.sizes.split(",") if s]
+    batches = {"pretrain": parse_map(a.batch_pretrain), "finetune": parse_map(a.batch_finetune),
+               "infer": parse_map(a.batch_infer)}
+    import transformers
+
+    res = {"card": card, "date": date.today().isoformat(), "torch": torch.__version__,
+           "transformers": transformers.__version__, "matmul_ceiling_tflops": round(a.ceiling, 1), "rows": []}
+    print(json.dumps({k: v for k, v in res.items() if k != "rows"}), flush=True)
+    torch.backends.cudnn.benchmark = False
+    for key, fn in (("ablation", lambda s: [ablation(a, s, pick(batches["pretrain"], s)) for _ in range(a.repeats)]),):
+        for size in [s for s in getattr(a, key).split(",") if s]:
+            r = fn(size)
+            res.setdefault(key, []).append({"size": size, "result": r})
+            print(json.dumps({key: size, "result": r}), flush=True)
+    torch.backends.cudnn.benchmark = a.cudnn_benchmark
+    res["cudnn_benchmark"] = a.cudnn_benchmark
+    if not a.no_compare:
+        for kind in [k for k in a.workloads.split(",") if k]:
+            for size in sizes:
+                row = compare(Workload(kind, size, pick(batches[kind], size), a.samples, dev), a, a.compile)
+                res["rows"].append(row)
+                print(json.dumps(row), flush=True)
+    for key, fn in (("trace", lambda s: trace(a, s.split(":")[0], s.split(":")[1],
+                                              pick(batches[s.split(":")[0]], s.split(":")[1]), a.compile)),
+                    ("posconv", lambda s: posconv(a, s, pick(batches["pretrain"], s))),
+                    ("precision", lambda s: precision_check(a, s, pick(batches["pretrain"], s), a.precision_steps))):
+        for size in [s for s in getattr(a, key).split(",") if s]:
+            r = fn(size)
+            free(dev)
+            res.setdefault(key, []).append(r)
+            print(json.dumps({key: size, "result": r}), flush=True)
+    if a.out:
+        from w2v.io import write_json
+
+        write_json(a.out, res)
+    print(table(res))
+    return res
+
+
+def table(res: dict) -> str:
+    """The BENCHMARKS.md table."""
+    lines = ["| workload | size | ours | peer | ratio | card | date |", "|---|---|---:|---:|---:|---|---|"]
+    for r in res["rows"]:
+        lines.append(f"| {r['workload']} | {r['size']} (batch {r['batch']}) | {r['ours']['audio_s_per_s']:,.0f} | "
+                     f"{r['peer']['audio_s_per_s']:,.0f} | {r['ratio']:.2f} | {res['card']} | {res['date']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
