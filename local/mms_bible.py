@@ -80,6 +80,7 @@ BOOK_NAMES = {  # SWORD key (English) -> (code, heading name per language)
     "John": ("JHN", {"eng": "John", "spa": "Juan"}),
     "Philemon": ("PHM", {"eng": "Philemon", "spa": "Filemón"}),
     "Titus": ("TIT", {"eng": "Titus", "spa": "Tito"}),
+    "Psalms": ("PSA", {"eng": "Psalm", "spa": "Salmo"}),  # 117 and 133-134 are a few verses: tests
 }
 PAUSE = (0.25, 0.9)  # seconds of pause between verses
 NOISE_DB = -60.0  # noise floor, dB re full scale (rms)

@@ -18,9 +18,13 @@ _corpus_item = {
     "required": ["type", "path"],
     "additionalProperties": False,
     "properties": {
-        "type": {"enum": ["folder", "kaldi"], "description": "folder: audio + transcripts.tsv; kaldi: data dir"},
+        "type": {"enum": ["folder", "kaldi", "mms_bible"],
+                 "description": "folder: audio + transcripts.tsv; kaldi: data dir; mms_bible: chapters + verses"},
         "path": {"type": "string"},
         "split": {"type": "string", "description": "kaldi: which set this directory is (train, dev, test...)"},
+        "languages": {"type": "array", "items": {"type": "string"}, "description": "mms_bible: <lang> dirs to use"},
+        "segment": {"type": "object", "description": "mms_bible: alignment model and segmentation settings "
+                                                     "(w2v/data/mms_bible.py)"},
     },
 }
 _train = {"type": "object", "description": "w2v.train.config.TrainConfig fields"}

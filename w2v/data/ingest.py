@@ -1,7 +1,7 @@
 """Corpus ingestion: a corpus on disk -> lhotse recordings/supervisions manifests.
 
 This is the bring-your-own-corpus path of the ``prepare`` stage (and the one the demo
-recipe goes through). Two layouts are understood:
+recipe goes through). These layouts are understood:
 
 ``folder``  ``{type: folder, path: DIR}``
     DIR holds audio files (``.flac .wav .mp3 .ogg .opus``, any sample rate, mono or
@@ -16,6 +16,10 @@ recipe goes through). Two layouts are understood:
     read with :func:`lhotse.kaldi.load_kaldi_data_dir`. ``split`` (default ``train``) says
     which set the whole directory is; ``sampling_rate`` is only needed for ``wav.scp``
     entries that are commands (``... |``), files are measured with soundfile.
+
+``mms_bible`` ``{type: mms_bible, path: DIR, languages: [...], segment: {...}}``
+    Per-language chapter recordings and verse text, segmented into verses by CTC alignment
+    (the MMS setting); see :mod:`w2v.data.mms_bible`.
 
 ``corpus`` may also be a list of such dicts (e.g. Kaldi ``train``, ``dev``, ``test`` dirs).
 
@@ -343,9 +347,14 @@ def prepare(corpus: dict | list[dict], out_dir: Path, num_threads: int | None = 
         if not isinstance(part, dict):
             raise CorpusError(f"{key}: expected a mapping with 'type' and 'path', got {part!r}")
         kind = part.get("type")
-        if kind not in _PREPARERS:
-            raise CorpusError(f"{key}.type: {kind!r} is not one of {', '.join(_PREPARERS)}")
-        r, s = _PREPARERS[kind](part, key, num_threads)
+        if kind not in (*_PREPARERS, "mms_bible"):
+            raise CorpusError(f"{key}.type: {kind!r} is not one of {', '.join((*_PREPARERS, 'mms_bible'))}")
+        if kind == "mms_bible":  # chapters aligned to verses with a model; work files beside the manifests
+            from w2v.data.mms_bible import prepare_mms_bible
+
+            r, s = prepare_mms_bible(part, key, num_threads, Path(out_dir).parent / "segment")
+        else:
+            r, s = _PREPARERS[kind](part, key, num_threads)
         recs += r
         sups += s
     for what, ids in (("recording", [r.id for r in recs]), ("utterance", [s.id for s in sups])):
