@@ -85,6 +85,26 @@ def test_low_confidence_segments_are_dropped_and_counted():
         min(ratio[i:i + 2].mean() for i in range(len(ratio) - 1)))
 
 
+def test_refined_edges_snap_to_speech_onsets_and_offsets():
+    from w2v.align.segment import frame_levels, refine_spans
+
+    levels = np.full(80, -60.0)
+    levels[10:30] = -20.0
+    levels[26:28] = -60.0  # a stop closure inside the first verse: shorter than a pause
+    levels[40:60] = -25.0
+    # CTC emitted the first letters a little late and the last ones early
+    assert refine_spans([(14, 22), (45, 55)], levels, 15.0, max_frames=25) == [(10, 30), (40, 60)]
+    # a start CTC put in the silence moves forward to the speech; an end in silence moves back
+    assert refine_spans([(7, 33), (45, 55)], levels, 15.0, max_frames=25) == [(10, 30), (40, 60)]
+    # an edge with no pause within reach stays where CTC put it
+    assert refine_spans([(14, 22), (45, 55)], levels, 15.0, max_frames=2) == [(14, 22), (45, 55)]
+    # levels of a recording: 25 ms windows every 20 ms
+    x = np.zeros(16000, np.float32)
+    x[8000:] = 0.1
+    lv = frame_levels(x, 320, 400)
+    assert len(lv) == (16000 - 400) // 320 + 1 and lv[0] < -100 and lv[-1] == pytest.approx(-20.0, abs=0.01)
+
+
 # ---- romanisation
 
 def test_romanisation_of_spanish_and_units():

@@ -18,7 +18,8 @@ from w2v.align.ctc import align_segments, segment_confidence
 from w2v.decode.emissions import compute_emissions
 from w2v.models import Wav2Vec2Config
 
-__all__ = ["SegmentSettings", "Segment", "frame_geometry", "chunked_emissions", "segment_recording"]
+__all__ = ["SegmentSettings", "Segment", "frame_geometry", "frame_levels", "chunked_emissions", "refine_spans",
+           "segment_recording"]
 
 SAMPLE_RATE = 16000
 
@@ -32,6 +33,8 @@ class SegmentSettings:
     confidence_window: float = 1.0  # seconds over which the CTC-segmentation score is averaged
     chunk: float = 20.0  # seconds of audio per model call
     context: float = 2.0  # extra seconds on each side of a chunk, computed and thrown away
+    refine_db: float | None = 15.0  # snap boundaries to speech onset/offset this far above the noise floor
+    refine_max: float = 0.5  # seconds a boundary may move when refined
 
 
 @dataclass(frozen=True)
@@ -76,18 +79,94 @@ def chunked_emissions(model, audio: np.ndarray, normalize: bool, settings: Segme
     return np.concatenate([e[i:j].numpy() for e, (i, j) in zip(em, keep)])
 
 
+def frame_levels(audio: np.ndarray, hop: int, receptive_field: int) -> np.ndarray:
+    """Level in dB of each model frame (``[t * hop, t * hop + receptive_field)``)."""
+    n = (len(audio) - receptive_field) // hop + 1
+    if n <= 0:
+        return np.zeros(0)
+    frames = np.lib.stride_tricks.sliding_window_view(np.asarray(audio, dtype=np.float64), receptive_field)[::hop][:n]
+    return 10 * np.log10((frames ** 2).mean(axis=1) + 1e-12)
+
+
+def refine_spans(spans: list[tuple[int, int]], levels: np.ndarray, above_floor_db: float,
+                 max_frames: int, min_pause: int = 3) -> list[tuple[int, int]]:
+    """Move each span's edges to the speech onset/offset nearest to them.
+
+    CTC puts a unit where the model recognises it, which is often inside the sound rather than
+    at its edge; a verse's last letter in particular is emitted well before the speech ends.
+    Frames louder than the recording's floor (5th percentile) + ``above_floor_db`` are speech;
+    a start moves back (an end forward) through speech up to a pause of ``min_pause`` frames,
+    at most ``max_frames``, and never past the neighbouring span's original edge. A start
+    that CTC put in silence moves forward to the speech (an end back). Where no pause is found
+    within reach the edge stays where CTC put it.
+    """
+    if not len(levels):
+        return list(spans)
+    speech = levels > np.percentile(levels, 5) + above_floor_db
+    T = len(levels)
+    out = []
+    for k, (s, e) in enumerate(spans):
+        lo = spans[k - 1][1] if k else 0
+        hi = spans[k + 1][0] if k + 1 < len(spans) else T
+        ns = s
+        if not speech[s]:  # CTC started in silence: forward to the speech
+            ns = next((t for t in range(s, min(e, s + max_frames)) if speech[t]), s)
+        else:  # back to the pause before the speech
+            t = s
+            while t > max(lo, s - max_frames) and not _pause_before(speech, t, min_pause):
+                t -= 1
+            ns = t if _pause_before(speech, t, min_pause) else s
+        ne = e
+        if not speech[e - 1]:  # CTC ended in silence: back to the speech
+            ne = next((t + 1 for t in range(e - 1, max(ns, e - 1 - max_frames), -1) if speech[t]), e)
+        else:
+            t = e
+            while t < min(hi, e + max_frames) and not _pause_from(speech, t, min_pause):
+                t += 1
+            ne = t if _pause_from(speech, t, min_pause) else e
+        out.append((ns, max(ne, ns + 1)))
+    for k in range(len(out) - 1):  # no pause between two spans: meet half-way
+        if out[k][1] > out[k + 1][0]:
+            mid = (spans[k][1] + spans[k + 1][0]) // 2
+            out[k], out[k + 1] = (out[k][0], mid), (mid, out[k + 1][1])
+    return out
+
+
+def _pause_before(speech: np.ndarray, t: int, min_pause: int) -> bool:
+    """A pause of ``min_pause`` frames ends just before frame ``t``."""
+    return t <= 0 or (not speech[max(0, t - min_pause):t].any())
+
+
+def _pause_from(speech: np.ndarray, t: int, min_pause: int) -> bool:
+    """A pause of ``min_pause`` frames begins at frame ``t``."""
+    return t >= len(speech) or (not speech[t:t + min_pause].any())
+
+
 def segment_recording(log_probs: np.ndarray, texts: list[list[int]], hop: int, settings: SegmentSettings,
-                      blank: int = 0) -> list[Segment]:
+                      blank: int = 0, levels: np.ndarray | None = None) -> list[Segment]:
     """Align unit sequences (one per segment, in reading order) to a recording's log-probabilities.
 
-    Returns one :class:`Segment` per text: the span of its units on the best path, in seconds
-    (a frame ``t`` spans ``[t, t + 1) * hop``), its confidence, and whether it is kept.
+    Args:
+        log_probs: ``(frames, units)`` CTC log-posteriors of the whole recording.
+        texts: unit ids of each segment.
+        hop: samples per frame.
+        settings: see :class:`SegmentSettings`.
+        blank: the blank's unit id.
+        levels: frame levels in dB (:func:`frame_levels`) to refine the edges with
+            (``settings.refine_db``); None keeps CTC's edges.
+
+    Returns:
+        One :class:`Segment` per text: its span in seconds (a frame ``t`` spans
+        ``[t, t + 1) * hop``), its confidence (over the CTC span), and whether it is kept.
     """
     spans, path = align_segments(log_probs, texts, blank=blank, star_penalty=settings.star_penalty)
     window = max(1, math.ceil(settings.confidence_window * SAMPLE_RATE / hop))
+    confs = [segment_confidence(log_probs, path, s, e, window) for s, e in spans]
+    if levels is not None and settings.refine_db is not None:
+        spans = refine_spans(spans, levels[:len(log_probs)], settings.refine_db,
+                             max(1, int(settings.refine_max * SAMPLE_RATE / hop)))
     out = []
-    for start, end in spans:
-        conf = segment_confidence(log_probs, path, start, end, window)
+    for (start, end), conf in zip(spans, confs):
         out.append(Segment(start * hop / SAMPLE_RATE, end * hop / SAMPLE_RATE, conf,
                            conf >= settings.min_confidence))
     return out

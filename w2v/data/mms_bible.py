@@ -197,7 +197,8 @@ def prepare_mms_bible(corpus: dict, key: str, num_threads: int, work: Path):
     import torch
 
     from w2v.align.romanize import to_units
-    from w2v.align.segment import SegmentSettings, chunked_emissions, frame_geometry, segment_recording
+    from w2v.align.segment import (SegmentSettings, chunked_emissions, frame_geometry, frame_levels,
+                                   segment_recording)
     from w2v.decode.emissions import load_ctc_model
     from w2v.train.loop import AudioStore, resolve_device
 
@@ -240,7 +241,7 @@ def prepare_mms_bible(corpus: dict, key: str, num_threads: int, work: Path):
     model, meta = load_ctc_model(model_path, device)
     unit_to_id = {u: i for i, u in enumerate(meta["units"])}
     normalize = meta["train_config"].get("normalize_audio", True)
-    hop, _ = frame_geometry(model.cfg)
+    hop, rf = frame_geometry(model.cfg)
 
     sups: list[SupervisionSegment] = []
     table = ["language\tchapter\tverse\tstart\tend\tconfidence\tkept\treason\n"]
@@ -263,7 +264,7 @@ def prepare_mms_bible(corpus: dict, key: str, num_threads: int, work: Path):
                 spellable = [i for i, u in enumerate(units) if u]
                 try:
                     segs = segment_recording(lp, [units[i] for i in spellable], hop, settings,
-                                             blank=unit_to_id["<blank>"])
+                                             blank=unit_to_id["<blank>"], levels=frame_levels(audio, hop, rf))
                 except ValueError as e:
                     raise CorpusError(f"{chapter_audio[rec.id]}: {e} ({len(rows)} verses)") from None
                 result = {"key": ck, "verses": {str(i): [s.start, s.end, s.confidence, s.kept]
