@@ -55,7 +55,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo import SETUP_HINT, SR_OUT, Speaker, Synth, atomic_dir, is_done, write_flac  # noqa: E402
 
-VERSION = 1  # bump when the output for given parameters changes
+VERSION = 2  # bump when the output for given parameters changes
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,9 @@ BOOK_NAMES = {  # SWORD key (English) -> (code, heading name per language)
 }
 PAUSE = (0.25, 0.9)  # seconds of pause between verses
 NOISE_DB = -60.0  # noise floor, dB re full scale (rms)
-_LINE = re.compile(r"^(?:[1-3] )?[A-Za-z ]+ (\d+):(\d+): ?(.*)$")
+# a verse line; markup before the reference (psalm titles, which diatheke repeats on every line
+# of the psalm) is dropped
+_LINE = re.compile(r"(?:^|>\s*)(?:[1-3] )?[A-Za-z ]+ (\d+):(\d+): ?(.*)$")
 _ADJACENT = re.compile(r"</w>(?=<w[ >])")
 _WORD_TAG = re.compile(r"</?w\b[^>]*>")
 _TAG = re.compile(r"<[^>]*>")
@@ -116,7 +118,7 @@ def parse_diatheke(out: str) -> list[tuple[int, int, str]]:
     """
     rows = []
     for line in out.splitlines():
-        m = _LINE.match(line)
+        m = _LINE.search(line)
         if m:
             text = _TAG.sub(" ", _WORD_TAG.sub("", _ADJACENT.sub("</w> ", m.group(3))))
             text = " ".join(html.unescape(text).split())
@@ -277,13 +279,15 @@ def score(corpus: Path, segment_dir: Path) -> dict:
     """Segmenter vs truth: mean absolute start/end error of the kept verses; mismatches dropped.
 
     ``segment_dir/segments.tsv`` (written by the ``mms_bible`` preparation) lists every verse
-    with its start, end, confidence and whether it was kept.
+    with its start, end, confidence, whether it was kept, and (``ctc_start``, ``ctc_end``) its
+    edges before refinement, scored too when present.
     """
     segs = {(r["language"], r["chapter"], int(r["verse"])): r for r in _tsv(segment_dir / "segments.tsv")}
     result: dict = {}
-    errors_all: list[float] = []
+    every: dict[str, list[float]] = {"mae_s": [], "ctc_mae_s": []}
     for lang in sorted({k[0] for k in segs}):
-        errs, dropped_ok, dropped_good, missed = [], [], [], []
+        errs: dict[str, list[float]] = {"mae_s": [], "ctc_mae_s": []}
+        dropped_ok, dropped_good, missed = [], [], []
         for t in _tsv(corpus / lang / "boundaries_true.tsv"):
             key = (lang, t["chapter"], int(t["verse"]))
             s = segs.get(key)
@@ -296,13 +300,20 @@ def score(corpus: Path, segment_dir: Path) -> dict:
             elif not kept:
                 dropped_good.append(name)
             else:
-                errs += [abs(float(s["start"]) - float(t["start"])), abs(float(s["end"]) - float(t["end"]))]
-        errors_all += errs
-        result[lang] = {"verses_scored": len(errs) // 2, "mae_s": round(float(np.mean(errs)), 4),
-                        "p90_s": round(float(np.percentile(errs, 90)), 4), "max_s": round(float(np.max(errs)), 4),
+                for col, prefix in (("mae_s", ""), ("ctc_mae_s", "ctc_")):
+                    if s.get(prefix + "start") not in (None, ""):
+                        errs[col] += [abs(float(s[prefix + "start"]) - float(t["start"])),
+                                      abs(float(s[prefix + "end"]) - float(t["end"]))]
+        result[lang] = {"verses_scored": len(errs["mae_s"]) // 2,
+                        **{k: round(float(np.mean(v)), 4) for k, v in errs.items() if v},
+                        "p90_s": round(float(np.percentile(errs["mae_s"], 90)), 4),
+                        "max_s": round(float(np.max(errs["mae_s"])), 4),
                         "mismatched_dropped": dropped_ok, "mismatched_kept": missed,
                         "correct_dropped": dropped_good}
-    result["all"] = {"boundaries": len(errors_all), "mae_s": round(float(np.mean(errors_all)), 4)}
+        for k in every:
+            every[k] += errs[k]
+    result["all"] = {"boundaries": len(every["mae_s"]),
+                     **{k: round(float(np.mean(v)), 4) for k, v in every.items() if v}}
     return result
 
 

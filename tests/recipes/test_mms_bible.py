@@ -267,10 +267,11 @@ def test_generator_writes_the_layout_and_the_truth_scores_itself(tmp_path):
     lm = (out / "lm_text.txt").read_text(encoding="utf-8")
     assert "In the beginning, God created the heavens and the earth." in lm and "EN el principio" in lm
 
-    # a segmenter 0.05 s late everywhere, which dropped the mismatched verses and one good one
+    # a segmenter 0.05 s late everywhere (0.1 s before refinement), which dropped the mismatched
+    # verses and one good one
     seg = tmp_path / "segment"
     seg.mkdir()
-    lines = ["language\tchapter\tverse\tstart\tend\tconfidence\tkept\treason"]
+    lines = ["language\tchapter\tverse\tstart\tend\tconfidence\tkept\treason\tctc_start\tctc_end"]
     dropped_good = None
     for lang in ("eng", "spa"):
         for t in mms_bible._tsv(out / lang / "boundaries_true.tsv"):
@@ -278,10 +279,12 @@ def test_generator_writes_the_layout_and_the_truth_scores_itself(tmp_path):
             if kept and dropped_good is None:
                 dropped_good, kept = f"{t['chapter']}:{t['verse']}", False
             lines.append(f"{lang}\t{t['chapter']}\t{t['verse']}\t{float(t['start']) + 0.05}\t"
-                         f"{float(t['end']) + 0.05}\t-0.5\t{int(kept)}\t")
+                         f"{float(t['end']) + 0.05}\t-0.5\t{int(kept)}\t\t{float(t['start']) - 0.1}\t"
+                         f"{float(t['end']) + 0.1}")
     (seg / "segments.tsv").write_text("\n".join(lines) + "\n")
     result = mms_bible.score(out, seg)
     assert result["all"]["mae_s"] == pytest.approx(0.05, abs=1e-3)
+    assert result["all"]["ctc_mae_s"] == pytest.approx(0.1, abs=1e-3)
     assert result["all"]["boundaries"] == 2 * (12 - 2 - 1)
     assert result["eng"]["correct_dropped"] == [dropped_good] and not result["eng"]["mismatched_kept"]
     assert len(result["spa"]["mismatched_dropped"]) == 1

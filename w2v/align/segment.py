@@ -39,10 +39,12 @@ class SegmentSettings:
 
 @dataclass(frozen=True)
 class Segment:
-    start: float  # seconds
+    start: float  # seconds, refined when levels are given
     end: float
     confidence: float
     kept: bool
+    ctc_start: float  # the span of the segment's units on the best CTC path
+    ctc_end: float
 
 
 def frame_geometry(cfg: Wav2Vec2Config) -> tuple[int, int]:
@@ -162,11 +164,10 @@ def segment_recording(log_probs: np.ndarray, texts: list[list[int]], hop: int, s
     spans, path = align_segments(log_probs, texts, blank=blank, star_penalty=settings.star_penalty)
     window = max(1, math.ceil(settings.confidence_window * SAMPLE_RATE / hop))
     confs = [segment_confidence(log_probs, path, s, e, window) for s, e in spans]
+    refined = spans
     if levels is not None and settings.refine_db is not None:
-        spans = refine_spans(spans, levels[:len(log_probs)], settings.refine_db,
-                             max(1, int(settings.refine_max * SAMPLE_RATE / hop)))
-    out = []
-    for (start, end), conf in zip(spans, confs):
-        out.append(Segment(start * hop / SAMPLE_RATE, end * hop / SAMPLE_RATE, conf,
-                           conf >= settings.min_confidence))
-    return out
+        refined = refine_spans(spans, levels[:len(log_probs)], settings.refine_db,
+                               max(1, int(settings.refine_max * SAMPLE_RATE / hop)))
+    sec = hop / SAMPLE_RATE
+    return [Segment(s * sec, e * sec, conf, conf >= settings.min_confidence, cs * sec, ce * sec)
+            for (s, e), (cs, ce), conf in zip(refined, spans, confs)]

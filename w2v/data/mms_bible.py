@@ -35,7 +35,8 @@ dev set.
 
 Work files go to ``segment/`` beside the manifests directory: the bootstrapped model, one JSON per aligned
 chapter (a rerun reuses it while the model, text and settings are unchanged), and
-``segments.tsv`` listing every verse with its times, confidence and whether it was kept.
+``segments.tsv`` listing every verse with its times, confidence, whether it was kept and why
+not, and its edges before refinement (``ctc_start``, ``ctc_end``).
 """
 
 from __future__ import annotations
@@ -244,7 +245,7 @@ def prepare_mms_bible(corpus: dict, key: str, num_threads: int, work: Path):
     hop, rf = frame_geometry(model.cfg)
 
     sups: list[SupervisionSegment] = []
-    table = ["language\tchapter\tverse\tstart\tend\tconfidence\tkept\treason\n"]
+    table = ["language\tchapter\tverse\tstart\tend\tconfidence\tkept\treason\tctc_start\tctc_end\n"]
     dropped: list[str] = []
     unspelled: Counter = Counter()
     for lang in langs:
@@ -267,20 +268,20 @@ def prepare_mms_bible(corpus: dict, key: str, num_threads: int, work: Path):
                                              blank=unit_to_id["<blank>"], levels=frame_levels(audio, hop, rf))
                 except ValueError as e:
                     raise CorpusError(f"{chapter_audio[rec.id]}: {e} ({len(rows)} verses)") from None
-                result = {"key": ck, "verses": {str(i): [s.start, s.end, s.confidence, s.kept]
-                                                for i, s in zip(spellable, segs)}}
+                result = {"key": ck, "verses": {str(i): [s.start, s.end, s.confidence, s.kept, s.ctc_start,
+                                                         s.ctc_end] for i, s in zip(spellable, segs)}}
                 write_text(cache, json.dumps(result) + "\n")
             for i, r in enumerate(rows):
                 vid = f"{lang}-{chapter}_{_verse_id(r['verse'])}"
                 seg = result["verses"].get(str(i))
                 if seg is None:
-                    reason, start, end, conf, kept = "no_units", 0.0, 0.0, float("nan"), False
+                    reason, start, end, conf, kept, cs, ce = "no_units", 0.0, 0.0, float("nan"), False, 0.0, 0.0
                 else:
-                    start, end, conf, kept = seg
+                    start, end, conf, kept, cs, ce = seg
                     end = min(end, rec.duration)
                     reason = "" if kept else "low_confidence"
                 table.append(f"{lang}\t{chapter}\t{r['verse']}\t{start:.3f}\t{end:.3f}\t{conf:.3f}\t{int(kept)}\t"
-                             f"{reason}\n")
+                             f"{reason}\t{cs:.3f}\t{ce:.3f}\n")
                 if not kept:
                     dropped.append(f"{vid} ({reason}, confidence {conf:.2f})")
                     continue
