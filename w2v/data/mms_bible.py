@@ -51,7 +51,7 @@ from pathlib import Path
 from lhotse import Recording, SupervisionSegment
 from tqdm import tqdm
 
-from w2v.data.ingest import (AUDIO_EXTENSIONS, CorpusError, _existing_dir, _few, _recordings, check_split,
+from w2v.data.ingest import (AUDIO_EXTENSIONS, CorpusError, _channel, _existing_dir, _few, _recordings, check_split,
                              read_transcripts, utf8_lines)
 from w2v.io import atomic_path, write_text
 
@@ -167,8 +167,8 @@ def bootstrap_model(root: Path, langs: list[str], work: Path, settings: dict, de
                           "model from; give one, or an existing model as corpus.segment.model")
     texts = [normalize_text(romanize(text, lang)) for lang, _, _, text in items]
     recs = {r.id: r for r in _recordings({i: p for _, i, p, _ in items}, num_threads, "reading seed clips")}
-    sups = [SupervisionSegment(id=i, recording_id=i, start=0.0, duration=recs[i].duration, channel=0, text=t,
-                               speaker=lang, language=lang) for (lang, i, _, _), t in zip(items, texts) if t]
+    sups = [SupervisionSegment(id=i, recording_id=i, start=0.0, duration=recs[i].duration, channel=_channel(recs[i]),
+                               text=t, speaker=lang, language=lang) for (lang, i, _, _), t in zip(items, texts) if t]
     cuts = CutSet.from_manifests(RecordingSet.from_recordings(recs.values()), SupervisionSet.from_segments(sups))
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "seed_cuts.jsonl.gz") as tmp:
@@ -287,8 +287,8 @@ def prepare_mms_bible(corpus: dict, key: str, num_threads: int, work: Path):
                     continue
                 split = r["split"]
                 sups.append(SupervisionSegment(
-                    id=vid, recording_id=rec.id, start=round(start, 3), duration=round(end - start, 3), channel=0,
-                    text=r["text"], speaker=r.get("speaker") or lang, language=lang,
+                    id=vid, recording_id=rec.id, start=round(start, 3), duration=round(end - start, 3),
+                    channel=_channel(rec), text=r["text"], speaker=r.get("speaker") or lang, language=lang,
                     custom={"split": f"{split}_{lang}" if split.startswith("test") else split}))
     write_text(work / "segments.tsv", "".join(table))
     n_verses = sum(len(v) for v in verses.values())
@@ -303,7 +303,7 @@ def prepare_mms_bible(corpus: dict, key: str, num_threads: int, work: Path):
     for lang, i, _, text in seeds:
         r = by_id.get(i)
         if r is not None:
-            sups.append(SupervisionSegment(id=i, recording_id=i, start=0.0, duration=r.duration, channel=0,
+            sups.append(SupervisionSegment(id=i, recording_id=i, start=0.0, duration=r.duration, channel=_channel(r),
                                            text=text, speaker=lang, language=lang, custom={"split": "train"}))
     return recs, sups
 
