@@ -196,9 +196,12 @@ def test_prepare_fake_layout_keeps_or_drops_verses_by_confidence(tmp_path, caplo
     table = (tmp_path / "data" / "segment" / "segments.tsv").read_text().splitlines()
     assert len(table) == 1 + 8 and all(line.split("\t")[6] == "1" for line in table[1:])
 
-    # an impossible threshold drops every verse; each is named in the log and in the table
+    # an impossible threshold drops every verse; each is named in the log and in the table.
+    # The chapters' alignments are reused: the threshold applies to the cached scores
+    cached = {p: p.stat().st_mtime_ns for p in (tmp_path / "data" / "segment" / "chapters").glob("*.json")}
     caplog.set_level(logging.WARNING)
     prepare(_corpus(root, model, min_confidence=1.0), out, num_threads=1)
+    assert len(cached) == 4 and all(p.stat().st_mtime_ns == t for p, t in cached.items())
     sups = SupervisionSet.from_file(out / "supervisions.jsonl.gz")
     assert sorted(s.id for s in sups) == ["eng-seed1", "spa-seed1"]
     msg = " ".join(r.getMessage() for r in caplog.records)

@@ -184,8 +184,10 @@ def bootstrap_model(root: Path, langs: list[str], work: Path, settings: dict, de
 
 
 def _chapter_key(model: Path, texts: list[str], settings) -> str:
+    """What a chapter's cached alignment depends on (the threshold is applied when it is read)."""
     st = model.stat()
-    h = hashlib.sha256(json.dumps([str(model.resolve()), st.st_size, st.st_mtime_ns, texts, asdict(settings)],
+    align = {k: v for k, v in asdict(settings).items() if k != "min_confidence"}
+    h = hashlib.sha256(json.dumps([str(model.resolve()), st.st_size, st.st_mtime_ns, texts, align],
                                   ensure_ascii=False).encode())
     return h.hexdigest()[:16]
 
@@ -268,8 +270,8 @@ def prepare_mms_bible(corpus: dict, key: str, num_threads: int, work: Path):
                                              blank=unit_to_id["<blank>"], levels=frame_levels(audio, hop, rf))
                 except ValueError as e:
                     raise CorpusError(f"{chapter_audio[rec.id]}: {e} ({len(rows)} verses)") from None
-                result = {"key": ck, "verses": {str(i): [s.start, s.end, s.confidence, s.kept, s.ctc_start,
-                                                         s.ctc_end] for i, s in zip(spellable, segs)}}
+                result = {"key": ck, "verses": {str(i): [s.start, s.end, s.confidence, s.ctc_start, s.ctc_end]
+                                                for i, s in zip(spellable, segs)}}
                 write_text(cache, json.dumps(result) + "\n")
             for i, r in enumerate(rows):
                 vid = f"{lang}-{chapter}_{_verse_id(r['verse'])}"
@@ -277,7 +279,8 @@ def prepare_mms_bible(corpus: dict, key: str, num_threads: int, work: Path):
                 if seg is None:
                     reason, start, end, conf, kept, cs, ce = "no_units", 0.0, 0.0, float("nan"), False, 0.0, 0.0
                 else:
-                    start, end, conf, kept, cs, ce = seg
+                    start, end, conf, cs, ce = seg
+                    kept = conf >= settings.min_confidence
                     end = min(end, rec.duration)
                     reason = "" if kept else "low_confidence"
                 table.append(f"{lang}\t{chapter}\t{r['verse']}\t{start:.3f}\t{end:.3f}\t{conf:.3f}\t{int(kept)}\t"
