@@ -183,13 +183,54 @@ def bootstrap_model(root: Path, langs: list[str], work: Path, settings: dict, de
     return model
 
 
-def _chapter_key(model: Path, texts: list[str], settings) -> str:
-    """What a chapter's cached alignment depends on (the threshold is applied when it is read)."""
-    st = model.stat()
-    align = {k: v for k, v in asdict(settings).items() if k != "min_confidence"}
-    h = hashlib.sha256(json.dumps([str(model.resolve()), st.st_size, st.st_mtime_ns, texts, align],
-                                  ensure_ascii=False).encode())
-    return h.hexdigest()[:16]
+class _Aligner:
+    """The alignment model and settings; aligns one chapter (cached in ``work/chapters/``)."""
+
+    def __init__(self, model_path: Path, settings, device, work: Path):
+        from w2v.align.segment import frame_geometry
+        from w2v.decode.emissions import load_ctc_model
+
+        self.model_path, self.settings, self.device, self.work = model_path, settings, device, work
+        self.model, meta = load_ctc_model(model_path, device)
+        self.unit_to_id = {u: i for i, u in enumerate(meta["units"])}
+        self.normalize = meta["train_config"].get("normalize_audio", True)
+        self.hop, self.rf = frame_geometry(self.model.cfg)
+        self.unspelled: Counter = Counter()
+
+    def _key(self, texts: list[str]) -> str:
+        """What a chapter's alignment depends on (the threshold is applied when it is read)."""
+        st = self.model_path.stat()
+        align = {k: v for k, v in asdict(self.settings).items() if k != "min_confidence"}
+        h = hashlib.sha256(json.dumps([str(self.model_path.resolve()), st.st_size, st.st_mtime_ns, texts, align],
+                                      ensure_ascii=False).encode())
+        return h.hexdigest()[:16]
+
+    def chapter(self, rec: Recording, source: Path, texts: list[str], lang: str) -> dict[str, list[float]]:
+        """Verse index -> ``[start, end, confidence, ctc_start, ctc_end]``; verses with no units are absent."""
+        import torch
+
+        from w2v.align.romanize import to_units
+        from w2v.align.segment import chunked_emissions, frame_levels, segment_recording
+        from w2v.train.loop import AudioStore
+
+        units = [to_units(t, self.unit_to_id, lang, dropped=self.unspelled) for t in texts]
+        cache = self.work / "chapters" / f"{rec.id}.json"
+        key = self._key(texts)
+        result = json.loads(cache.read_text()) if cache.is_file() else {}
+        if result.get("key") == key:
+            return result["verses"]
+        audio = AudioStore([_mono_cut(rec)], cache=False)[0]
+        with torch.no_grad():
+            lp = chunked_emissions(self.model, audio, self.normalize, self.settings, self.device)
+        spellable = [i for i, u in enumerate(units) if u]
+        try:
+            segs = segment_recording(lp, [units[i] for i in spellable], self.hop, self.settings,
+                                     blank=self.unit_to_id["<blank>"], levels=frame_levels(audio, self.hop, self.rf))
+        except ValueError as e:
+            raise CorpusError(f"{source}: {e} ({len(texts)} verses)") from None
+        verses = {str(i): [s.start, s.end, s.confidence, s.ctc_start, s.ctc_end] for i, s in zip(spellable, segs)}
+        write_text(cache, json.dumps({"key": key, "verses": verses}) + "\n")
+        return verses
 
 
 def prepare_mms_bible(corpus: dict, key: str, num_threads: int, work: Path):
@@ -197,13 +238,8 @@ def prepare_mms_bible(corpus: dict, key: str, num_threads: int, work: Path):
 
     ``work`` receives the alignment model, the per-chapter alignments and ``segments.tsv``.
     """
-    import torch
-
-    from w2v.align.romanize import to_units
-    from w2v.align.segment import (SegmentSettings, chunked_emissions, frame_geometry, frame_levels,
-                                   segment_recording)
-    from w2v.decode.emissions import load_ctc_model
-    from w2v.train.loop import AudioStore, resolve_device
+    from w2v.align.segment import SegmentSettings
+    from w2v.train.loop import resolve_device
 
     root = _existing_dir(corpus, key)
     langs = _languages(root, corpus, key)
@@ -241,41 +277,23 @@ def prepare_mms_bible(corpus: dict, key: str, num_threads: int, work: Path):
             raise CorpusError(f"{key}.segment.model: {model_path} does not exist")
     else:
         model_path = bootstrap_model(root, langs, work, boot, str(device), num_threads)
-    model, meta = load_ctc_model(model_path, device)
-    unit_to_id = {u: i for i, u in enumerate(meta["units"])}
-    normalize = meta["train_config"].get("normalize_audio", True)
-    hop, rf = frame_geometry(model.cfg)
+    aligner = _Aligner(model_path, settings, device, work)
 
     sups: list[SupervisionSegment] = []
     table = ["language\tchapter\tverse\tstart\tend\tconfidence\tkept\treason\tctc_start\tctc_end\n"]
     dropped: list[str] = []
-    unspelled: Counter = Counter()
     for lang in langs:
         by_chapter: dict[str, list[dict]] = {}
         for r in verses[lang]:
             by_chapter.setdefault(r["chapter"], []).append(r)
         for chapter, rows in tqdm(by_chapter.items(), desc=f"segmenting {lang}", unit="chapter"):
-            rec = by_id[f"{lang}-{chapter}"]
-            units = [to_units(r["text"], unit_to_id, lang, dropped=unspelled) for r in rows]
-            cache = work / "chapters" / f"{lang}-{chapter}.json"
-            ck = _chapter_key(model_path, [r["text"] for r in rows], settings)
-            result = json.loads(cache.read_text()) if cache.is_file() else {}
-            if result.get("key") != ck:
-                audio = AudioStore([_mono_cut(rec)], cache=False)[0]
-                with torch.no_grad():
-                    lp = chunked_emissions(model, audio, normalize, settings, device)
-                spellable = [i for i, u in enumerate(units) if u]
-                try:
-                    segs = segment_recording(lp, [units[i] for i in spellable], hop, settings,
-                                             blank=unit_to_id["<blank>"], levels=frame_levels(audio, hop, rf))
-                except ValueError as e:
-                    raise CorpusError(f"{chapter_audio[rec.id]}: {e} ({len(rows)} verses)") from None
-                result = {"key": ck, "verses": {str(i): [s.start, s.end, s.confidence, s.ctc_start, s.ctc_end]
-                                                for i, s in zip(spellable, segs)}}
-                write_text(cache, json.dumps(result) + "\n")
+            rec = by_id.get(f"{lang}-{chapter}")
+            if rec is None:
+                raise CorpusError(f"{chapter_audio[f'{lang}-{chapter}']}: empty recording of chapter {chapter}")
+            result = aligner.chapter(rec, chapter_audio[rec.id], [r["text"] for r in rows], lang)
             for i, r in enumerate(rows):
                 vid = f"{lang}-{chapter}_{_verse_id(r['verse'])}"
-                seg = result["verses"].get(str(i))
+                seg = result.get(str(i))
                 if seg is None:
                     reason, start, end, conf, kept, cs, ce = "no_units", 0.0, 0.0, float("nan"), False, 0.0, 0.0
                 else:
@@ -298,9 +316,9 @@ def prepare_mms_bible(corpus: dict, key: str, num_threads: int, work: Path):
     if dropped:
         log.warning("dropped %d of %d verses (confidence < %.2f or nothing to align): %s", len(dropped), n_verses,
                     settings.min_confidence, "; ".join(dropped))
-    if unspelled:
+    if aligner.unspelled:
         log.warning("romanised characters without a unit in the alignment model (left out): %s",
-                    " ".join(f"{c!r}x{n}" for c, n in unspelled.most_common(10)))
+                    " ".join(f"{c!r}x{n}" for c, n in aligner.unspelled.most_common(10)))
     log.info("segmented %d chapters into %d verses (%d dropped); table in %s", len(chapter_audio),
              n_verses - len(dropped), len(dropped), work / "segments.tsv")
     for lang, i, _, text in seeds:
