@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Make a small MMS-style Bible corpus: whole chapters read by espeak-ng, verse text beside them.
 
-The MMS data (Pratap et al. 2023, §3.1) are per-language chapter recordings of New Testament
-readings plus the verse text; verse-level training data come from segmenting each chapter by
+The MMS data (Pratap et al. 2023, the MMS-lab data) are per-language chapter recordings of New
+Testament readings plus the verse text; verse-level training data come from segmenting each chapter by
 forced alignment. No such recordings can be downloaded where w2v is developed, so this script
 makes two languages of them from public-domain Bibles (Debian SWORD modules read with
 ``diatheke``): English (World English Bible, ``sword-text-web``) and Spanish (Reina-Valera 1909,

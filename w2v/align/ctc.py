@@ -1,7 +1,7 @@
 """CTC forced alignment of a long recording to a sequence of text segments (verses).
 
-The MMS data preparation (Pratap et al. 2023, §3.1.2) segments chapter recordings into verses
-by forced alignment of the romanised chapter text with a CTC model, with a ``<star>`` token
+The MMS data preparation (Pratap et al. 2023, the MMS-lab data) segments chapter recordings
+into verses by forced alignment of the romanised chapter text with a CTC model, with a ``<star>`` token
 that absorbs audio the text does not cover (chapter headings, music), and drops segments the
 model is not confident about (CTC-segmentation, Kürzinger et al. 2020). This module is that
 alignment: a Viterbi pass over a CTC trellis whose states are

@@ -1,7 +1,7 @@
 """Romanised text for alignment: uroman, then the model's character units.
 
 MMS aligns 1,100+ languages with one model by writing every transcript in Latin letters with
-uroman (Hermjakob et al. 2018) first (Pratap et al. 2023, §3.1.2). Here the romanised text is
+uroman (Hermjakob et al. 2018) first (Pratap et al. 2023, the MMS-lab data). Here the romanised text is
 normalised with the recipe's scheme (:func:`w2v.data.text.normalize_text`) and spelled in the
 alignment model's units; characters the model has no unit for are dropped and counted.
 """

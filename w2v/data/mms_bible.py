@@ -1,7 +1,7 @@
 """The ``mms_bible`` corpus type: chapter recordings + verse text -> verse-level manifests.
 
-The MMS setting (Pratap et al. 2023, §3.1): per language, one recording per Bible chapter and
-the chapter's verses as text. Preparation romanises the text (uroman), aligns each chapter
+The MMS setting (Pratap et al. 2023, the MMS-lab data): per language, one recording per Bible
+chapter and the chapter's verses as text. Preparation romanises the text (uroman), aligns each chapter
 to its verses with a CTC model and a ``<star>`` for unscripted audio (:mod:`w2v.align`),
 drops verses the model is not confident about, and writes one supervision per kept verse,
 with its language. Layout (``local/mms_bible.py`` makes a synthetic one)::
