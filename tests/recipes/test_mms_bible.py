@@ -210,6 +210,30 @@ def test_prepare_fake_layout_keeps_or_drops_verses_by_confidence(tmp_path, caplo
     assert all(line.split("\t")[6:8] == ["0", "low_confidence"] for line in table[1:])
 
 
+def test_aligner_bootstrapped_from_seed_clips_once_and_again_when_they_change(tmp_path, caplog):
+    pytest.importorskip("uroman")
+    root = write_fake_layout(tmp_path / "corpus")
+    boot = {"preset": "tiny", "max_updates": 2, "save_every": 2, "max_duration": 4.0,
+            "model_overrides": {"encoder_layers": 1, "mask_prob": 0.0, "mask_channel_prob": 0.0}}
+    corpus = {"type": "mms_bible", "path": str(root),
+              "segment": {"bootstrap": boot, "min_confidence": -1e9, "device": "cpu"}}
+    out = tmp_path / "data" / "manifests"
+    caplog.set_level(logging.INFO)
+    prepare(corpus, out, num_threads=1)
+    model_dir = tmp_path / "data" / "segment" / "align_model"
+    # units from the romanised seed texts ("In the beginning", "En el principio")
+    units = [line.split()[0] for line in (model_dir / "units.txt").read_text().splitlines()]
+    assert units == ["<blank>", "|", *sorted(set("INTHEBEGINNINGENELPRINCIPIO"))]
+    assert "without a unit in the alignment model" in caplog.text  # "God created" has D, A
+    first = (model_dir / "model.pt").stat().st_mtime_ns
+    prepare(corpus, out, num_threads=1)
+    assert (model_dir / "model.pt").stat().st_mtime_ns == first  # the same seed set: not trained again
+    (root / "spa" / "seed" / "transcripts.tsv").write_text("spa-seed1\tEn el principio era\n", encoding="utf-8")
+    prepare(corpus, out, num_threads=1)
+    assert (model_dir / "model.pt").stat().st_mtime_ns != first
+    assert "settings or seed set changed: training" in caplog.text
+
+
 def test_prepare_fake_layout_errors_name_what_is_missing(tmp_path):
     root = write_fake_layout(tmp_path / "corpus")
     model = write_random_aligner(tmp_path / "aligner.pt")

@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from collections import Counter
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -157,11 +158,18 @@ def bootstrap_model(root: Path, langs: list[str], work: Path, settings: dict, de
     where = "corpus.segment.bootstrap"
     preset = settings.pop("preset")
     tcfg = TrainConfig.from_dict({"task": "finetune", **settings}, where=where)
-    stamp = json.dumps({"langs": langs, "preset": preset, "train": tcfg.to_dict()}, sort_keys=True, default=str)
-    if (out / "model.pt").is_file() and (out / "settings.json").is_file() \
-            and (out / "settings.json").read_text() == stamp:
-        return out / "model.pt"
     items = _seed_items(root, langs)
+    seed = hashlib.sha256(json.dumps([(i, t, p.stat().st_size) for _, i, p, t in items]).encode()).hexdigest()[:16]
+    stamp = json.dumps({"langs": langs, "preset": preset, "train": tcfg.to_dict(), "seed_set": seed},
+                       sort_keys=True, default=str)
+    done = out / "settings.json"
+    if done.is_file() and done.read_text() == stamp:
+        if (out / "model.pt").is_file():
+            return out / "model.pt"  # else an interrupted run of the same settings: train() resumes it
+    elif done.is_file():  # another seed set or settings: the old checkpoints must not be resumed
+        log.info("alignment model settings or seed set changed: training %s again", out)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        (out / "model.pt").unlink(missing_ok=True)
     if not items:
         raise CorpusError(f"{root}: no seed set (<lang>/seed/transcripts.tsv + clips) to bootstrap the alignment "
                           "model from; give one, or an existing model as corpus.segment.model")
@@ -171,16 +179,15 @@ def bootstrap_model(root: Path, langs: list[str], work: Path, settings: dict, de
                                text=t, speaker=lang, language=lang) for (lang, i, _, _), t in zip(items, texts) if t]
     cuts = CutSet.from_manifests(RecordingSet.from_recordings(recs.values()), SupervisionSet.from_segments(sups))
     out.mkdir(parents=True, exist_ok=True)
+    write_text(done, stamp)
     with atomic_path(out / "seed_cuts.jsonl.gz") as tmp:
         CutSet.from_cuts(to_mono_16k(c) for c in cuts).to_file(tmp)
     units = ["<blank>", "|"] + sorted({ch for t in texts for ch in t if ch != " "})
     write_text(out / "units.txt", "".join(f"{u} {i}\n" for i, u in enumerate(units)))
     log.info("bootstrapping the alignment model on %d seed clips (%.1f min, %s) with %d units",
              len(sups), sum(s.duration for s in sups) / 60, ", ".join(langs), len(units))
-    model = train(tcfg, out / "seed_cuts.jsonl.gz", out, load_model_config(preset), units_path=out / "units.txt",
-                  device=device)
-    write_text(out / "settings.json", stamp)
-    return model
+    return train(tcfg, out / "seed_cuts.jsonl.gz", out, load_model_config(preset), units_path=out / "units.txt",
+                 device=device)
 
 
 class _Aligner:
