@@ -40,8 +40,10 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -145,8 +147,9 @@ class Synth:
                                  lowpass_filter_width=64, rolloff=0.9475937167399596,
                                  beta=14.769656459379492)
 
-    def __call__(self, spk: Speaker, text: str, path: Path) -> float:
-        wav = self.tmp / f"{path.stem}.wav"
+    def audio(self, spk: Speaker, text: str, name: str) -> np.ndarray:
+        """``text`` spoken by ``spk``: 16 kHz float32 in [-1, 1]; ``name`` must be unique per call."""
+        wav = self.tmp / f"{name}.wav"
         cmd = ["espeak-ng", "-v", f"{spk.voice}+{spk.variant}", "-s", str(spk.rate),
                "-p", str(spk.pitch), "-w", str(wav), "--stdin"]
         subprocess.run(cmd, input=text, text=True, check=True, capture_output=True)
@@ -155,9 +158,18 @@ class Synth:
         assert sr == SR_ESPEAK, f"espeak-ng wrote {sr} Hz, expected {SR_ESPEAK}"
         with torch.no_grad():
             y = self.resample(torch.from_numpy(x)[None])[0].numpy()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, np.clip(y, -1.0, 1.0), SR_OUT, subtype="PCM_16", format="FLAC")
+        return np.clip(y, -1.0, 1.0)
+
+    def __call__(self, spk: Speaker, text: str, path: Path) -> float:
+        y = self.audio(spk, text, path.stem)
+        write_flac(path, y)
         return len(y) / SR_OUT
+
+
+def write_flac(path: Path, y: np.ndarray) -> None:
+    """16 kHz mono int16 FLAC, parent folders created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, y, SR_OUT, subtype="PCM_16", format="FLAC")
 
 
 def synthesize_set(name, speakers, verses, target, synth, ex, root, bar):
@@ -221,11 +233,7 @@ def build(out: Path, size: str, seed: int, scale: float, jobs: int) -> dict:
     speakers = make_speakers(size, scale, rng)
     targets = {s: t * scale for s, t in SIZES[size].items()}
 
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a run that was killed
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the corpus is an ordinary directory
-    try:
+    with atomic_dir(out) as tmp:
         torch.set_num_threads(1)  # parallelism comes from the thread pool
         synth = Synth(tmp)
         utts = {}
@@ -252,6 +260,18 @@ def build(out: Path, size: str, seed: int, scale: float, jobs: int) -> dict:
                       "hours": round(sum(x[3] for x in u) / 3600, 4)} for s, u in utts.items()}
         (tmp / ".done").write_text(json.dumps({"params": _params(size, seed, scale), "totals": totals},
                                               indent=2) + "\n")
+    return totals
+
+
+@contextmanager
+def atomic_dir(out: Path) -> Iterator[Path]:
+    """Build a corpus in a temporary directory beside ``out``; rename it over ``out`` when complete."""
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a run that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the corpus is an ordinary directory
+    try:
+        yield tmp
         old = None
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -259,10 +279,18 @@ def build(out: Path, size: str, seed: int, scale: float, jobs: int) -> dict:
         tmp.rename(out)
         if old:
             shutil.rmtree(old, ignore_errors=True)
-        return totals
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def is_done(out: Path, params: dict) -> bool:
+    """Whether ``out/.done`` records a finished corpus made with ``params``."""
+    done = out / ".done"
+    try:
+        return json.loads(done.read_text()).get("params") == params
+    except (OSError, ValueError):
+        return False
 
 
 def _params(size, seed, scale):
@@ -280,15 +308,9 @@ def main(argv=None) -> int:
     if a.scale <= 0:
         p.error("--scale must be positive")
     out = a.out.resolve()
-    done = out / ".done"
-    if done.is_file():
-        try:
-            info = json.loads(done.read_text())
-        except ValueError:
-            info = {}
-        if info.get("params") == _params(a.size, a.seed, a.scale):
-            print(f"{out}: complete ({done} matches), nothing to do")
-            return 0
+    if is_done(out, _params(a.size, a.seed, a.scale)):
+        print(f"{out}: complete ({out / '.done'} matches), nothing to do")
+        return 0
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     totals = build(out, a.size, a.seed, a.scale, max(1, a.jobs))

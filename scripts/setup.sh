@@ -18,7 +18,7 @@ log() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # ---- 1. Debian packages
-DEBS=(espeak-ng bible-kjv sword-text-web diatheke ffmpeg cmake g++ make
+DEBS=(espeak-ng bible-kjv sword-text-web sword-text-sparv diatheke ffmpeg cmake g++ make
       libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev
       zlib1g-dev libbz2-dev liblzma-dev
       chromium-headless-shell)  # the test that renders the report page (tests/browser.py)

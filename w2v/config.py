@@ -19,12 +19,16 @@ _corpus_item = {
     "required": ["type", "path"],
     "properties": {
         # enum filled in by _schema(): folder, kaldi and every local/<type>.py corpus
-        "type": {"description": "folder: audio + transcripts.tsv; kaldi: data dir; else local/<type>.py"},
+        "type": {"description": "folder: audio + transcripts.tsv; kaldi: data dir; mms_bible: chapters + "
+                          "verses; else local/<type>.py"},
         "path": {"type": "string"},
         "split": {"type": "string", "description": "kaldi: which set this directory is (train, dev, test...)"},
         "sampling_rate": {"type": "integer", "description": "kaldi: rate of wav.scp commands"},
         "language": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$",
                      "description": "language of this part (multilingual pre-training, MMS adapters)"},
+        "languages": {"type": "array", "items": {"type": "string"}, "description": "mms_bible: <lang> dirs to use"},
+        "segment": {"type": "object", "description": "mms_bible: alignment model and segmentation settings "
+                                                     "(w2v/data/mms_bible.py)"},
     },
     # folder/kaldi take only these keys; a local/<type>.py corpus checks its own options
     "if": {"properties": {"type": {"enum": ["folder", "kaldi"]}}},

@@ -1,7 +1,7 @@
 """Corpus ingestion: a corpus on disk -> lhotse recordings/supervisions manifests.
 
 This is the bring-your-own-corpus path of the ``prepare`` stage (and the one the demo
-recipe goes through). Two layouts are understood:
+recipe goes through). These layouts are understood:
 
 ``folder``  ``{type: folder, path: DIR}``
     DIR holds audio files (``.flac .wav .mp3 .ogg .opus``, any sample rate, mono or
@@ -16,6 +16,10 @@ recipe goes through). Two layouts are understood:
     read with :func:`lhotse.kaldi.load_kaldi_data_dir`. ``split`` (default ``train``) says
     which set the whole directory is; ``sampling_rate`` is only needed for ``wav.scp``
     entries that are commands (``... |``), files are measured with soundfile.
+
+``mms_bible`` ``{type: mms_bible, path: DIR, languages: [...], segment: {...}}``
+    Per-language chapter recordings and verse text, segmented into verses by CTC alignment
+    (the MMS setting); see :mod:`w2v.data.mms_bible`.
 
 ``corpus`` may also be a list of such dicts (e.g. Kaldi ``train``, ``dev``, ``test`` dirs).
 A part may name its ``language`` (``{type: folder, path: DIR, language: es}``): its
@@ -385,7 +389,13 @@ def prepare(corpus: dict | list[dict], out_dir: Path, num_threads: int | None = 
         key = f"corpus[{i}]" if isinstance(corpus, list) else "corpus"
         if not isinstance(part, dict):
             raise CorpusError(f"{key}: expected a mapping with 'type' and 'path', got {part!r}")
-        r, s = _preparer(part.get("type"), key)(part, key, num_threads)
+        kind = part.get("type")
+        if kind == "mms_bible":  # chapters aligned to verses with a model; work files beside the manifests
+            from w2v.data.mms_bible import prepare_mms_bible
+
+            r, s = prepare_mms_bible(part, key, num_threads, Path(out_dir).parent / "segment")
+        else:
+            r, s = _preparer(kind, key)(part, key, num_threads)
         if part.get("language"):
             s = [fastcopy(x, language=part["language"]) for x in s]
             rec_langs.update((x.id, part["language"]) for x in r)
