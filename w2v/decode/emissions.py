@@ -10,19 +10,20 @@ import torch
 from tqdm import tqdm
 
 from w2v.data.batching import BatchPlan, collate_audio
-from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC
+from w2v.models import Wav2Vec2ForCTC
+from w2v.models.families import build_ctc_model, config_from_dict
 from w2v.train.checkpoint import load
 
 log = logging.getLogger(__name__)
 
 
-def load_ctc_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Wav2Vec2ForCTC, dict]:
-    """A fine-tuned ``model.pt`` in eval mode, and its metadata (units, training settings)."""
+def load_ctc_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """A fine-tuned ``model.pt`` of any family in eval mode, and its metadata (units, training settings)."""
     ck = load(path)
     if ck.get("task") != "finetune" or not ck.get("units"):
         raise ValueError(f"{path}: not a fine-tuned CTC model (task {ck.get('task')!r})")
-    cfg = Wav2Vec2Config.from_dict(ck["model_config"])
-    model = Wav2Vec2ForCTC(cfg, len(ck["units"]))
+    cfg = config_from_dict(ck["model_config"], str(path))
+    model = build_ctc_model(cfg, len(ck["units"]))
     model.load_state_dict(ck["model"])
     model.to(device).eval()
     return model, ck

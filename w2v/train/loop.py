@@ -1,4 +1,4 @@
-"""One training loop for wav2vec 2.0 pre-training and CTC fine-tuning.
+"""One training loop for pre-training (every family) and CTC fine-tuning.
 
 Set-up, data, model, optimizer, loop, checkpoint, in a straight line. Everything random in
 an update (crops, masks, negatives, Gumbel noise) is drawn from a generator seeded by
@@ -13,7 +13,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +24,13 @@ from w2v.data.batching import BatchPlan, collate_audio, collate_targets
 from w2v.data.cuts import transcript
 from w2v.decode.ctc import load_units
 from w2v.io import atomic_path
-from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
+from w2v.models import Wav2Vec2Config
+from w2v.models.families import build_ctc_model, build_pretraining_model, config_from_dict, family_of
 from w2v.train.checkpoint import CheckpointDir, load, save_atomic
 from w2v.train.config import TrainConfig
-from w2v.train.losses import ctc_loss, pretraining_loss
+from w2v.train.losses import ctc_loss
 from w2v.train.schedules import Schedule
+from w2v.train.steps import pretrain_step
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
@@ -118,22 +120,51 @@ def _ctc_items(cuts: list, unit_to_id: dict[str, int], cfg: Wav2Vec2Config, tcfg
     return keep, targets, {k: len(v) for k, v in dropped.items()}
 
 
-def build_model(task: str, model_cfg: Wav2Vec2Config, tcfg: TrainConfig, vocab_size: int | None,
-                init: str | Path | None):
-    """The model to train, its config, and (for fine-tuning) the pre-trained weights loaded."""
+def _finetune_overrides(cfg, overrides: dict) -> dict:
+    """Frozen-feature families (wav2vec 1.0, vq-wav2vec) have no encoder to mask or drop layers
+    of: wav2vec 2.0 encoder overrides (mask_prob, layerdrop, ...) are dropped for them, with a note."""
+    if family_of(cfg) in ("wav2vec2", "hubert"):
+        return overrides
+    own = {f.name for f in fields(cfg)}
+    encoder = {f.name for f in fields(Wav2Vec2Config)}
+    dropped = sorted(k for k in overrides if k not in own and k in encoder)
+    if dropped:
+        log.info("%s features are frozen: fine-tuning overrides %s do not apply", family_of(cfg), dropped)
+    return {k: v for k, v in overrides.items() if k not in dropped}
+
+
+def build_model(task: str, model_cfg, tcfg: TrainConfig, vocab_size: int | None, init: str | Path | None):
+    """The model to train and its config; ``init``: pre-trained weights to start from (fine-tuning,
+    or a previous pre-training stage)."""
     if task == "pretrain":
         cfg = replace(model_cfg, **tcfg.model_overrides)
-        return Wav2Vec2ForPreTraining(cfg), cfg
+        return build_pretraining_model(cfg, load(init)["model"] if init is not None else None), cfg
     if init is not None:
         ck = load(init)
         if ck.get("task") != "pretrain":
             raise TrainingError(f"{init}: expected a pre-trained model, found task {ck.get('task')!r}")
-        model_cfg = Wav2Vec2Config.from_dict(ck["model_config"])
-    cfg = replace(model_cfg, **tcfg.model_overrides)
-    model = Wav2Vec2ForCTC(cfg, vocab_size, final_dropout=tcfg.final_dropout)
-    if init is not None:
-        model.load_pretrained(ck["model"])
+        model_cfg = config_from_dict(ck["model_config"], str(init))
+    cfg = replace(model_cfg, **_finetune_overrides(model_cfg, tcfg.model_overrides))
+    model = build_ctc_model(cfg, vocab_size, tcfg.final_dropout, ck["model"] if init is not None else None)
     return model, cfg
+
+
+def _load_labels(path: str | Path, cuts: list) -> list[torch.Tensor]:
+    """Frame labels (HuBERT targets) for each cut, in order; a cut without labels is an error."""
+    from w2v.train.targets import read_units
+
+    units = read_units(path)
+    missing = [c.id for c in cuts if c.id not in units]
+    if missing:
+        raise TrainingError(f"{path}: no labels for {len(missing)} cut(s), e.g. {', '.join(missing[:5])}")
+    return [torch.tensor(units[c.id], dtype=torch.long) for c in cuts]
+
+
+def _collate_labels(labels: list[torch.Tensor]) -> torch.Tensor:
+    out = torch.full((len(labels), max(1, max(len(x) for x in labels))), -1, dtype=torch.long)
+    for i, x in enumerate(labels):
+        out[i, : len(x)] = x
+    return out
 
 
 def _rng_state() -> dict:
@@ -170,20 +201,25 @@ def evaluate_ctc(model, store: AudioStore, refs: list[str], units: list[str], tc
     return {"cer": result.cer, "wer": result.wer}
 
 
-def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_cfg: Wav2Vec2Config, *,
+def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_cfg, *,
           units_path: str | Path | None = None, init: str | Path | None = None,
-          dev_cuts_path: str | Path | None = None, device: str | None = None) -> Path:
+          dev_cuts_path: str | Path | None = None, device: str | None = None,
+          labels_path: str | Path | None = None) -> Path:
     """Train (or resume training) and write ``out_dir/model.pt``.
 
     Args:
         tcfg: training settings; ``tcfg.task`` is ``pretrain`` or ``finetune``.
         cuts_path: lhotse CutSet of training audio (with transcripts when fine-tuning).
         out_dir: experiment directory; ``checkpoints/``, ``train_log.jsonl`` and ``model.pt``.
-        model_cfg: architecture (ignored when fine-tuning from ``init``, whose config is used).
+        model_cfg: architecture of any family (`w2v.models.families`); ignored when fine-tuning
+            from ``init``, whose config is used.
         units_path: ``units.txt`` of the CTC output units (fine-tuning).
-        init: pre-trained ``model.pt`` to start fine-tuning from; None trains from scratch.
+        init: pre-trained ``model.pt`` to start fine-tuning from (None trains from scratch), or,
+            when pre-training, a previous stage's model (vq-wav2vec's BERT stage).
         dev_cuts_path: fine-tuning: dev set used to pick the best checkpoint (greedy WER).
         device: ``auto``, ``cpu``, ``cuda``, ...
+        labels_path: pre-training: frame labels per cut (HuBERT's k-means targets,
+            `w2v.train.targets`); crops then start on a label frame.
 
     Returns:
         Path of the final model file.
@@ -215,6 +251,9 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
         durations = [c.duration for c in cuts]
     if not cuts:
         raise TrainingError(f"{cuts_path}: no usable utterances left for {task}")
+    labels = _load_labels(labels_path, cuts) if task == "pretrain" and labels_path is not None else None
+    # Crops of labeled audio start on a frame boundary, so the labels stay aligned.
+    crop_align = math.prod(s for _, _, s in cfg.conv_feature_layers) if labels is not None else 1
     store = AudioStore(cuts, tcfg.cache_audio)
     plan = BatchPlan(durations, tcfg.max_duration, seed=tcfg.seed, num_buckets=tcfg.num_buckets,
                      max_batch_size=tcfg.max_batch_size)
@@ -274,14 +313,19 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 continue
             batch = batches[pos]
             g, npg = _step_generator(tcfg.seed, num_updates)
-            waves = []
+            waves, batch_labels = [], []
             for i in batch:
                 w = store[i]
+                start = 0
                 if task == "pretrain" and len(w) > int(tcfg.crop_seconds * SAMPLE_RATE):
                     crop = int(tcfg.crop_seconds * SAMPLE_RATE)
                     start = int(npg.integers(0, len(w) - crop + 1))
+                    start -= start % crop_align
                     w = w[start:start + crop]
                 waves.append(w)
+                if labels is not None:
+                    first = start // crop_align
+                    batch_labels.append(labels[i][first:first + conv_output_frames(cfg, len(w))])
             wav, lens = collate_audio(waves, tcfg.normalize_audio)
             wav, lens = wav.to(dev), lens.to(dev)
             lr = sched(num_updates)
@@ -290,9 +334,8 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             frozen = task == "finetune" and num_updates < tcfg.freeze_transformer_updates
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 if task == "pretrain":
-                    model.set_num_updates(num_updates)
-                    out = model(wav, lens, generator=g)
-                    loss, stats = pretraining_loss(out, tcfg.diversity_weight, tcfg.feature_penalty_weight)
+                    lab = _collate_labels(batch_labels).to(dev) if labels is not None else None
+                    loss, stats = pretrain_step(model, wav, lens, g, num_updates, tcfg, lab)
                 else:
                     tgt, tlens = collate_targets([targets[i] for i in batch])
                     logits, flens = model(wav, lens, apply_mask=True, generator=g, train_encoder=not frozen)
