@@ -96,6 +96,11 @@ def _train(a, task: str, settings: dict, **kwargs) -> None:
     _threads(a.threads)
     where = f"{a.config} ({task} settings)"
     tcfg = TrainConfig.from_dict({"task": task, **settings}, where=where)
+    if task == "pretrain":  # families with several stages (vq-wav2vec, HuBERT) run them all
+        from w2v.train.steps import run_pretraining
+
+        run_pretraining(tcfg, a.cuts, a.out, load_model_config(cfg["model"]), device=a.device or cfg.get("device"))
+        return
     train(tcfg, a.cuts, a.out, load_model_config(cfg["model"]), device=a.device or cfg.get("device"), **kwargs)
 
 
@@ -304,6 +309,33 @@ def cmd_import_checkpoint(a) -> None:
     print(json.dumps({k: v for k, v in summary.items() if k != "units"}, indent=2, default=str))
 
 
+def cmd_export_units(a) -> None:
+    from w2v.train.loop import resolve_device
+    from w2v.train.targets import export_vq_units
+
+    _threads(a.threads)
+    print(export_vq_units(a.model, a.cuts, a.out, resolve_device(a.device)))
+
+
+def cmd_hubert_labels(a) -> None:
+    from w2v.models import load_model_config
+    from w2v.train.loop import resolve_device
+    from w2v.train.targets import make_hubert_labels
+
+    _threads(a.threads)
+    cfg = load_model_config(a.model_config)
+    if getattr(cfg, "family", "") != "hubert":
+        raise ValueError(f"{a.model_config}: not a HuBERT preset (family: hubert)")
+    cfg = cfg.replace(iteration=2 if a.model else 1)
+    if a.clusters:
+        clusters = list(cfg.kmeans_clusters)
+        clusters[cfg.iteration - 1] = a.clusters
+        cfg = cfg.replace(kmeans_clusters=clusters)
+    if a.layer is not None:
+        cfg = cfg.replace(label_layer=a.layer)
+    print(make_hubert_labels(a.cuts, a.out, cfg, a.model, seed=a.seed, device=resolve_device(a.device)))
+
+
 def cmd_export_hf(a) -> None:
     from w2v.interop.hf import export_hf
 
@@ -350,6 +382,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("src", help="HF directory (config.json + safetensors/bin) or fairseq checkpoint .pt")
     s.add_argument("out", help="model.pt to write")
     s.add_argument("--units", default=None, help="fairseq CTC: units.txt (default: dict.ltr.txt beside SRC)")
+    s = add("export-units", cmd_export_units, "vq-wav2vec: discrete units per cut (jsonl, or text for .txt)",
+            ["--model", "--cuts", "--out"], config=False)
+    compute(s)
+    s = add("hubert-labels", cmd_hubert_labels, "HuBERT k-means targets per cut: MFCCs, or --model's --layer",
+            ["--model-config", "--cuts", "--out"], config=False)
+    s.add_argument("--model", default=None, help="previous iteration's pre-trained model.pt (default: MFCC targets)")
+    s.add_argument("--layer", type=int, default=None, help="Transformer layer to cluster (default: the preset's)")
+    s.add_argument("--clusters", type=int, default=None, help="k (default: the preset's for this iteration)")
+    s.add_argument("--seed", type=int, default=1)
+    compute(s)
     s = add("export-hf", cmd_export_hf, "w2v model.pt -> a directory transformers loads", config=False)
     s.add_argument("checkpoint")
     s.add_argument("out_dir")
