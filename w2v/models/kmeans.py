@@ -105,9 +105,24 @@ def _kmeans_pp(x: Tensor, k: int, rng: np.random.Generator) -> Tensor:
     return torch.stack(centroids)
 
 
+def _lloyd(x: Tensor, centroids: Tensor, iters: int) -> tuple[Tensor, float]:
+    """A few full k-means steps; returns the centroids and their inertia (sum of squared distances)."""
+    for _ in range(iters):
+        assign = kmeans_assign(x, centroids)
+        cnt = torch.bincount(assign, minlength=centroids.shape[0]).float()
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        centroids = torch.where(cnt[:, None] > 0, sums / cnt.clamp(min=1)[:, None], centroids)
+    inertia = float((x - centroids[kmeans_assign(x, centroids)]).pow(2).sum())
+    return centroids, inertia
+
+
 def kmeans_fit(x: Tensor, k: int, seed: int = 0, iters: int = 100, batch_size: int = 10000,
-               init_size: int = 20000) -> Tensor:
+               init_size: int = 20000, n_init: int = 3) -> Tensor:
     """Mini-batch k-means (Sculley 2010) as HuBERT's label step uses (sklearn MiniBatchKMeans there).
+
+    Like sklearn, the start is the best (lowest inertia on the init sample) of ``n_init``
+    k-means++ seedings, each refined by a few full k-means steps on that sample: one seeding
+    alone too often leaves two centroids in one cluster.
 
     Args:
         x: (n, dim) features (float).
@@ -115,6 +130,7 @@ def kmeans_fit(x: Tensor, k: int, seed: int = 0, iters: int = 100, batch_size: i
         seed: the only source of randomness.
         iters: mini-batch steps.
         batch_size, init_size: points per step, and for the k-means++ start.
+        n_init: seedings tried.
 
     Returns:
         (k, dim) centroids.
@@ -124,8 +140,9 @@ def kmeans_fit(x: Tensor, k: int, seed: int = 0, iters: int = 100, batch_size: i
     if n < k:
         raise ValueError(f"k-means: {n} feature frames cannot make {k} clusters")
     rng = np.random.default_rng(seed)
-    init_idx = torch.from_numpy(rng.choice(n, min(n, max(init_size, k)), replace=False))
-    centroids = _kmeans_pp(x[init_idx], k, rng).clone()
+    init = x[torch.from_numpy(rng.choice(n, min(n, max(init_size, k)), replace=False))]
+    starts = [_lloyd(init, _kmeans_pp(init, k, rng), 10) for _ in range(n_init)]
+    centroids = min(starts, key=lambda s: s[1])[0].clone()
     counts = torch.zeros(k)
     for _ in range(iters):
         batch = x[torch.from_numpy(rng.choice(n, min(n, batch_size), replace=False))]
