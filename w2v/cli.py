@@ -326,11 +326,12 @@ def cmd_hubert_labels(a) -> None:
     cfg = load_model_config(a.model_config)
     if getattr(cfg, "family", "") != "hubert":
         raise ValueError(f"{a.model_config}: not a HuBERT preset (family: hubert)")
-    cfg = cfg.replace(iteration=2 if a.model else 1)
+    iteration = 2 if a.model else 1  # targets from a model are the next iteration's
+    clusters = list(cfg.kmeans_clusters)
+    clusters += clusters[-1:] * (iteration - len(clusters))
     if a.clusters:
-        clusters = list(cfg.kmeans_clusters)
-        clusters[cfg.iteration - 1] = a.clusters
-        cfg = cfg.replace(kmeans_clusters=clusters)
+        clusters[iteration - 1] = a.clusters
+    cfg = cfg.replace(kmeans_clusters=clusters, iteration=iteration)
     if a.layer is not None:
         cfg = cfg.replace(label_layer=a.layer)
     print(make_hubert_labels(a.cuts, a.out, cfg, a.model, seed=a.seed, device=resolve_device(a.device)))

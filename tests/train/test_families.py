@@ -142,3 +142,33 @@ def test_export_units_and_hubert_labels_cli(tmp_path, capsys):
     with pytest.raises(SystemExit, match="not a HuBERT preset"):
         main(["hubert-labels", "--model-config", str(_model_yaml(tmp_path, "wav2vec1")), "--cuts", str(cuts),
               "--out", str(labels)])
+
+
+def test_hubert_labels_from_a_model_layer(tmp_path):
+    cuts = write_tiny_cuts(tmp_path / "a", n=4)
+    cfg = load_model_config(_model_yaml(tmp_path, "hubert")).replace(kmeans_clusters=[3])
+    model = run_pretraining(TrainConfig(task="pretrain", **{**PRETRAIN, "max_updates": 1}), cuts, tmp_path / "h",
+                            cfg, device="cpu")
+    out = tmp_path / "l2.txt"
+    main(["hubert-labels", "--model-config", str(_model_yaml(tmp_path, "hubert")), "--model", str(model),
+          "--layer", "2", "--clusters", "5", "--cuts", str(cuts), "--out", str(out)])
+    lab = read_units(out)
+    assert len(lab) == 4 and max(x for v in lab.values() for x in v) < 5
+    assert len({x for v in lab.values() for x in v}) > 1
+
+
+def test_demo_family_overlays_select_their_model():
+    from pathlib import Path
+
+    from w2v.config import pretrained_model, validate
+
+    root = Path(__file__).resolve().parents[2]
+    base = yaml.safe_load((root / "egs/demo/config.yaml").read_text())
+    overlays = sorted((root / "egs/demo/families").glob("*.yaml"))
+    assert {p.stem for p in overlays} == {"wav2vec1", "vq_wav2vec", "vq_wav2vec_kmeans", "hubert"}
+    for path in overlays:
+        overlay = yaml.safe_load(path.read_text())
+        cfg = validate({**base, **overlay, "finetune": {**base["finetune"], **overlay.get("finetune", {})}}, str(path))
+        family = load_model_config(cfg["model"]).family
+        assert path.stem.startswith(family) and cfg["exp"] == f"demo_{path.stem}"
+        assert pretrained_model(cfg) == f"exp/demo_{path.stem}/pretrain/model.pt"
