@@ -172,3 +172,18 @@ def test_demo_family_overlays_select_their_model():
         family = load_model_config(cfg["model"]).family
         assert path.stem.startswith(family) and cfg["exp"] == f"demo_{path.stem}"
         assert pretrained_model(cfg) == f"exp/demo_{path.stem}/pretrain/model.pt"
+
+
+def test_missing_labels_name_the_file_and_cut(tmp_path):
+    from lhotse import load_manifest
+
+    from w2v.train.loop import train
+    from w2v.train.targets import write_units
+
+    cuts = write_tiny_cuts(tmp_path / "a", n=3)
+    ids = [c.id for c in load_manifest(cuts)]
+    labels = tmp_path / "labels.jsonl"
+    write_units(labels, {ids[0]: [1, 2], ids[1]: [0]})
+    cfg = load_model_config(_model_yaml(tmp_path, "hubert"))
+    with pytest.raises(ValueError, match=rf"labels.jsonl: no labels for 1 cut\(s\), e.g. {ids[2]}"):
+        train(TrainConfig(task="pretrain", **PRETRAIN), cuts, tmp_path / "x", cfg, labels_path=labels)

@@ -31,6 +31,7 @@ from w2v.train.config import TrainConfig
 from w2v.train.losses import ctc_loss
 from w2v.train.schedules import Schedule
 from w2v.train.steps import pretrain_step
+from w2v.train.targets import collate_labels, labels_for_cuts
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
@@ -149,24 +150,6 @@ def build_model(task: str, model_cfg, tcfg: TrainConfig, vocab_size: int | None,
     return model, cfg
 
 
-def _load_labels(path: str | Path, cuts: list) -> list[torch.Tensor]:
-    """Frame labels (HuBERT targets) for each cut, in order; a cut without labels is an error."""
-    from w2v.train.targets import read_units
-
-    units = read_units(path)
-    missing = [c.id for c in cuts if c.id not in units]
-    if missing:
-        raise TrainingError(f"{path}: no labels for {len(missing)} cut(s), e.g. {', '.join(missing[:5])}")
-    return [torch.tensor(units[c.id], dtype=torch.long) for c in cuts]
-
-
-def _collate_labels(labels: list[torch.Tensor]) -> torch.Tensor:
-    out = torch.full((len(labels), max(1, max(len(x) for x in labels))), -1, dtype=torch.long)
-    for i, x in enumerate(labels):
-        out[i, : len(x)] = x
-    return out
-
-
 def _rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
@@ -251,7 +234,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
         durations = [c.duration for c in cuts]
     if not cuts:
         raise TrainingError(f"{cuts_path}: no usable utterances left for {task}")
-    labels = _load_labels(labels_path, cuts) if task == "pretrain" and labels_path is not None else None
+    labels = labels_for_cuts(labels_path, cuts) if task == "pretrain" and labels_path is not None else None
     # Crops of labeled audio start on a frame boundary, so the labels stay aligned.
     crop_align = math.prod(s for _, _, s in cfg.conv_feature_layers) if labels is not None else 1
     store = AudioStore(cuts, tcfg.cache_audio)
@@ -334,7 +317,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             frozen = task == "finetune" and num_updates < tcfg.freeze_transformer_updates
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 if task == "pretrain":
-                    lab = _collate_labels(batch_labels).to(dev) if labels is not None else None
+                    lab = collate_labels(batch_labels).to(dev) if labels is not None else None
                     loss, stats = pretrain_step(model, wav, lens, g, num_updates, tcfg, lab)
                 else:
                     tgt, tlens = collate_targets([targets[i] for i in batch])

@@ -60,6 +60,23 @@ def read_units(path: str | Path) -> dict[str, list[int]]:
     return out
 
 
+def labels_for_cuts(path: str | Path, cuts: list) -> list[torch.Tensor]:
+    """Frame labels for each cut, in order; a cut without labels is an error naming the file."""
+    units = read_units(path)
+    missing = [c.id for c in cuts if c.id not in units]
+    if missing:
+        raise ValueError(f"{path}: no labels for {len(missing)} cut(s), e.g. {', '.join(missing[:5])}")
+    return [torch.tensor(units[c.id], dtype=torch.long) for c in cuts]
+
+
+def collate_labels(labels: list[torch.Tensor]) -> torch.Tensor:
+    """Pad label sequences with -1 (no label) into (batch, max_len)."""
+    out = torch.full((len(labels), max(1, max(len(x) for x in labels))), -1, dtype=torch.long)
+    for i, x in enumerate(labels):
+        out[i, : len(x)] = x
+    return out
+
+
 def _mel_filterbank(num_bins: int, num_mels: int, n_fft: int, low: float = 20.0, high: float = 8000.0) -> torch.Tensor:
     """(num_bins, num_mels) triangular filters equally spaced on the mel scale."""
     def mel(f):
@@ -208,5 +225,5 @@ def export_vq_units(model_path: str | Path, cuts_path: str | Path, out_path: str
     return Path(out_path)
 
 
-__all__ = ["export_vq_units", "hubert_features", "kmeans_labels", "make_hubert_labels", "mfcc", "read_units",
+__all__ = ["collate_labels", "export_vq_units", "hubert_features", "labels_for_cuts", "kmeans_labels", "make_hubert_labels", "mfcc", "read_units",
            "write_units"]
