@@ -34,10 +34,11 @@ def test_presets():
 
 
 def _kmeans_with_codebook() -> KmeansVectorQuantizer:
-    q = KmeansVectorQuantizer(dim=4, groups=2, num_vars=3, gamma=0.25)
+    q = KmeansVectorQuantizer(dim=4, groups=2, num_vars=3, gamma=0.25, project=False)
     with torch.no_grad():  # group 0 codewords (0,0), (1,0), (0,1); group 1 (5,5), (-5,-5), (0,0)
         q.embedding.copy_(torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]],
                                         [[5.0, 5.0], [-5.0, -5.0], [0.0, 0.0]]]))
+        q.initialized.fill_(True)  # keep these codewords (no start from the data)
     return q
 
 
@@ -51,6 +52,21 @@ def test_kmeans_quantizer_picks_the_nearest_codeword_per_group():
     # codebook + gamma * commitment: both are the same squared distance, averaged per element
     mse = F.mse_loss(out.quantized, x).item()
     assert out.kmeans_loss.item() == pytest.approx(1.25 * mse, rel=1e-6)
+
+
+def test_kmeans_codebook_starts_from_the_first_training_batch():
+    """Inputs with a large common component all pick one small random codeword per group; the
+    first training batch's frames become the codewords instead, so many are used at once."""
+    torch.manual_seed(0)
+    x = torch.rand(4, 50, 16) + 1.0
+    q = KmeansVectorQuantizer(16, 2, 32)
+    assert q.eval()(x).code_perplexity.item() < 6  # a few codewords per group
+    out = q.train()(x)
+    assert bool(q.initialized) and out.code_perplexity.item() > 40
+    before = q.embedding.detach().clone()
+    q(x + 1.0)  # only the first batch initialises
+    assert torch.equal(q.embedding, before)
+    assert "initialized" in q.state_dict()
 
 
 def test_kmeans_straight_through_and_loss_gradients():
