@@ -19,7 +19,7 @@ if not workflow.overwrite_configfiles:  # the demo is the default; a --configfil
 w2vconfig.validate(config, " + ".join(map(str, workflow.configfiles)) or "the recipe config")
 R = config["recipe"]
 D = f"data/{R}"
-E = f"exp/{R}"
+E = f"exp/{config.get('exp', R)}"  # `exp:` keeps the runs of a model-family overlay apart
 CFG = f"{E}/config.json"
 if not config.get("local") and not os.path.exists(f"{D}/manifests/supervisions.jsonl.gz"):
     corpora.check(config["corpus"])  # a wrong corpus path fails now (dry runs too), listing expected vs found
@@ -128,7 +128,7 @@ rule pretrain:
     input: f"{D}/cuts/pretrain.jsonl.gz"
     output: f"{E}/pretrain/model.pt"
     log: f"{E}/pretrain/log.txt"
-    message: "pretrain: wav2vec 2.0 ({config[model]}) on {input}"
+    message: "pretrain: {config[model]} on {input}"
     threads: workflow.cores
     resources: gpu=1
     params: cfg=CFG, out=f"{E}/pretrain", settings={"model": config["model"], **config.get("pretrain", {})}

@@ -118,6 +118,11 @@ def _train(a, task: str, settings: dict, **kwargs) -> None:
     _threads(a.threads and max(1, a.threads // int(os.environ.get("WORLD_SIZE", 1))))  # threads per process
     where = f"{a.config} ({task} settings)"
     tcfg = TrainConfig.from_dict({"task": task, **settings}, where=where)
+    if task == "pretrain":  # families with several stages (vq-wav2vec, HuBERT) run them all
+        from w2v.train.steps import run_pretraining
+
+        run_pretraining(tcfg, a.cuts, a.out, load_model_config(cfg["model"]), device=a.device or cfg.get("device"))
+        return
     train(tcfg, a.cuts, a.out, load_model_config(cfg["model"]), device=a.device or cfg.get("device"), **kwargs)
 
 
@@ -377,6 +382,34 @@ def cmd_import_checkpoint(a) -> None:
     print(json.dumps({k: v for k, v in summary.items() if k != "units"}, indent=2, default=str))
 
 
+def cmd_export_units(a) -> None:
+    from w2v.train.loop import resolve_device
+    from w2v.train.targets import export_vq_units
+
+    _threads(a.threads)
+    print(export_vq_units(a.model, a.cuts, a.out, resolve_device(a.device)))
+
+
+def cmd_hubert_labels(a) -> None:
+    from w2v.models import load_model_config
+    from w2v.train.loop import resolve_device
+    from w2v.train.targets import make_hubert_labels
+
+    _threads(a.threads)
+    cfg = load_model_config(a.model_config)
+    if getattr(cfg, "family", "") != "hubert":
+        raise ValueError(f"{a.model_config}: not a HuBERT preset (family: hubert)")
+    iteration = 2 if a.model else 1  # targets from a model are the next iteration's
+    clusters = list(cfg.kmeans_clusters)
+    clusters += clusters[-1:] * (iteration - len(clusters))
+    if a.clusters:
+        clusters[iteration - 1] = a.clusters
+    cfg = cfg.replace(kmeans_clusters=clusters, iteration=iteration)
+    if a.layer is not None:
+        cfg = cfg.replace(label_layer=a.layer)
+    print(make_hubert_labels(a.cuts, a.out, cfg, a.model, seed=a.seed, device=resolve_device(a.device)))
+
+
 def cmd_export_hf(a) -> None:
     from w2v.interop.hf import export_hf
 
@@ -539,6 +572,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trust-checkpoint", action="store_true",
                    help="allow unpickling SRC (fairseq .pt files pickle Python objects; unpickling can run "
                         "code, so only for files from a source you trust)")
+    s = add("export-units", cmd_export_units, "vq-wav2vec: discrete units per cut (jsonl, or text for .txt)",
+            "w2v export-units --model exp/demo_vq_wav2vec/pretrain/quantizer/model.pt "
+            "--cuts data/demo/cuts/train.jsonl.gz --out exp/demo_vq_wav2vec/units_train.jsonl",
+            [("--model", "pre-trained vq-wav2vec model.pt"), ("--cuts", "the cuts to turn into units"),
+             ("--out", "units per cut: .jsonl (id and the G code indices per frame) or .txt")], config=False,
+            description="Run a pre-trained vq-wav2vec quantizer over cuts and write each cut's discrete unit "
+                        "sequence (the input of the BERT stage, or of any unit-based model).")
+    compute(s)
+    s = add("hubert-labels", cmd_hubert_labels, "HuBERT k-means targets per cut: MFCCs, or --model's --layer",
+            "w2v hubert-labels --model-config conf/model/hubert_base.yaml --cuts data/demo/cuts/pretrain.jsonl.gz "
+            "--out exp/demo_hubert/labels_iter1.jsonl",
+            [("--model-config", "the HuBERT preset (conf/model/hubert_*.yaml): frame rate, k per iteration"),
+             ("--cuts", "pre-training cuts to label"), ("--out", "labels .jsonl (one k-means id per frame)")],
+            config=False,
+            description="Make HuBERT's frame targets: k-means on MFCCs (iteration 1), or on a Transformer layer "
+                        "of the previous iteration's model (--model, --layer). `w2v pretrain` runs this itself.")
+    s.add_argument("--model", default=None, help="previous iteration's pre-trained model.pt (default: MFCC targets)")
+    s.add_argument("--layer", type=int, default=None, help="Transformer layer to cluster (default: the preset's)")
+    s.add_argument("--clusters", type=int, default=None, help="k (default: the preset's for this iteration)")
+    s.add_argument("--seed", type=int, default=1, help="k-means seed (default 1)")
+    compute(s)
     s = add("export-hf", cmd_export_hf, "w2v model.pt -> a directory transformers loads",
             "w2v export-hf exp/demo/finetune/pretrained_1h/model.pt exp/demo/hf_pretrained_1h", config=False)
     s.add_argument("checkpoint", help="w2v model.pt (pre-trained or fine-tuned)")

@@ -78,6 +78,8 @@ SCHEMA: dict[str, Any] = {
                                  "arpa": {"type": "string", "description": "a ready first-pass ARPA instead"}}},
         "lm_nn": {"type": "object", "description": "w2v.lm_nn.LMConfig fields"},
         "model": {"type": "string", "description": "preset name in conf/model/ or a YAML path"},
+        "exp": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$",
+                "description": "experiment directory under exp/ (default: the recipe name), e.g. one per model family"},
         "pretrain": _train,
         "finetune": {
             "type": "object", "additionalProperties": False,
@@ -197,7 +199,7 @@ def experiments(cfg: dict) -> list[tuple[str, str]]:
 def pretrained_model(cfg: dict) -> str:
     """The pre-trained model the ``pretrained`` experiments start from: ``finetune.init_from``
     (an imported release, say) or the recipe's own pre-training output."""
-    return cfg.get("finetune", {}).get("init_from") or f"exp/{cfg['recipe']}/pretrain/model.pt"
+    return cfg.get("finetune", {}).get("init_from") or f"exp/{cfg.get('exp', cfg['recipe'])}/pretrain/model.pt"
 
 
 def finetune_settings(cfg: dict, init: str, subset: str) -> dict:

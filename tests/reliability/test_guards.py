@@ -13,7 +13,7 @@ from synth import write_tiny_cuts
 from test_loop import SMALL
 from w2v.models import load_model_config
 from w2v.train import checkpoint as ck
-from w2v.train import guards, loop
+from w2v.train import guards, loop, steps
 from w2v.train.config import TrainConfig
 from w2v.train.guards import NonFiniteError, codebook_warnings
 
@@ -26,7 +26,7 @@ def _cfg(**kw):
 
 def _poison(monkeypatch, bad_calls: set[int], kind: str):
     """Make the pre-training loss non-finite (or finite with NaN gradients) on the given calls."""
-    real = loop.pretraining_loss
+    real = steps.pretraining_loss
     calls = {"n": 0}
 
     def loss_fn(out, *a, **k):
@@ -39,7 +39,7 @@ def _poison(monkeypatch, bad_calls: set[int], kind: str):
                 loss = loss + torch.sqrt(out.features_pen * 0)
         return loss, stats
 
-    monkeypatch.setattr(loop, "pretraining_loss", loss_fn)
+    monkeypatch.setattr(steps, "pretraining_loss", loss_fn)  # the wav2vec 2.0 objective the loop calls
 
 
 @pytest.mark.parametrize("kind", ["loss", "gradient"])

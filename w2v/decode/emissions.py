@@ -10,8 +10,9 @@ import torch
 from tqdm import tqdm
 
 from w2v.data.batching import BatchPlan, collate_audio
-from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC
+from w2v.models import Wav2Vec2ForCTC
 from w2v.models.adapters import load_adapter
+from w2v.models.families import build_ctc_model, config_from_dict
 from w2v.train.checkpoint import load
 from w2v.train.loop import receptive_field
 
@@ -19,8 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def load_ctc_model(path: str | Path, device: torch.device | str = "cpu",
-                   lang: str | None = None) -> tuple[Wav2Vec2ForCTC, dict]:
-    """A fine-tuned ``model.pt`` in eval mode, and its metadata (units, training settings).
+                   lang: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """A fine-tuned ``model.pt`` of any family in eval mode, and its metadata (units, training settings).
 
     ``lang`` selects one of the model's MMS language adapters (and its output layer and units);
     None keeps the one the model was saved with.
@@ -28,8 +29,8 @@ def load_ctc_model(path: str | Path, device: torch.device | str = "cpu",
     ck = load(path)
     if ck.get("task") != "finetune" or not ck.get("units"):
         raise ValueError(f"{path}: not a fine-tuned CTC model (task {ck.get('task')!r})")
-    cfg = Wav2Vec2Config.from_dict(ck["model_config"])
-    model = Wav2Vec2ForCTC(cfg, len(ck["units"]))
+    cfg = config_from_dict(ck["model_config"], str(path))
+    model = build_ctc_model(cfg, len(ck["units"]))
     model.load_state_dict(ck["model"])
     if lang is not None and lang != ck.get("adapter_lang"):
         adapters = ck.get("adapters") or {}
@@ -56,7 +57,8 @@ def compute_emissions(model: Wav2Vec2ForCTC, audio: list[np.ndarray], normalize:
     out: list[torch.Tensor | None] = [None] * len(audio)
     use_bf16 = torch.device(device).type == "cuda"
     batches = plan.epoch(0)
-    min_samples = receptive_field(model.wav2vec2.cfg)
+    cfg = getattr(getattr(model, "wav2vec2", model), "cfg", None)  # the encoder's (any family)
+    min_samples = receptive_field(cfg) if hasattr(cfg, "conv_feature_layers") else 1
     short = [ids[i] if ids else str(i) for i, a in enumerate(audio) if len(a) < min_samples]
     if short:
         log.warning("%d utterance(s) shorter than the receptive field (%d samples) get an empty hypothesis: %s",

@@ -38,6 +38,8 @@ def compile_model(model: nn.Module, mode: str | None = None) -> nn.Module:
 
 def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.Module:
     """Recompute Transformer blocks in backward (training only)."""
+    if not enabled and not isinstance(getattr(model, "wav2vec2", model), Wav2Vec2Model):
+        return model  # other families have no such blocks: nothing to switch off
     _encoder(model).encoder.activation_checkpointing = enabled
     return model
 

@@ -61,10 +61,11 @@ def lengths_to_padding_mask(lengths: Tensor, max_len: int) -> Tensor:
 
 
 class _ConvLayer(nn.Module):
-    """Conv1d -> optional norm -> GELU; `norm` is "group" (per-channel over time), "layer"
-    (over channels, per frame) or None."""
+    """Conv1d -> optional norm -> activation; `norm` is "group" (per-channel over time), "layer"
+    (over channels, per frame), "group1" (one group: over channels and time, wav2vec 1.0) or None."""
 
-    def __init__(self, in_dim: int, out_dim: int, kernel: int, stride: int, bias: bool, norm: str | None):
+    def __init__(self, in_dim: int, out_dim: int, kernel: int, stride: int, bias: bool, norm: str | None,
+                 activation: str = "gelu"):
         super().__init__()
         self.conv = nn.Conv1d(in_dim, out_dim, kernel, stride=stride, bias=bias)
         self.norm_kind = norm
@@ -72,13 +73,15 @@ class _ConvLayer(nn.Module):
             # One group per channel: normalises each channel over the whole (padded) time
             # axis, so this layer is not padding-invariant (same as fairseq/HF BASE).
             self.layer_norm = nn.GroupNorm(out_dim, out_dim, affine=True)
+        elif norm == "group1":
+            self.layer_norm = nn.GroupNorm(1, out_dim, affine=True)
         elif norm == "layer":
             self.layer_norm = nn.LayerNorm(out_dim, elementwise_affine=True)
-        self.activation = nn.GELU()
+        self.activation = _activation(activation)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv(x)
-        if self.norm_kind == "group":
+        if self.norm_kind in ("group", "group1"):
             x = self.layer_norm(x)
         elif self.norm_kind == "layer":
             x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
@@ -90,21 +93,25 @@ class ConvFeatureEncoder(nn.Module):
 
     Args:
         layers: (dim, kernel, stride) per convolution.
-        mode: "default" (group norm in the first layer only, BASE/LARGE) or "layer_norm"
-            (layer norm in every layer, LARGE-LV60/XLS-R).
+        mode: "default" (group norm in the first layer only, BASE/LARGE), "layer_norm"
+            (layer norm in every layer, LARGE-LV60/XLS-R) or "wav2vec1" (single-group norm
+            over channels and time and ReLU in every layer, Schneider et al. 2019).
         bias: whether the convolutions have a bias.
     """
 
     def __init__(self, layers: Sequence[tuple[int, int, int]], mode: str = "default", bias: bool = False):
         super().__init__()
-        if mode not in ("default", "layer_norm"):
+        if mode not in ("default", "layer_norm", "wav2vec1"):
             raise ValueError(f"unknown extractor_mode {mode!r}")
         self.layers_spec = tuple(tuple(layer) for layer in layers)
         blocks = []
         in_dim = 1
         for i, (dim, kernel, stride) in enumerate(self.layers_spec):
-            norm = "layer" if mode == "layer_norm" else ("group" if i == 0 else None)
-            blocks.append(_ConvLayer(in_dim, dim, kernel, stride, bias, norm))
+            if mode == "wav2vec1":
+                blocks.append(_ConvLayer(in_dim, dim, kernel, stride, bias, "group1", "relu"))
+            else:
+                norm = "layer" if mode == "layer_norm" else ("group" if i == 0 else None)
+                blocks.append(_ConvLayer(in_dim, dim, kernel, stride, bias, norm))
             in_dim = dim
         self.conv_layers = nn.ModuleList(blocks)
 

@@ -127,15 +127,16 @@ class Wav2Vec2Config:
         return self.from_dict({**self.to_dict(), **overrides}, source="overrides")
 
 
-def load_model_config(name_or_path: str | Path, **overrides: Any) -> Wav2Vec2Config:
+def load_model_config(name_or_path: str | Path, **overrides: Any):
     """Read a preset by name (`conf/model/<name>.yaml`) or a YAML file by path.
 
     Args:
-        name_or_path: "tiny", "base", "large", or a path to a YAML file.
+        name_or_path: "tiny", "base", "large", "hubert_base", ... or a path to a YAML file.
         **overrides: fields replacing the file's values (e.g. fine-tuning `mask_prob=0.5`).
 
     Returns:
-        The frozen config. Unknown keys (in the file or the overrides) raise `ValueError`.
+        The frozen config: `Wav2Vec2Config`, or the config of the preset's `family:` (see
+        `w2v.models.families`). Unknown keys (in the file or the overrides) raise `ValueError`.
     """
     path = Path(name_or_path)
     if not path.suffix and not path.is_file():
@@ -145,6 +146,13 @@ def load_model_config(name_or_path: str | Path, **overrides: Any) -> Wav2Vec2Con
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of Wav2Vec2Config fields")
+    family = data.pop("family", "wav2vec2")
+    if family != "wav2vec2":
+        from w2v.models.families import config_class
+
+        cls = config_class(family, str(path))
+        cfg = cls.from_dict(data, source=str(path))
+        return cfg.replace(**overrides) if overrides else cfg
     cfg = Wav2Vec2Config.from_dict(data, source=str(path))
     if overrides:
         cfg = Wav2Vec2Config.from_dict({**cfg.to_dict(), **overrides}, source=f"overrides for {path}")

@@ -1,4 +1,4 @@
-"""One training loop for wav2vec 2.0 pre-training and CTC fine-tuning.
+"""One training loop for pre-training (every family) and CTC fine-tuning.
 
 Set-up, data, model, optimizer, loop, checkpoint, in a straight line. Everything random in
 an update (crops, masks, negatives, Gumbel noise) is drawn from a generator seeded by
@@ -16,7 +16,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +28,18 @@ from w2v.data.cuts import cut_language, transcript
 from w2v.data.prefetch import Prefetcher
 from w2v.decode.ctc import load_units
 from w2v.io import atomic_path, write_json
-from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
-from w2v.models.adapters import adapter_weights, freeze_base, is_adapter_key
+from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC
 from w2v.models.accel import compile_model
+from w2v.models.adapters import adapter_weights, freeze_base, is_adapter_key
+from w2v.models.families import build_ctc_model, build_pretraining_model, config_from_dict, family_of
 from w2v.train.checkpoint import CheckpointDir, load, save_atomic
 from w2v.train import distributed, sharding
 from w2v.train.config import TrainConfig
 from w2v.train.guards import SkippedBatches, codebook_warnings
-from w2v.train.losses import ctc_loss, pretraining_loss
+from w2v.train.losses import ctc_loss
 from w2v.train.schedules import Schedule
+from w2v.train.steps import pretrain_step
+from w2v.train.targets import collate_labels, labels_for_cuts
 from w2v.train.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
@@ -161,17 +164,30 @@ def _ctc_items(cuts: list, unit_to_id, cfg: Wav2Vec2Config, tcfg: TrainConfig, w
     return keep, targets, {k: len(v) for k, v in dropped.items()}
 
 
-def build_model(task: str, model_cfg: Wav2Vec2Config, tcfg: TrainConfig, vocab_size: int | None,
-                init: str | Path | None):
+def _finetune_overrides(cfg, overrides: dict) -> dict:
+    """Frozen-feature families (wav2vec 1.0, vq-wav2vec) have no encoder to mask or drop layers
+    of: wav2vec 2.0 encoder overrides (mask_prob, layerdrop, ...) are dropped for them, with a note."""
+    if family_of(cfg) in ("wav2vec2", "hubert"):
+        return overrides
+    own = {f.name for f in fields(cfg)}
+    encoder = {f.name for f in fields(Wav2Vec2Config)}
+    dropped = sorted(k for k in overrides if k not in own and k in encoder)
+    if dropped:
+        log.info("%s features are frozen: fine-tuning overrides %s do not apply", family_of(cfg), dropped)
+    return {k: v for k, v in overrides.items() if k not in dropped}
+
+
+def build_model(task: str, model_cfg, tcfg: TrainConfig, vocab_size: int | None, init: str | Path | None):
     """The model to train, its config, and (for fine-tuning) the pre-trained weights loaded.
 
+    ``init``: pre-trained weights to start from (fine-tuning, or a previous pre-training stage).
     With ``tcfg.adapter`` (MMS) ``init`` may also be a fine-tuned model: its base is kept, the
     language gets fresh adapters and head, and the other languages' adapters of ``init`` are
     returned (third value, ``{lang: {"weights", "units"}}``) to be carried into the output.
     """
     if task == "pretrain":
         cfg = replace(model_cfg, **tcfg.model_overrides)
-        return Wav2Vec2ForPreTraining(cfg), cfg, {}
+        return build_pretraining_model(cfg, load(init)["model"] if init is not None else None), cfg, {}
     adapter = tcfg.adapter
     ck = None
     if init is not None:
@@ -179,20 +195,25 @@ def build_model(task: str, model_cfg: Wav2Vec2Config, tcfg: TrainConfig, vocab_s
         allowed = ("pretrain", "finetune") if adapter else ("pretrain",)
         if ck.get("task") not in allowed:
             raise TrainingError(f"{init}: expected a pre-trained model, found task {ck.get('task')!r}")
-        model_cfg = Wav2Vec2Config.from_dict(ck["model_config"])
-    overrides = dict(tcfg.model_overrides)
-    if adapter:
-        if ck is None:
-            raise TrainingError("finetune.adapter trains adapters on a frozen model: it needs one (init)")
-        if model_cfg.adapter_dim not in (0, adapter["dim"]):
-            raise TrainingError(f"{init} has adapters of dim {model_cfg.adapter_dim}; adapter.dim is {adapter['dim']}")
-        overrides["adapter_dim"] = adapter["dim"]
+        model_cfg = config_from_dict(ck["model_config"], str(init))
+    overrides = _finetune_overrides(model_cfg, tcfg.model_overrides)
+    if not adapter:
+        cfg = replace(model_cfg, **overrides)
+        return build_ctc_model(cfg, vocab_size, tcfg.final_dropout, ck["model"] if ck is not None else None), cfg, {}
+    if ck is None:
+        raise TrainingError("finetune.adapter trains adapters on a frozen model: it needs one (init)")
+    if family_of(model_cfg) not in ("wav2vec2", "hubert"):
+        raise TrainingError(f"finetune.adapter: MMS adapters sit in a wav2vec 2.0 Transformer; {init} is "
+                            f"{family_of(model_cfg)}")
+    if model_cfg.adapter_dim not in (0, adapter["dim"]):
+        raise TrainingError(f"{init} has adapters of dim {model_cfg.adapter_dim}; adapter.dim is {adapter['dim']}")
+    overrides["adapter_dim"] = adapter["dim"]
     cfg = replace(model_cfg, **overrides)
     model = Wav2Vec2ForCTC(cfg, vocab_size, final_dropout=tcfg.final_dropout)
     others: dict = {}
-    if ck is not None and ck["task"] == "pretrain":
+    if ck["task"] == "pretrain":
         model.load_pretrained(ck["model"])
-    elif ck is not None:  # a new language on a fine-tuned model: its base, fresh adapters and head
+    else:  # a new language on a fine-tuned model: its base, fresh adapters and head
         missing, unexpected = model.load_state_dict(
             {k: v for k, v in ck["model"].items() if not is_adapter_key(k)}, strict=False)
         missing = [k for k in missing if not is_adapter_key(k)]
@@ -267,20 +288,25 @@ def evaluate_ctc(model, store: AudioStore, refs: list[str], units: list[str], tc
     return {"cer": result.cer, "wer": result.wer}
 
 
-def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_cfg: Wav2Vec2Config, *,
+def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_cfg, *,
           units_path: str | Path | None = None, init: str | Path | None = None,
-          dev_cuts_path: str | Path | None = None, device: str | None = None) -> Path:
+          dev_cuts_path: str | Path | None = None, device: str | None = None,
+          labels_path: str | Path | None = None) -> Path:
     """Train (or resume training) and write ``out_dir/model.pt``.
 
     Args:
         tcfg: training settings; ``tcfg.task`` is ``pretrain`` or ``finetune``.
         cuts_path: lhotse CutSet of training audio (with transcripts when fine-tuning).
         out_dir: experiment directory; ``checkpoints/``, ``train_log.jsonl`` and ``model.pt``.
-        model_cfg: architecture (ignored when fine-tuning from ``init``, whose config is used).
+        model_cfg: architecture of any family (`w2v.models.families`); ignored when fine-tuning
+            from ``init``, whose config is used.
         units_path: ``units.txt`` of the CTC output units (fine-tuning).
-        init: pre-trained ``model.pt`` to start fine-tuning from; None trains from scratch.
+        init: pre-trained ``model.pt`` to start fine-tuning from (None trains from scratch), or,
+            when pre-training, a previous stage's model (vq-wav2vec's BERT stage).
         dev_cuts_path: fine-tuning: dev set used to pick the best checkpoint (greedy WER).
         device: ``auto``, ``cpu``, ``cuda``, ...
+        labels_path: pre-training: frame labels per cut (HuBERT's k-means targets,
+            `w2v.train.targets`); crops then start on a label frame.
 
     Returns:
         Path of the final model file.
@@ -321,6 +347,9 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
         durations = [c.duration for c in cuts]
     if not cuts:
         raise TrainingError(f"{cuts_path}: no usable utterances left for {task}")
+    labels = labels_for_cuts(labels_path, cuts) if task == "pretrain" and labels_path is not None else None
+    # Crops of labeled audio start on a frame boundary, so the labels stay aligned.
+    crop_align = math.prod(s for _, _, s in cfg.conv_feature_layers) if labels is not None else 1
     store = AudioStore(cuts, tcfg.cache_audio)
     languages = [cut_language(c) for c in cuts]
     multilingual = len({x for x in languages if x}) >= 2
@@ -386,7 +415,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     # after loading: every rank starts from rank 0's weights; frozen-transformer updates and
     # layerdrop leave parameters without gradients (DDP must be told)
     model = sharding.wrap(model, tcfg.strategy, info, dev, use_bf16,
-                          find_unused=task == "finetune" or cfg.layerdrop > 0)
+                          find_unused=task == "finetune" or getattr(cfg, "layerdrop", 0) > 0)
     sharded = sharding.is_sharded(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tcfg.lr, betas=tcfg.betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay,
@@ -417,7 +446,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                  ", ".join(f"{k} {h:.3f} h p={probs[k]:.3f}" for k, h in plan.language_hours().items()))
     bar = tqdm(total=tcfg.max_updates, initial=num_updates, desc=task, unit="upd", dynamic_ncols=True,
                mininterval=2.0, disable=not main)
-    num_codes = cfg.latent_groups * cfg.latent_vars
+    num_codes = getattr(cfg, "latent_groups", 0) * getattr(cfg, "latent_vars", 0)  # 0: no codebook to watch
     acc: dict[str, float] = {}
     n_acc, audio_s, t0 = 0, 0.0, time.time()
     tb = TensorBoardLog(out_dir / "tensorboard", num_updates)
@@ -433,14 +462,19 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             batch = batches[pos]
             loader.schedule(i for b in batches[pos:pos + 1 + tcfg.prefetch_batches] for i in b)
             g, npg = _step_generator(tcfg.seed, num_updates, info.rank)
-            waves = []
+            waves, batch_labels = [], []
             for i in batch:
                 w = loader.get(i)
+                start = 0
                 if task == "pretrain" and len(w) > int(tcfg.crop_seconds * SAMPLE_RATE):
                     crop = int(tcfg.crop_seconds * SAMPLE_RATE)
                     start = int(npg.integers(0, len(w) - crop + 1))
+                    start -= start % crop_align
                     w = w[start:start + crop]
                 waves.append(w)
+                if labels is not None:
+                    first = start // crop_align
+                    batch_labels.append(labels[i][first:first + conv_output_frames(cfg, len(w))])
             wav, lens = collate_audio(waves, tcfg.normalize_audio)
             wav = wav.to(dev)  # lengths stay on the CPU: the model sees unpadded batches without a sync
             lr = sched(num_updates)
@@ -448,13 +482,13 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 group["lr"] = lr
             frozen = task == "finetune" and num_updates < tcfg.freeze_transformer_updates
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                if sharded:  # every rank must skip the same blocks
+                if sharded and hasattr(raw_model, "wav2vec2"):  # every rank must skip the same blocks
                     raw_model.wav2vec2.encoder.layerdrop_generator = _step_generator(tcfg.seed, num_updates)[0]
                 if task == "pretrain":
-                    raw_model.set_num_updates(num_updates)
-                    out = model(wav, lens, generator=g)
-                    loss, stats = pretraining_loss(out, tcfg.diversity_weight, tcfg.feature_penalty_weight)
-                    stats["weighted_diversity"] = tcfg.diversity_weight * stats["diversity"]
+                    lab = collate_labels(batch_labels).to(dev) if labels is not None else None
+                    loss, stats = pretrain_step(raw_model, wav, lens, g, num_updates, tcfg, lab, forward=model)
+                    if "diversity" in stats:
+                        stats["weighted_diversity"] = tcfg.diversity_weight * stats["diversity"]
                 else:
                     tgt, tlens = collate_targets([targets[i] for i in batch])
                     logits, flens = model(wav, lens, apply_mask=True, generator=g, train_encoder=not frozen)
