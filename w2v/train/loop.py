@@ -288,6 +288,51 @@ def evaluate_ctc(model, store: AudioStore, refs: list[str], units: list[str], tc
     return {"cer": result.cer, "wer": result.wer}
 
 
+# Settings a resumed run may change without invalidating its checkpoints: how long it runs, how
+# often it logs and saves, and how the work is spread and computed (not what is computed).
+_RESUMABLE_CHANGES = {"max_updates", "save_every", "log_every", "keep_last", "loader_workers", "prefetch_batches",
+                      "compile", "activation_checkpointing", "strategy", "dist_timeout", "max_bad_updates",
+                      "collapse_fraction", "diversity_ratio"}
+
+
+def _fingerprint(path: str | Path | None) -> str | None:
+    """Size and modification time: a re-made input (new cuts, a re-run pre-training) differs."""
+    if path is None:
+        return None
+    st = Path(path).stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _run_identity(tcfg: TrainConfig, cfg, cuts_path, init, units_path) -> dict:
+    """What a checkpoint's run was: resuming is only right when this is unchanged."""
+    train = {k: v for k, v in tcfg.to_dict().items() if k not in _RESUMABLE_CHANGES}
+    return json.loads(json.dumps({"train": train, "model": cfg.to_dict(), "cuts": _fingerprint(cuts_path),
+                                  "init": _fingerprint(init), "units": _fingerprint(units_path)}, default=str))
+
+
+def _identity_changes(old: dict, new: dict) -> list[str]:
+    changed = [k for k in ("cuts", "init", "units") if old.get(k) != new.get(k)]
+    for part in ("train", "model"):
+        a, b = old.get(part, {}), new.get(part, {})
+        changed += [f"{part}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return changed
+
+
+def _set_aside(ckdir: CheckpointDir, log_path: Path, why: list[str]) -> Path:
+    """Move checkpoints (and the log) of a run with other settings or inputs out of the way:
+    they are kept, not resumed from and not deleted."""
+    n = 1
+    while (aside := ckdir.path.with_name(f"{ckdir.path.name}.stale-{n}")).exists():
+        n += 1
+    ckdir.path.rename(aside)
+    if log_path.exists():
+        log_path.rename(aside / log_path.name)
+    ckdir.path.mkdir()
+    log.warning("the checkpoints in %s are of a run with other settings or inputs (%s): moved to %s; "
+                "starting afresh", ckdir.path, ", ".join(why[:8]) + (" ..." if len(why) > 8 else ""), aside)
+    return aside
+
+
 def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_cfg, *,
           units_path: str | Path | None = None, init: str | Path | None = None,
           dev_cuts_path: str | Path | None = None, device: str | None = None,
@@ -388,9 +433,15 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
 
     num_updates, epoch, pos, best = 0, 0, 0, None
     lang_seconds: dict[str, float] = {}  # audio seconds trained on, per language (multilingual plans)
+    identity = _run_identity(tcfg, cfg, cuts_path, init, units_path)
     latest = ckdir.latest()
-    if latest is not None:
-        ck = load(latest)
+    ck = load(latest) if latest is not None else None
+    changes = _identity_changes(ck["identity"], identity) if ck is not None and "identity" in ck else []
+    if changes:  # e.g. Snakemake reran the stage because its settings or its inputs changed
+        if main:
+            _set_aside(ckdir, log_path, changes)
+        latest = ck = None
+    if ck is not None:
         model.load_state_dict(ck["model"])
         num_updates, epoch, pos, best = ck["num_updates"], ck["epoch"], ck["batch"], ck.get("best")
         if ck.get("world_size", 1) == info.world_size:
@@ -429,7 +480,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
         return {"model": sharding.model_state(raw_model), "optimizer": sharding.optimizer_state(raw_model, opt),
                 "num_updates": num_updates, "epoch": epoch, "batch": pos, "best": best, "rng": rng, "world_size": info.world_size,
                 "language_seconds": dict(lang_seconds), "model_config": cfg.to_dict(),
-                "train_config": tcfg.to_dict(), "task": task}
+                "train_config": tcfg.to_dict(), "task": task, "identity": identity}
 
     def epoch_batches(e: int) -> list[list[int]]:
         return distributed.shard_batches(plan.epoch(e), info.rank, info.world_size)
