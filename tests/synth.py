@@ -57,3 +57,30 @@ def write_two_language_cuts(root: Path, n: dict[str, int] | None = None, **kw) -
     out = root / "cuts.jsonl.gz"
     CutSet.from_cuts(c for part in parts for c in part).to_file(out)
     return out
+
+
+class Killed(Exception):
+    """Stands for a SIGKILL in-process: raised right after a checkpoint is written."""
+
+
+def run_killed_after_checkpoint(monkeypatch, update: int, run, where: Path | None = None) -> None:
+    """Call ``run()`` with the training loop dying right after it saves checkpoint ``update``
+    (the checkpoint is complete, nothing after it is), then restore the real save. ``where``:
+    only a save into that checkpoints directory dies (a multi-stage run's last stage)."""
+    import pytest
+
+    from w2v.train import checkpoint as ck
+
+    real_save = ck.CheckpointDir.save
+
+    def save_then_die(self, state, num_updates, is_best=False):
+        path = real_save(self, state, num_updates, is_best)
+        if num_updates == update and (where is None or self.path == where):
+            raise Killed()
+        return path
+
+    monkeypatch.setattr(ck.CheckpointDir, "save", save_then_die)
+    with pytest.raises(Killed):
+        run()
+    monkeypatch.undo()
+

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from synth import write_two_language_cuts, write_units
-from test_loop import _cfg, _Killed, _pretrain_cfg
+from synth import run_killed_after_checkpoint, write_two_language_cuts, write_units
+from test_loop import _cfg, _pretrain_cfg
 from w2v.models.adapters import is_adapter_key
 from w2v.train import checkpoint as ck
 from w2v.train.config import TrainConfig
@@ -58,18 +58,7 @@ def test_killed_adapter_run_resumes_bit_identical(tmp_path, setup, monkeypatch, 
         if not is_adapter_key(k):
             assert torch.equal(v, pre_sd[k]), k
     assert ref["adapter_lang"] == "es" and list(ref["adapters"]) == ["es"]
-    real_save = ck.CheckpointDir.save
-
-    def save_then_die(self, state, num_updates, is_best=False):
-        path = real_save(self, state, num_updates, is_best)
-        if num_updates == 2:
-            raise _Killed()
-        return path
-
-    monkeypatch.setattr(ck.CheckpointDir, "save", save_then_die)
-    with pytest.raises(_Killed):
-        train(_ft(), cuts, tmp_path / "run", _cfg(), units_path=units, init=pre, dev_cuts_path=cuts)
-    monkeypatch.undo()
+    run_killed_after_checkpoint(monkeypatch, 2, lambda: train(_ft(), cuts, tmp_path / "run", _cfg(), units_path=units, init=pre, dev_cuts_path=cuts))
     resumed = ck.load(train(_ft(), cuts, tmp_path / "run", _cfg(), units_path=units, init=pre, dev_cuts_path=cuts))
     for k, v in ref["model"].items():
         assert torch.equal(v, resumed["model"][k]), k

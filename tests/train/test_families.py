@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from synth import write_tiny_cuts, write_units
+from synth import run_killed_after_checkpoint, write_tiny_cuts, write_units
 from w2v.cli import main
 from w2v.decode.emissions import compute_emissions, load_ctc_model
 from w2v.models import load_model_config
@@ -83,10 +83,6 @@ def test_pretrain_and_finetune_through_the_cli(tmp_path, family):
     assert torch.allclose(em[0].exp().sum(-1), torch.ones(em[0].shape[0]), atol=1e-4)
 
 
-class _Killed(Exception):
-    pass
-
-
 @pytest.mark.parametrize("family", ["wav2vec1", "vq_wav2vec", "hubert"])
 def test_killed_family_run_resumes_bit_identical(tmp_path, monkeypatch, family):
     """Killed at update 2 of its last stage; the rerun skips finished stages and ends where an
@@ -96,18 +92,8 @@ def test_killed_family_run_resumes_bit_identical(tmp_path, monkeypatch, family):
     tcfg = TrainConfig(task="pretrain", **PRETRAIN)
     ref = ck.load(run_pretraining(tcfg, cuts, tmp_path / "ref", cfg, device="cpu"))
 
-    real_save = ck.CheckpointDir.save
-
-    def save_then_die(self, state, num_updates, is_best=False):
-        path = real_save(self, state, num_updates, is_best)
-        if num_updates == 2 and self.path == tmp_path / "run" / "checkpoints":
-            raise _Killed()
-        return path
-
-    monkeypatch.setattr(ck.CheckpointDir, "save", save_then_die)
-    with pytest.raises(_Killed):
-        run_pretraining(tcfg, cuts, tmp_path / "run", cfg, device="cpu")
-    monkeypatch.undo()
+    run_killed_after_checkpoint(monkeypatch, 2, lambda: run_pretraining(tcfg, cuts, tmp_path / "run", cfg, device="cpu"),
+                               where=tmp_path / "run" / "checkpoints")
     resumed = ck.load(run_pretraining(tcfg, cuts, tmp_path / "run", cfg, device="cpu"))
     for k, v in ref["model"].items():
         assert torch.equal(v, resumed["model"][k]), k

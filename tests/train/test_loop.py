@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 
-from synth import write_tiny_cuts, write_units
+from synth import run_killed_after_checkpoint, write_tiny_cuts, write_units
 from w2v.models import load_model_config
 from w2v.train import checkpoint as ck
 from w2v.train.config import TrainConfig
@@ -48,26 +47,11 @@ def test_pretraining_writes_model_and_log(tmp_path):
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
 
 
-class _Killed(Exception):
-    pass
-
-
 def test_killed_run_resumes_bit_identical(tmp_path, monkeypatch):
     cuts = write_tiny_cuts(tmp_path / "a", n=10)
     ref = ck.load(train(_pretrain_cfg(), cuts, tmp_path / "ref", _cfg()))
 
-    real_save = ck.CheckpointDir.save
-
-    def save_then_die(self, state, num_updates, is_best=False):
-        path = real_save(self, state, num_updates, is_best)
-        if num_updates == 4:
-            raise _Killed()
-        return path
-
-    monkeypatch.setattr(ck.CheckpointDir, "save", save_then_die)
-    with pytest.raises(_Killed):
-        train(_pretrain_cfg(), cuts, tmp_path / "run", _cfg())
-    monkeypatch.undo()
+    run_killed_after_checkpoint(monkeypatch, 4, lambda: train(_pretrain_cfg(), cuts, tmp_path / "run", _cfg()))
     assert not (tmp_path / "run" / "model.pt").exists()
     resumed = ck.load(train(_pretrain_cfg(), cuts, tmp_path / "run", _cfg()))
     for k, v in ref["model"].items():

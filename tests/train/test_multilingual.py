@@ -9,8 +9,8 @@ import pytest
 import torch
 from lhotse import CutSet
 
-from synth import write_two_language_cuts
-from test_loop import _cfg, _pretrain_cfg, _Killed
+from synth import run_killed_after_checkpoint, write_two_language_cuts
+from test_loop import _cfg, _pretrain_cfg
 from w2v.data.batching import BatchPlan
 from w2v.data.cuts import cut_language
 from w2v.train import checkpoint as ck
@@ -76,18 +76,7 @@ def test_pretraining_cuts_without_supervision_carry_language(tmp_path):
 def test_killed_multilingual_run_resumes_bit_identical(tmp_path, monkeypatch):
     cuts = write_two_language_cuts(tmp_path / "c", n={"en": 7, "es": 3})
     ref = ck.load(train(_pretrain_cfg(), cuts, tmp_path / "ref", _cfg()))
-    real_save = ck.CheckpointDir.save
-
-    def save_then_die(self, state, num_updates, is_best=False):
-        path = real_save(self, state, num_updates, is_best)
-        if num_updates == 4:
-            raise _Killed()
-        return path
-
-    monkeypatch.setattr(ck.CheckpointDir, "save", save_then_die)
-    with pytest.raises(_Killed):
-        train(_pretrain_cfg(), cuts, tmp_path / "run", _cfg())
-    monkeypatch.undo()
+    run_killed_after_checkpoint(monkeypatch, 4, lambda: train(_pretrain_cfg(), cuts, tmp_path / "run", _cfg()))
     resumed = ck.load(train(_pretrain_cfg(), cuts, tmp_path / "run", _cfg()))
     for k, v in ref["model"].items():
         assert torch.equal(v, resumed["model"][k]), k

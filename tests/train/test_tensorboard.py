@@ -8,8 +8,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import test_loop as tl
-from synth import write_tiny_cuts
-from w2v.train import checkpoint as ck
+from synth import run_killed_after_checkpoint, write_tiny_cuts
 from w2v.train.loop import train
 from w2v.train.tensorboard import TensorBoardLog
 
@@ -30,24 +29,9 @@ def test_pretraining_events_match_the_json_log(tmp_path):
         assert [v for _, v in got[f"train/{key}"]] == pytest.approx([r[key] for r in rows], rel=1e-5), key
 
 
-class _Killed(Exception):
-    pass
-
-
 def test_resumed_run_has_each_update_once(tmp_path, monkeypatch):
     cuts = write_tiny_cuts(tmp_path / "a", n=10)
-    real_save = ck.CheckpointDir.save
-
-    def save_then_die(self, state, num_updates, is_best=False):
-        path = real_save(self, state, num_updates, is_best)
-        if num_updates == 4:
-            raise _Killed()
-        return path
-
-    monkeypatch.setattr(ck.CheckpointDir, "save", save_then_die)
-    with pytest.raises(_Killed):
-        train(tl._pretrain_cfg(), cuts, tmp_path / "run", tl._cfg())
-    monkeypatch.undo()
+    run_killed_after_checkpoint(monkeypatch, 4, lambda: train(tl._pretrain_cfg(), cuts, tmp_path / "run", tl._cfg()))
     train(tl._pretrain_cfg(), cuts, tmp_path / "run", tl._cfg())
     assert [s for s, _ in _scalars(tmp_path / "run" / "tensorboard")["train/loss"]] == [1, 2, 3, 4, 5, 6]
 
