@@ -39,6 +39,26 @@ def test_every_decoder_row(toy_graph, units, make_emissions, ambiguous, tmp_path
         assert hyps[d] == refs, d
         assert out[d]["rtf"] >= 0
     assert (tmp_path / "out" / "hlg+nbest-3gram" / "tuning.tsv").is_file()
+    assert out["hlg+nbest-3gram"]["first_pass_kept"] is False
+
+
+def test_rescoring_worse_than_its_first_pass_on_dev_keeps_the_first_pass(toy_graph, units, make_emissions,
+                                                                         ambiguous, tmp_path, monkeypatch):
+    """A rescorer whose best weights still lose to the HLG one-best on dev (here: one that
+    picks nothing) must not make the row worse than the graph it rescores."""
+    import w2v.decode.rescore as rescore
+
+    em = [make_emissions(ambiguous), make_emissions(["B", "E", "D"])]
+    refs = {"u1": "A CAT", "u2": "BED"}
+    sets = {"dev": (list(refs), em, refs), "test": (list(refs), em, refs)}
+    monkeypatch.setattr(rescore, "pick", lambda features, weights: {utt: "" for utt in features})
+    dc = {"acoustic_scales": [1.0], "rescore_lm_weights": [0.0, 1.0], "rescore_word_scores": [0.0],
+          "lattice_beam": 8, "nbest_beam": 12}
+    out = run_decoders(["hlg", "hlg+nbest-3gram"], sets, units, "dev", tmp_path / "out", dc, lm_order=3,
+                       lm=str(toy_graph / "lm" / "lm.bin"), graph=str(toy_graph / "graph"))
+    row = out["hlg+nbest-3gram"]
+    assert row["first_pass_kept"] is True
+    assert read_text_file(row["hyps"]["test"]) == read_text_file(out["hlg"]["hyps"]["test"]) == refs
 
 
 def test_missing_lm_is_named(toy_graph, units, make_emissions, tmp_path):

@@ -123,8 +123,9 @@ def run_decoders(decoders: Sequence[str], sets: Mapping[str, tuple], units: Sequ
             best_scale = min(trials)[1]
             dec = HLGDecoder(graph, acoustic_scale=best_scale, backend=backend, **knobs)
             t1 = time.time()
-            hyps = {s: _write_hyps(out / "hlg" / f"hyp_{s}.txt", ids, dec.decode_utterances(dict(zip(ids, em))))
-                    for s, (ids, em, _) in sets.items()}
+            first_pass = {s: dec.decode_utterances(dict(zip(ids, em))) for s, (ids, em, _) in sets.items()}
+            hyps = {s: _write_hyps(out / "hlg" / f"hyp_{s}.txt", ids, first_pass[s])
+                    for s, (ids, _, _) in sets.items()}
             log.info("hlg: acoustic scale %s (dev errors %s), tuned in %.0fs", best_scale, dict((a, e) for e, a in trials),
                      t1 - t0)
             result["hlg"] = {"lm": str(Path(graph) / "HLG.fst"), "hyps": hyps, "acoustic_scale": best_scale,
@@ -134,7 +135,7 @@ def run_decoders(decoders: Sequence[str], sets: Mapping[str, tuple], units: Sequ
             # the lattice is cut at the acoustic scale tuned for hlg, unless one is set
             scale = dc.get("nbest_acoustic_scale", result.get("hlg", {}).get("acoustic_scale", 1.0))
             result.update(_rescore(rescorers, kinds, sets, dev_name, out, dc, graph, lm, lm_nn, knobs, backend,
-                                   total_sec, scale))
+                                   total_sec, scale, first_pass if "hlg" in result and scale == best_scale else None))
     return {d: result[d] for d in decoders}
 
 
@@ -161,7 +162,11 @@ def _beam(name, sets, units, dev_name, out, dc, lexicon, lm, threads, total_sec)
 
 
 def _rescore(rescorers, kinds, sets, dev_name, out, dc, graph, lm, lm_nn, knobs, backend, total_sec,
-             scale: float) -> dict:
+             scale: float, first_pass: dict | None = None) -> dict:
+    """N-best rescoring rows. ``first_pass``: the hlg row's hypotheses per set (same lattice
+    scale); when the best rescoring weights still do worse on dev than that first pass (a model
+    that is mostly blanks, an LM that does not fit), the first pass is kept: rescoring never
+    makes dev worse than the graph it rescores."""
     from w2v.decode.rescore import NgramScorer, nbest_features, pick, tune_weights
     from w2v.decode.wfst import HLGDecoder
 
@@ -197,10 +202,20 @@ def _rescore(rescorers, kinds, sets, dev_name, out, dc, graph, lm, lm_nn, knobs,
         weights = {k: best[k] for k in grid}
         log.info("%s: n-best %d, weights tuned on %s: %s (dev WER %.2f%%)", name, n, dev_name, weights,
                  100 * best["wer"])
-        hyps = {s: _write_hyps(out / name / f"hyp_{s}.txt", sets[s][0], pick(f, weights)) for s, f in feats.items()}
+        chosen = {s: pick(f, weights) for s, f in feats.items()}
+        kept = False
+        if first_pass is not None:
+            from w2v.score.wer import score
+
+            fp_errors = score(sets[dev_name][2], first_pass[dev_name]).words.errors
+            if fp_errors < best["errors"]:
+                log.warning("%s: the best rescoring weights make %d errors on %s, the first pass %d: keeping the "
+                            "first pass", name, best["errors"], dev_name, fp_errors)
+                chosen, kept = first_pass, True
+        hyps = {s: _write_hyps(out / name / f"hyp_{s}.txt", sets[s][0], chosen[s]) for s in feats}
         spent = t_nbest + sum(t for k, t in t_feats.items() if k in grid)
         result[name] = {"lm": str(lm) + (f" + {lm_nn}" if kinds[name] == "nbest_nn" else ""), "hyps": hyps,
                         "lm_weight": weights["ngram"], "word_score": weights["words"],
-                        "nn_weight": weights.get("nnlm"), "nbest": n, "tuned_on": dev_name,
+                        "nn_weight": weights.get("nnlm"), "nbest": n, "tuned_on": dev_name, "first_pass_kept": kept,
                         "rtf": spent / total_sec, "acoustic_scale": scale, **knobs}
     return result
