@@ -53,26 +53,18 @@ def read_lexicon(path: str | Path, units: Sequence[str]) -> list[tuple[str, list
     Raises:
         ValueError: naming file and line, for an empty spelling or a unit not in ``units``.
     """
-    path, known = Path(path), set(units)
+    from w2v.decode.lexicon import load_lexicon  # the one lexicon.txt reader (flashlight's too)
+
     out, seen = [], set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            word, spelling = parts[0], parts[1:]
-            if spelling and spelling[-1] == WORD_SEP:
+    for word, spellings in load_lexicon(path, units, word_sep=None).items():
+        for spelling in spellings:
+            if spelling[-1] == WORD_SEP:
                 spelling = spelling[:-1]
             if not spelling:
-                raise ValueError(f"{path}:{lineno}: {word!r} has no spelling")
-            unknown = sorted(set(spelling) - known)
-            if unknown:
-                raise ValueError(f"{path}:{lineno}: units {unknown} of {word!r} are not in units.txt")
+                raise ValueError(f"{path}: {word!r} has no spelling")
             if (word, tuple(spelling)) not in seen:
                 seen.add((word, tuple(spelling)))
                 out.append((word, spelling))
-    if not out:
-        raise ValueError(f"{path}: lexicon is empty")
     return out
 
 

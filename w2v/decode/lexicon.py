@@ -67,9 +67,9 @@ def load_lexicon(path: str | Path, units: Sequence[str], word_sep: str | None = 
                 raise ValueError(
                     f"{path}:{lineno}: expected 'WORD u n i t s {word_sep}', got {line.rstrip()!r}"
                 )
-            unknown = [u for u in spelling if u not in known]
+            unknown = sorted(set(spelling) - known)
             if unknown:
-                raise ValueError(f"{path}:{lineno}: units {unknown} of {word!r} not in units.txt")
+                raise ValueError(f"{path}:{lineno}: units {unknown} of {word!r} are not in units.txt")
             spellings = lexicon.setdefault(word, [])
             if spelling not in spellings:
                 spellings.append(spelling)
