@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from w2v.models import Wav2Vec2ForPreTraining, count_parameters, load_model_config  # noqa: E402
+from w2v.models.accel import set_activation_checkpointing  # noqa: E402
 from w2v.train import distributed, sharding  # noqa: E402
 from w2v.train.losses import pretraining_loss  # noqa: E402
 
@@ -79,7 +80,7 @@ def run_rank(a: argparse.Namespace) -> None:
     torch.manual_seed(a.seed)
     model = Wav2Vec2ForPreTraining(cfg).to(dev).train()
     n_params = count_parameters(model)
-    sharding.set_activation_checkpointing(model, a.checkpointing)
+    set_activation_checkpointing(model, a.checkpointing)
     model = sharding.wrap(model, a.strategy, info, dev, bf16, find_unused=cfg.layerdrop > 0)
     if sharding.is_sharded(model):  # every rank must skip the same blocks
         model.wav2vec2.encoder.layerdrop_generator = torch.Generator().manual_seed(a.seed)

@@ -7,7 +7,7 @@ import torch
 
 from w2v.models import Wav2Vec2ForPreTraining, load_model_config
 from w2v.train.losses import pretraining_loss
-from w2v.train.sharding import set_activation_checkpointing
+from w2v.models.accel import set_activation_checkpointing
 
 
 CONV = [[32, 10, 5]] + [[32, 3, 2]] * 4 + [[32, 2, 2]] * 2

@@ -29,7 +29,7 @@ from w2v.data.prefetch import Prefetcher
 from w2v.decode.ctc import load_units
 from w2v.io import atomic_path, write_json
 from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC
-from w2v.models.accel import compile_model
+from w2v.models.accel import compile_model, set_activation_checkpointing
 from w2v.models.adapters import adapter_weights, freeze_base, is_adapter_key
 from w2v.models.families import build_ctc_model, build_pretraining_model, config_from_dict, family_of
 from w2v.train.checkpoint import CheckpointDir, load, save_atomic
@@ -421,7 +421,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     if tcfg.adapter:
         freeze_base(model)
     model.to(dev).train()
-    sharding.set_activation_checkpointing(model, tcfg.activation_checkpointing)
+    set_activation_checkpointing(model, tcfg.activation_checkpointing)
     if tcfg.compile:
         compile_model(model)
     sched = Schedule(tcfg.schedule, tcfg.lr, tcfg.max_updates, warmup=tcfg.warmup, hold=tcfg.hold,

@@ -18,7 +18,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from w2v.models.accel import set_activation_checkpointing  # noqa: F401 (re-exported: one switch)
 from w2v.train.distributed import DistInfo
 
 STRATEGIES = ("ddp", "fsdp")
