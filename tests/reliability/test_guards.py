@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import logging
 
 import pytest
@@ -108,6 +109,14 @@ def test_codebook_collapse_and_diversity_warnings():
     dominant = codebook_warnings({**healthy, "weighted_diversity": 4.0}, 640, 0.1, 1.0)
     assert len(dominant) == 1 and "diversity loss dominates" in dominant[0]
     assert codebook_warnings({**healthy, "code_ppl": 1.0, "weighted_diversity": 9.0}, 640, 0, 0) == []
+
+
+def test_chance_level_contrastive_loss_warns():
+    chance = math.log(101)
+    stuck = codebook_warnings({"code_ppl": 600.0, "contrastive": chance + 0.004}, 640, 0.1, 1.0, chance)
+    assert len(stuck) == 1 and "at chance" in stuck[0] and "diversity_warmup" in stuck[0]
+    assert codebook_warnings({"code_ppl": 600.0, "contrastive": 3.9}, 640, 0.1, 1.0, chance) == []
+    assert codebook_warnings({"code_ppl": 600.0, "contrastive": chance}, 640, 0.1, 1.0, None) == []
 
 
 def test_training_warns_once_per_log_interval(tmp_path, caplog):

@@ -26,3 +26,43 @@ def test_tri_stage_phases():
 def test_unknown_kind():
     with pytest.raises(ValueError, match="unknown schedule"):
         Schedule("cosine", lr=1.0, total_updates=1)
+
+
+def test_diversity_weight_ramps_from_zero():
+    from w2v.train.config import TrainConfig
+
+    cfg = TrainConfig(max_updates=1000, diversity_weight=0.1, diversity_warmup=0.5)
+    assert cfg.diversity_weight_at(0) == 0.0
+    assert cfg.diversity_weight_at(250) == pytest.approx(0.05)
+    assert cfg.diversity_weight_at(500) == cfg.diversity_weight_at(999) == 0.1
+    counted = TrainConfig(max_updates=1000, diversity_warmup=200)  # >= 1: a count of updates
+    assert counted.diversity_weight_at(100) == pytest.approx(0.05)
+    assert TrainConfig().diversity_weight_at(0) == 0.1  # no ramp by default (fairseq)
+    delayed = TrainConfig(max_updates=1000, diversity_start=0.3, diversity_warmup=0.2)
+    assert delayed.diversity_weight_at(299) == 0.0
+    assert delayed.diversity_weight_at(400) == pytest.approx(0.05)
+    assert delayed.diversity_weight_at(500) == 0.1
+    assert TrainConfig(max_updates=10, diversity_start=5).diversity_weight_at(5) == 0.1  # no ramp: a step
+
+
+def test_pretrain_step_uses_the_ramped_weight():
+    import torch
+
+    from w2v.models import Wav2Vec2ForPreTraining
+    from w2v.models.config import load_model_config
+    from w2v.train.config import TrainConfig
+    from w2v.train.steps import pretrain_step
+
+    torch.manual_seed(0)
+    model = Wav2Vec2ForPreTraining(load_model_config("tiny")).train()
+    wav = torch.randn(2, 16000)
+    tcfg = TrainConfig(max_updates=100, diversity_warmup=0.5)
+    weights = {}
+    for update in (0, 25, 60):
+        g = torch.Generator().manual_seed(0)
+        _, stats = pretrain_step(model, wav, torch.tensor([16000, 16000]), g, update, tcfg)
+        assert stats["diversity"] > 0  # logged whatever its weight
+        weights[update] = stats["weighted_diversity"] / stats["diversity"]
+    assert weights[0] == 0.0
+    assert weights[25] == pytest.approx(0.05)
+    assert weights[60] == pytest.approx(0.1)

@@ -38,6 +38,8 @@ class TrainConfig:
     freeze_transformer_updates: int = 0  # fairseq freeze_finetune_updates
     final_dropout: float = 0.0  # dropout before the CTC head
     diversity_weight: float = 0.1  # fairseq loss_weights[0]
+    diversity_start: float = 0.0  # updates without the diversity loss (fraction of max_updates if < 1)
+    diversity_warmup: float = 0.0  # then ramp its weight from 0 over this many updates (fraction if < 1)
     feature_penalty_weight: float = 10.0  # fairseq loss_weights[1]
     log_every: int = 10
     save_every: int = 200  # checkpoint (and validation, when fine-tuning) interval
@@ -79,6 +81,27 @@ class TrainConfig:
         if d.get("language_alpha", 0.5) < 0:
             raise ValueError(f"{where}: language_alpha must be >= 0")
         return cls(**d)
+
+    def diversity_weight_at(self, num_updates: int) -> float:
+        """The diversity loss weight at update ``num_updates``: 0 for ``diversity_start``
+        updates, then ``diversity_weight`` reached linearly over ``diversity_warmup`` updates.
+        Both default to 0 (fairseq: the full weight from the first update).
+
+        Small-batch runs need the delay. While the contrastive loss sits at chance its gradient
+        is near zero, and even a small diversity weight then flattens every frame's code
+        distribution until the Gumbel noise picks the codes: the targets become noise and the
+        loss stays at ln(1 + K) for good. Without the term the codebook first shrinks to the
+        codes the features can predict and the loss leaves chance; the diversity term then
+        spreads the codebook out again (egs/demo/RESULTS.md, "Why pre-training sat at chance").
+        """
+        def count(x: float) -> float:
+            return x * self.max_updates if x < 1 else x
+
+        since = num_updates - count(self.diversity_start)
+        if since < 0:
+            return 0.0
+        ramp = count(self.diversity_warmup)
+        return self.diversity_weight if ramp <= 0 or since >= ramp else self.diversity_weight * since / ramp
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -70,7 +70,8 @@ class SkippedBatches:
             write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
 
 
-def codebook_warnings(row: dict, num_codes: int, collapse_fraction: float, diversity_ratio: float) -> list[str]:
+def codebook_warnings(row: dict, num_codes: int, collapse_fraction: float, diversity_ratio: float,
+                      chance: float | None = None) -> list[str]:
     """Warnings for one log interval's averaged pre-training statistics.
 
     Args:
@@ -79,6 +80,8 @@ def codebook_warnings(row: dict, num_codes: int, collapse_fraction: float, diver
         num_codes: G * V, the perplexity of a codebook that uses every entry equally.
         collapse_fraction: warn when ``code_ppl < collapse_fraction * num_codes`` (0 disables).
         diversity_ratio: warn when ``weighted_diversity > diversity_ratio * contrastive`` (0 disables).
+        chance: ln(1 + K), the contrastive loss of a model that scores the positive and its K
+            distractors alike; warn when the interval's loss sits within 0.01 of it (None: no check).
     """
     out = []
     ppl = row.get("code_ppl")
@@ -91,4 +94,8 @@ def codebook_warnings(row: dict, num_codes: int, collapse_fraction: float, diver
         out.append(f"diversity loss dominates: weighted diversity {div:.3g} > {diversity_ratio:g} x "
                    f"contrastive {con:.3g}; the model is optimising codebook usage, not prediction. "
                    "Lower diversity_weight")
+    if chance is not None and con is not None and abs(con - chance) < 0.01:
+        out.append(f"contrastive loss {con:.4f} is at chance (ln(1 + K) = {chance:.4f}): the context network "
+                   "predicts nothing about the masked frames. If it stays there, ramp the diversity loss in "
+                   "(diversity_warmup, e.g. 0.5) or lower the learning rate")
     return out

@@ -498,6 +498,9 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     bar = tqdm(total=tcfg.max_updates, initial=num_updates, desc=task, unit="upd", dynamic_ncols=True,
                mininterval=2.0, disable=not main)
     num_codes = getattr(cfg, "latent_groups", 0) * getattr(cfg, "latent_vars", 0)  # 0: no codebook to watch
+    # distractors per masked frame of wav2vec 2.0's contrastive task (0: another objective)
+    num_candidates = sum(getattr(cfg, k, 0) for k in ("num_negatives", "cross_sample_negatives", "codebook_negatives")) \
+        if family_of(cfg) == "wav2vec2" else 0
     acc: dict[str, float] = {}
     n_acc, audio_s, t0 = 0, 0.0, time.time()
     tb = TensorBoardLog(out_dir / "tensorboard", num_updates)
@@ -538,8 +541,6 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 if task == "pretrain":
                     lab = collate_labels(batch_labels).to(dev) if labels is not None else None
                     loss, stats = pretrain_step(raw_model, wav, lens, g, num_updates, tcfg, lab, forward=model)
-                    if "diversity" in stats:
-                        stats["weighted_diversity"] = tcfg.diversity_weight * stats["diversity"]
                 else:
                     tgt, tlens = collate_targets([targets[i] for i in batch])
                     logits, flens = model(wav, lens, apply_mask=True, generator=g, train_encoder=not frozen)
@@ -581,7 +582,10 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 logf.flush()
                 tb.log(row)
                 if task == "pretrain":
-                    for msg in codebook_warnings(row, num_codes, tcfg.collapse_fraction, tcfg.diversity_ratio):
+                    ramping = tcfg.diversity_weight_at(num_updates) < tcfg.diversity_weight
+                    chance = math.log(1 + num_candidates) if num_candidates and num_updates > sched.warmup_updates else None
+                    for msg in codebook_warnings(row, 0 if ramping else num_codes, tcfg.collapse_fraction,
+                                                 tcfg.diversity_ratio, chance):
                         log.warning("update %d: %s", num_updates, msg)
                 show = ("loss", "accuracy", "prob_ppl", "temp") if task == "pretrain" else ("loss",)
                 bar.set_postfix({k: f"{row[k]:.3g}" for k in show if k in row} | {"lr": f"{lr:.1e}"})

@@ -58,9 +58,10 @@ def pretraining_loss(
         contrastive = logits.sum() * 0.0  # keeps the graph; nothing was masked
     loss = contrastive
     diversity = logits.new_zeros(())
-    if out.prob_perplexity is not None and out.num_vars > 0 and diversity_weight != 0:
-        diversity = (out.num_vars - out.prob_perplexity.float()) / out.num_vars
-        loss = loss + diversity_weight * diversity
+    if out.prob_perplexity is not None and out.num_vars > 0:
+        diversity = (out.num_vars - out.prob_perplexity.float()) / out.num_vars  # logged even at weight 0
+        if diversity_weight != 0:
+            loss = loss + diversity_weight * diversity
     feature_pen = out.features_pen.float()
     if feature_penalty_weight != 0:
         loss = loss + feature_penalty_weight * feature_pen

@@ -39,6 +39,10 @@ class Schedule:
         if self.kind not in ("polynomial", "tri_stage"):
             raise ValueError(f"unknown schedule kind {self.kind!r}; expected polynomial or tri_stage")
 
+    @property
+    def warmup_updates(self) -> int:
+        return self._count(self.warmup)
+
     def _count(self, x: float) -> int:
         return int(round(x * self.total_updates)) if x < 1 else int(x)
 

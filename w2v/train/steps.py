@@ -54,7 +54,10 @@ def pretrain_step(model: nn.Module, wav: Tensor, lens: Tensor, generator: torch.
     fwd = forward if forward is not None else model
     if isinstance(model, Wav2Vec2ForPreTraining):
         out = fwd(wav, lens, generator=generator)
-        return pretraining_loss(out, tcfg.diversity_weight, tcfg.feature_penalty_weight)
+        weight = tcfg.diversity_weight_at(num_updates)
+        loss, stats = pretraining_loss(out, weight, tcfg.feature_penalty_weight)
+        stats["weighted_diversity"] = weight * stats["diversity"]
+        return loss, stats
     if isinstance(model, Wav2Vec1ForPreTraining):
         return future_prediction_loss(fwd(wav, lens, generator=generator))
     if isinstance(model, VqWav2VecForPreTraining):
