@@ -80,3 +80,24 @@ def test_ctc_normalised_per_target_token_and_infinite_zeroed():
     torch.testing.assert_close(per_utt, ref)
     mean = ctc_loss(logits, frames, targets, target_lengths)
     assert mean.item() == pytest.approx(per_utt.sum().item() / 9, rel=1e-6)
+
+
+def test_unsynced_stats_are_device_tensors_with_the_same_values():
+    logits = torch.randn(7, 11, generator=torch.Generator().manual_seed(0))
+    loss, floats = pretraining_loss(output(logits, prob_ppl=9.0, features_pen=0.3))
+    loss2, tensors = pretraining_loss(output(logits, prob_ppl=9.0, features_pen=0.3), sync=False)
+    assert float(loss) == float(loss2)
+    for key in ("loss", "contrastive", "diversity", "feature_pen", "accuracy", "code_ppl", "prob_ppl"):
+        assert torch.is_tensor(tensors[key]) and not tensors[key].requires_grad, key
+        assert float(tensors[key]) == pytest.approx(floats[key]), key
+    assert tensors["temp"] == floats["temp"] and tensors["num_masked"] == floats["num_masked"]
+
+
+def test_training_step_reads_loss_norm_and_stats_in_one_transfer():
+    from w2v.train.loop import _read_step
+
+    stats = {"contrastive": torch.tensor(2.5), "accuracy": torch.tensor(0.25), "temp": 1.5}
+    loss_value, gnorm_value = _read_step(torch.tensor(3.0, requires_grad=True), torch.tensor(float("inf")), stats)
+    assert (loss_value, gnorm_value) == (3.0, float("inf"))
+    assert stats == {"contrastive": 2.5, "accuracy": 0.25, "temp": 1.5}
+    assert all(type(v) is float for v in stats.values())

@@ -62,7 +62,7 @@ def test_pretrain_step_uses_the_ramped_weight():
         g = torch.Generator().manual_seed(0)
         _, stats = pretrain_step(model, wav, torch.tensor([16000, 16000]), g, update, tcfg)
         assert stats["diversity"] > 0  # logged whatever its weight
-        weights[update] = stats["weighted_diversity"] / stats["diversity"]
+        weights[update] = float(stats["weighted_diversity"] / stats["diversity"])
     assert weights[0] == 0.0
     assert weights[25] == pytest.approx(0.05)
     assert weights[60] == pytest.approx(0.1)

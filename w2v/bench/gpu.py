@@ -29,7 +29,6 @@ from datetime import date
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from w2v.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, load_model_config
 from w2v.models.components import ConvPositionalEmbedding, conv_output_lengths
@@ -150,7 +149,7 @@ class Workload:
                 return None
             with torch.autocast(**self.amp):
                 if self.kind == "pretrain":
-                    loss, _ = pretraining_loss_nosync(model(self.x, lengths, generator=g))
+                    loss, _ = pretraining_loss(model(self.x, lengths, generator=g), sync=False)
                 else:
                     logits, flens = model(self.x, lengths, apply_mask=True, generator=g)
                     loss = ctc_loss(logits, flens, self.labels, self.label_lengths)
@@ -209,16 +208,6 @@ class Workload:
             return loss
 
         return step
-
-
-def pretraining_loss_nosync(out) -> tuple[torch.Tensor, None]:
-    """`pretraining_loss` without its float statistics (each is a host sync)."""
-    logits = out.logits.float()
-    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    loss = F.cross_entropy(logits, target)
-    if out.prob_perplexity is not None:
-        loss = loss + 0.1 * (out.num_vars - out.prob_perplexity.float()) / out.num_vars
-    return loss + 10.0 * out.features_pen.float(), None
 
 
 def optimizer(model: torch.nn.Module, dev: torch.device, fused: bool = True) -> torch.optim.Optimizer:

@@ -295,6 +295,16 @@ _RESUMABLE_CHANGES = {"max_updates", "save_every", "log_every", "keep_last", "lo
                       "collapse_fraction", "diversity_ratio"}
 
 
+def _read_step(loss: torch.Tensor, gnorm: torch.Tensor, stats: dict) -> tuple[float, float]:
+    """The loss, the gradient norm and every tensor-valued statistic (replaced by its float in
+    ``stats``) brought to the host in one transfer instead of one synchronisation each."""
+    keys = [k for k, v in stats.items() if torch.is_tensor(v)]
+    values = torch.stack([loss.detach().float().reshape(()), gnorm.detach().float().reshape(()).to(loss.device),
+                          *(stats[k].float().reshape(()).to(loss.device) for k in keys)]).tolist()
+    stats.update(zip(keys, values[2:]))
+    return values[0], values[1]
+
+
 def _fingerprint(path: str | Path | None) -> str | None:
     """Size and modification time: a re-made input (new cuts, a re-run pre-training) differs."""
     if path is None:
@@ -545,17 +555,18 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                     tgt, tlens = collate_targets([targets[i] for i in batch])
                     logits, flens = model(wav, lens, apply_mask=True, generator=g, train_encoder=not frozen)
                     loss = ctc_loss(logits, flens, tgt.to(dev), tlens.to(dev))
-                    stats = {"loss": float(loss.detach())}
+                    stats = {"loss": loss.detach()}
             opt.zero_grad(set_to_none=True)
             # backward even on a bad loss: with several processes every rank must join the all-reduce
             loss.backward()
             gnorm = sharding.grad_norm(params, tcfg.clip_norm if tcfg.clip_norm > 0 else math.inf)
-            bad = not (math.isfinite(float(loss.detach())) and math.isfinite(float(gnorm)))
+            loss_value, gnorm_value = _read_step(loss, gnorm, stats)  # the step's one host sync
+            bad = not (math.isfinite(loss_value) and math.isfinite(gnorm_value))
             if distributed.any_true(bad, info, dev):
                 ids = [cid for ids in distributed.gather([store.cuts[i].id for i in batch], info) for cid in ids]
                 opt.zero_grad(set_to_none=True)
-                skipped.skip(update=num_updates, epoch=epoch, batch=pos, cut_ids=ids, loss=float(loss.detach()),
-                             gnorm=float(gnorm), lr=lr)
+                skipped.skip(update=num_updates, epoch=epoch, batch=pos, cut_ids=ids, loss=loss_value,
+                             gnorm=gnorm_value, lr=lr)
                 pos += 1
                 continue
             skipped.ok()
@@ -566,7 +577,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             if plan.multilingual:  # a batch holds one language
                 lang = languages[batch[0]]
                 lang_seconds[lang] = lang_seconds.get(lang, 0.0) + float(lens.sum()) / SAMPLE_RATE
-            stats.update(lr=lr, gnorm=float(gnorm))
+            stats.update(lr=lr, gnorm=gnorm_value)
             for k, v in stats.items():
                 acc[k] = acc.get(k, 0.0) + float(v)
             n_acc += 1

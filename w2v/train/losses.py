@@ -30,8 +30,8 @@ def contrastive_accuracy(logits: Tensor) -> Tensor:
 
 
 def pretraining_loss(
-    out: PreTrainingOutput, diversity_weight: float = 0.1, feature_penalty_weight: float = 10.0
-) -> tuple[Tensor, dict[str, float]]:
+    out: PreTrainingOutput, diversity_weight: float = 0.1, feature_penalty_weight: float = 10.0, sync: bool = True
+) -> tuple[Tensor, dict[str, float | Tensor]]:
     """L = L_m + alpha * L_d + beta * feature_pen (section 3.2).
 
     The contrastive term is the cross-entropy of picking column 0 among the 1 + K
@@ -44,10 +44,13 @@ def pretraining_loss(
         out: the output of `Wav2Vec2ForPreTraining`.
         diversity_weight: alpha (0.1 in the paper).
         feature_penalty_weight: weight of the conv-feature L2 penalty (10 in fairseq).
+        sync: return the statistics as floats (one host synchronisation each); False leaves
+            loss, contrastive, diversity, feature_pen, accuracy and the perplexities as
+            detached 0-dim tensors, so a training step can read them all in one transfer.
 
     Returns:
-        The scalar loss and float stats: loss, contrastive, diversity, feature_pen,
-        accuracy, code_ppl, prob_ppl, temp, num_masked.
+        The scalar loss and the stats: loss, contrastive, diversity, feature_pen, accuracy,
+        code_ppl, prob_ppl, temp, num_masked.
     """
     logits = out.logits.float()
     num_masked = logits.shape[0]
@@ -66,8 +69,10 @@ def pretraining_loss(
     if feature_penalty_weight != 0:
         loss = loss + feature_penalty_weight * feature_pen
 
-    def scalar(x: Tensor | None) -> float:
-        return math.nan if x is None else float(x.detach())
+    def scalar(x: Tensor | None) -> float | Tensor:
+        if x is None:
+            return math.nan
+        return float(x.detach()) if sync else x.detach()
 
     stats = {
         "loss": scalar(loss),

@@ -37,8 +37,9 @@ def fit_labels(labels: Tensor, frames: int) -> Tensor:
 
 def pretrain_step(model: nn.Module, wav: Tensor, lens: Tensor, generator: torch.Generator, num_updates: int,
                   tcfg: TrainConfig, labels: Tensor | None = None,
-                  forward: nn.Module | None = None) -> tuple[Tensor, dict[str, float]]:
-    """Forward one batch and its objective.
+                  forward: nn.Module | None = None) -> tuple[Tensor, dict[str, float | Tensor]]:
+    """Forward one batch and its objective. Statistics may be floats or 0-dim tensors still on
+    the device (wav2vec 2.0: read by the loop in one transfer with the loss and gradient norm).
 
     Args:
         model: a pre-training model of any family.
@@ -55,7 +56,7 @@ def pretrain_step(model: nn.Module, wav: Tensor, lens: Tensor, generator: torch.
     if isinstance(model, Wav2Vec2ForPreTraining):
         out = fwd(wav, lens, generator=generator)
         weight = tcfg.diversity_weight_at(num_updates)
-        loss, stats = pretraining_loss(out, weight, tcfg.feature_penalty_weight)
+        loss, stats = pretraining_loss(out, weight, tcfg.feature_penalty_weight, sync=False)
         stats["weighted_diversity"] = weight * stats["diversity"]
         return loss, stats
     if isinstance(model, Wav2Vec1ForPreTraining):
