@@ -593,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clusters", type=int, default=None, help="k (default: the preset's for this iteration)")
     s.add_argument("--seed", type=int, default=1, help="k-means seed (default 1)")
     compute(s)
-    s = add("export-hf", cmd_export_hf, "w2v model.pt -> a directory transformers loads",
+    s = add("export-hf", cmd_export_hf, "w2v model.pt -> a directory transformers loads (wav2vec 2.0, HuBERT)",
             "w2v export-hf exp/demo/finetune/pretrained_1h/model.pt exp/demo/hf_pretrained_1h", config=False)
     s.add_argument("checkpoint", help="w2v model.pt (pre-trained or fine-tuned)")
     s.add_argument("out_dir", help="directory to write config.json, weights and (CTC) the processor files")

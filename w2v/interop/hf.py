@@ -31,6 +31,7 @@ torch and safetensors.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -123,6 +124,7 @@ IGNORED_HF_KEYS: frozenset[str] = frozenset({
 })
 
 SUPPORTED_ARCHITECTURES = ("Wav2Vec2ForPreTraining", "Wav2Vec2Model", "Wav2Vec2ForCTC")
+HF_FAMILIES = ("wav2vec2", "hubert")  # families export_hf can write
 
 
 class HFConversionError(ValueError):
@@ -435,12 +437,34 @@ def _hf_vocab(units: list[str], src: Path) -> dict[str, int]:
     return vocab
 
 
+def _as_hubert(hc: Any, arch: str, sd: dict[str, torch.Tensor], src: Path):
+    """The HuBERT version of a wav2vec 2.0 export: the same encoder under HF's Hubert names.
+
+    HF has no HuBERT pre-training head, so a pre-training checkpoint becomes a bare
+    `HubertModel` (its k-means targets' projection and label embeddings stay behind, as in
+    HF's own conversion); a fine-tuned one becomes `HubertForCTC` (keys `hubert.*`).
+    """
+    from transformers import HubertConfig
+
+    d = {k: v for k, v in hc.to_dict().items() if k not in ("model_type", "architectures", "transformers_version")}
+    hubert = HubertConfig(**d)
+    if arch == "Wav2Vec2ForCTC":
+        renamed = {("hubert." + k[len(PREFIX):] if k.startswith(PREFIX) else k): v for k, v in sd.items()}
+        return hubert, "HubertForCTC", "hubert.", renamed
+    dropped = sorted(k for k in sd if not k.startswith(PREFIX))
+    if dropped:
+        log.info("%s: HF's HubertModel has no pre-training head; left out: %s", src, ", ".join(dropped))
+    return hubert, "HubertModel", PREFIX, sd
+
+
 def export_hf(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Write our `model.pt` as an HF model directory (atomically: a temporary dir renamed).
 
     finetune -> `Wav2Vec2ForCTC` with `vocab.json` (our blank written as "<pad>", id 0),
     `tokenizer_config.json`, `special_tokens_map.json`, `preprocessor_config.json`;
     pretrain -> `Wav2Vec2ForPreTraining`, or `Wav2Vec2Model` when `has_quantizer` is False.
+    HuBERT: `HubertForCTC` / `HubertModel` (`_as_hubert`). wav2vec 1.0 and vq-wav2vec have no
+    transformers class: an HFConversionError says so.
 
     Returns:
         `out_dir`.
@@ -454,7 +478,16 @@ def export_hf(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike) ->
         raise HFConversionError(f"{out} exists and is not an empty directory")
     ck = load_checkpoint(src)
     task = ck.get("task")
-    cfg = Wav2Vec2Config.from_dict(ck["model_config"], source=str(src))
+    model_config = dict(ck["model_config"])
+    family = model_config.pop("family", "wav2vec2") or "wav2vec2"
+    if family not in HF_FAMILIES:
+        raise HFConversionError(
+            f"{src}: transformers has no {family} model, so export-hf cannot write this checkpoint "
+            f"(it writes {', '.join(HF_FAMILIES)}); use the model.pt with w2v itself")
+    if family == "hubert":  # the encoder's own fields; the k-means target settings stay behind
+        known = {f.name for f in dataclasses.fields(Wav2Vec2Config)}
+        model_config = {k: v for k, v in model_config.items() if k in known}
+    cfg = Wav2Vec2Config.from_dict(model_config, source=str(src))
     sd: dict[str, torch.Tensor] = dict(ck["model"])
     units = ck.get("units")
     adapters = ck.get("adapters") or {}
@@ -473,10 +506,13 @@ def export_hf(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike) ->
         hc = to_hf_config(cfg, vocab_size=vocab_size)
     except ValueError as e:
         raise HFConversionError(f"{src}: {e}") from e
+    prefix = PREFIX
+    if family == "hubert":
+        hc, arch, prefix, sd = _as_hubert(hc, arch, sd, src)
     hc.architectures = [arch]
-    if arch == "Wav2Vec2Model":
-        sd = {k[len(PREFIX):]: v for k, v in sd.items() if k.startswith(PREFIX)}
-    msk = ("" if arch == "Wav2Vec2Model" else PREFIX) + "masked_spec_embed"
+    if arch in ("Wav2Vec2Model", "HubertModel"):
+        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    msk = ("" if arch in ("Wav2Vec2Model", "HubertModel") else prefix) + "masked_spec_embed"
     if cfg.mask_prob == 0 and cfg.mask_channel_prob == 0 and msk in sd:
         del sd[msk]  # HF creates it only when masking is on
         log.info("%s: %s left out (HF has no such parameter when masking is off)", src, msk)
