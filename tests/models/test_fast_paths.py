@@ -1,11 +1,14 @@
-"""The vectorised (device) mask, N x N contrastive logits and activation checkpointing on the CPU."""
+"""The vectorised (device) mask, N x N contrastive logits, activation checkpointing and the
+matrix-product conv encoder on the CPU."""
 
 import numpy as np
 import pytest
 import torch
 
 from w2v.models import Wav2Vec2ForPreTraining, compute_mask_indices
-from w2v.models.accel import set_activation_checkpointing
+from w2v.models.accel import set_activation_checkpointing, use_matmul_convolutions
+from w2v.models.components import ConvFeatureEncoder
+from w2v.models.config import BASE_CONV_LAYERS
 from w2v.models.masking import device_generator, negative_positions
 
 from test_wav2vec2 import batch, small_cfg
@@ -119,3 +122,36 @@ def test_positional_conv_with_padded_groups_equals_grouped_conv(dim, kernel, gro
     v = pos.conv.parametrizations.weight.original1
     for a, b in zip(torch.autograd.grad(fast.sum(), [x, v]), torch.autograd.grad(ref.sum(), [x, v])):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode,layers", [
+    ("default", BASE_CONV_LAYERS),
+    ("layer_norm", BASE_CONV_LAYERS),
+    ("wav2vec1", ((64, 10, 5), (64, 8, 4), (64, 4, 2), (64, 4, 2), (64, 4, 2))),
+])
+def test_matmul_convolutions_equal_conv1d_with_gradients(mode, layers):
+    torch.manual_seed(0)  # float64: the two paths agree to rounding, ReLU kinks included
+    fe = ConvFeatureEncoder(tuple((24, k, s) for _, k, s in layers), mode, bias=mode == "layer_norm").double()
+    with torch.no_grad():
+        for p in fe.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(3, 16037, dtype=torch.float64, requires_grad=True)  # not a multiple of any stride
+    outs, grads = [], []
+    for matmul in (False, True):
+        use_matmul_convolutions(fe, matmul)
+        y, _ = fe(x)
+        outs.append(y)
+        grads.append(torch.autograd.grad(y.square().sum(), [x, *fe.parameters()]))
+    assert outs[0].shape == outs[1].shape
+    assert torch.allclose(outs[0], outs[1], rtol=0, atol=1e-10)
+    for a, b in zip(*grads):
+        assert (a - b).norm() <= 1e-10 * a.norm()
+
+
+def test_matmul_convolutions_fall_back_for_other_kernel_shapes():
+    fe = ConvFeatureEncoder(((8, 5, 3), (8, 3, 2)), "default")  # 5 at stride 3: a stride plus two taps
+    use_matmul_convolutions(fe)
+    x = torch.randn(2, 400)
+    y, _ = fe(x)
+    fe.matmul = False
+    assert torch.equal(y, fe(x)[0])

@@ -32,7 +32,7 @@ import torch
 
 from w2v.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, load_model_config
 from w2v.models.components import ConvPositionalEmbedding, conv_output_lengths
-from w2v.models.accel import compile_model, set_activation_checkpointing
+from w2v.models.accel import compile_model, use_matmul_convolutions, set_activation_checkpointing
 from w2v.train.losses import ctc_loss, pretraining_loss
 
 SAMPLE_RATE = 16000
@@ -243,6 +243,13 @@ def compare(w: Workload, a, use_compile: bool) -> dict:
         row["ours_compiled_audio_s_per_s"] = round(compiled.audio_s_per_s, 1)
         ours = compiled if compiled.audio_s_per_s > eager.audio_s_per_s else eager
         use_compile = ours is compiled
+    if a.matmul_conv:
+        use_matmul_convolutions(model)
+        matmul = timed(step, dev, a.steps, a.warmup + 3, w.audio_s, flops)
+        row["ours_matmul_conv_audio_s_per_s"] = round(matmul.audio_s_per_s, 1)
+        if matmul.audio_s_per_s > ours.audio_s_per_s:
+            ours = matmul
+        row["matmul_conv"] = ours is matmul
     del model, opt, step
     free(dev)
     torch.manual_seed(0)
@@ -476,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="torch.compile our hot blocks (w2v.models.accel)")
+    p.add_argument("--matmul-conv", action="store_true",
+                   help="also time ours with the conv encoder as channels-last matrix products (keeps the faster)")
     p.add_argument("--no-compare", action="store_true", help="skip the ours-vs-peer table")
     p.add_argument("--ablation", default="", help="presets to run the lever ablation on (pre-training)")
     p.add_argument("--trace", default="", help="workload:preset pairs to profile, e.g. pretrain:base,infer:base")

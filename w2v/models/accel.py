@@ -5,6 +5,7 @@
   fuses the fp32 group/layer norms, GELUs and dtype casts around the convolutions and the
   norms, dropouts and residuals around the matrix products. Shapes that change (fine-tuning
   buckets) recompile, then switch to dynamic shapes; crops of one length compile once.
+- `use_matmul_convolutions`: the conv feature encoder channels-last as matrix products.
 - `set_activation_checkpointing`: recompute each Transformer block during backward instead of
   keeping its activations (LARGE and above: larger batches fit; costs one more forward).
 
@@ -36,6 +37,18 @@ def compile_model(model: nn.Module, mode: str | None = None) -> nn.Module:
     return model
 
 
+def use_matmul_convolutions(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Run the conv feature encoder channels-last as matrix products (same weights, same
+    function; `components._matmul_layer`) instead of cuDNN's Conv1d. Any model with a
+    `ConvFeatureEncoder` (wav2vec 2.0, HuBERT, wav2vec 1.0) takes it."""
+    from w2v.models.components import ConvFeatureEncoder
+
+    for module in model.modules():
+        if isinstance(module, ConvFeatureEncoder):
+            module.matmul = enabled
+    return model
+
+
 def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.Module:
     """Recompute Transformer blocks in backward (training only)."""
     if not enabled and not isinstance(getattr(model, "wav2vec2", model), Wav2Vec2Model):
@@ -44,4 +57,4 @@ def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.M
     return model
 
 
-__all__ = ["compile_model", "set_activation_checkpointing"]
+__all__ = ["compile_model", "set_activation_checkpointing", "use_matmul_convolutions"]

@@ -88,6 +88,58 @@ class _ConvLayer(nn.Module):
         return self.activation(x)
 
 
+def _matmul_taps(kernel: int, stride: int) -> list[int] | None:
+    """A kernel as groups of taps, one group per input stride: whole strides, then at most a
+    single extra tap (10/5 -> [5, 5], 3/2 -> [2, 1], 2/2 -> [2]); None for other shapes."""
+    groups = [stride] * (kernel // stride) + ([1] if kernel % stride == 1 else [])
+    return groups if sum(groups) == kernel and groups else None
+
+
+def _matmul_layer(layer: "_ConvLayer", x: Tensor) -> Tensor:
+    """One `_ConvLayer` on channels-last input (batch, time, C_in) -> (batch, frames, C_out).
+
+    Output frame t reads input frames [t*s, t*s + k). Group j of the kernel's taps (`_matmul_taps`)
+    reads s frames starting at (t + j)*s, which for all t is a reshape of a contiguous slice
+    (s*C_in features per frame), or one frame, a strided slice. The convolution is then a
+    sum of matrix products with the matching slices of the weight; no unfold, no transposes.
+    """
+    conv = layer.conv
+    kernel, stride = conv.kernel_size[0], conv.stride[0]
+    b, t_in, c_in = x.shape
+    frames = max(0, (t_in - kernel) // stride + 1)
+    weight = conv.weight  # (C_out, C_in, k)
+    out = None
+    start = 0
+    for j, taps in enumerate(_matmul_taps(kernel, stride)):
+        first = j * stride
+        if taps == stride:
+            window = x[:, first:first + frames * stride].reshape(b, frames, stride * c_in)
+        else:  # one tap
+            window = x[:, first:first + (frames - 1) * stride + 1:stride] if frames else x[:, :0]
+        w = weight[:, :, start:start + taps].transpose(1, 2).reshape(weight.shape[0], taps * c_in)
+        term = F.linear(window, w)
+        out = term if out is None else out + term
+        start += taps
+    if conv.bias is not None:
+        out = out + conv.bias
+    low = out.dtype in (torch.float16, torch.bfloat16)
+    if layer.norm_kind == "group":  # per channel over time, at least fp32 (as GroupNorm under autocast)
+        y = out.float() if low else out
+        mean = y.mean(1, keepdim=True)
+        var = (y - mean).square().mean(1, keepdim=True)
+        out = ((y - mean) * torch.rsqrt(var + layer.layer_norm.eps) * layer.layer_norm.weight.to(y.dtype)
+               + layer.layer_norm.bias.to(y.dtype)).to(out.dtype)
+    elif layer.norm_kind == "group1":
+        y = out.float() if low else out
+        mean = y.mean((1, 2), keepdim=True)
+        var = (y - mean).square().mean((1, 2), keepdim=True)
+        out = ((y - mean) * torch.rsqrt(var + layer.layer_norm.eps) * layer.layer_norm.weight.to(y.dtype)
+               + layer.layer_norm.bias.to(y.dtype)).to(out.dtype)
+    elif layer.norm_kind == "layer":
+        out = layer.layer_norm(out)
+    return layer.activation(out)
+
+
 class ConvFeatureEncoder(nn.Module):
     """Raw waveform -> latent speech representations z (paper's feature encoder f: X -> Z).
 
@@ -114,6 +166,7 @@ class ConvFeatureEncoder(nn.Module):
                 blocks.append(_ConvLayer(in_dim, dim, kernel, stride, bias, norm))
             in_dim = dim
         self.conv_layers = nn.ModuleList(blocks)
+        self.matmul = False  # channels-last matrix products instead of Conv1d (accel.use_matmul_convolutions)
 
     @property
     def receptive_field(self) -> int:
@@ -143,16 +196,24 @@ class ConvFeatureEncoder(nn.Module):
         """
         if waveforms.dim() != 2:
             raise ValueError(f"waveforms must be (batch, samples), got {tuple(waveforms.shape)}")
-        x = self.convolve(waveforms.unsqueeze(1))
+        x = self.convolve(waveforms)
         frame_lengths = None if lengths is None else self.output_lengths(lengths)
-        return x.transpose(1, 2), frame_lengths
+        return x, frame_lengths
 
-    def convolve(self, x: Tensor) -> Tensor:
-        """(batch, 1, samples) -> (batch, channels, frames): the layers alone, one graph for
-        `torch.compile` (`w2v.models.accel`)."""
+    def convolve(self, waveforms: Tensor) -> Tensor:
+        """(batch, samples) -> (batch, frames, channels): the layers alone, one graph for
+        `torch.compile` (`w2v.models.accel`). With `matmul` set (and every layer's kernel
+        made of whole strides plus at most one tap, as in every wav2vec encoder), the same
+        convolutions run channels-last as matrix products (`_matmul_layer`)."""
+        if self.matmul and all(_matmul_taps(k, s) for _, k, s in self.layers_spec):
+            x = waveforms.unsqueeze(-1)
+            for layer in self.conv_layers:
+                x = _matmul_layer(layer, x)
+            return x
+        x = waveforms.unsqueeze(1)
         for layer in self.conv_layers:
             x = layer(x)
-        return x
+        return x.transpose(1, 2)
 
 
 class FeatureProjection(nn.Module):
