@@ -47,6 +47,16 @@ def test_pretraining_writes_model_and_log(tmp_path):
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
 
 
+def test_matmul_conv_setting_trains_the_same_model(tmp_path):
+    cuts = write_tiny_cuts(tmp_path / "a")
+    runs = {}
+    for matmul in (False, True):
+        out = train(_pretrain_cfg(max_updates=3, matmul_conv=matmul), cuts, tmp_path / f"exp{matmul}", _cfg())
+        runs[matmul] = ck.load(out)["model"]
+    for key, value in runs[False].items():
+        assert torch.allclose(value.float(), runs[True][key].float(), atol=1e-4), key
+
+
 def test_killed_run_resumes_bit_identical(tmp_path, monkeypatch):
     cuts = write_tiny_cuts(tmp_path / "a", n=10)
     ref = ck.load(train(_pretrain_cfg(), cuts, tmp_path / "ref", _cfg()))

@@ -29,7 +29,7 @@ from w2v.data.prefetch import Prefetcher
 from w2v.decode.ctc import load_units
 from w2v.io import atomic_path, write_json
 from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC
-from w2v.models.accel import compile_model, set_activation_checkpointing
+from w2v.models.accel import compile_model, set_activation_checkpointing, use_matmul_convolutions
 from w2v.models.adapters import adapter_weights, freeze_base, is_adapter_key
 from w2v.models.families import build_ctc_model, build_pretraining_model, config_from_dict, family_of
 from w2v.train.checkpoint import CheckpointDir, load, save_atomic
@@ -291,8 +291,8 @@ def evaluate_ctc(model, store: AudioStore, refs: list[str], units: list[str], tc
 # Settings a resumed run may change without invalidating its checkpoints: how long it runs, how
 # often it logs and saves, and how the work is spread and computed (not what is computed).
 _RESUMABLE_CHANGES = {"max_updates", "save_every", "log_every", "keep_last", "loader_workers", "prefetch_batches",
-                      "compile", "activation_checkpointing", "strategy", "dist_timeout", "max_bad_updates",
-                      "collapse_fraction", "diversity_ratio"}
+                      "compile", "matmul_conv", "activation_checkpointing", "strategy", "dist_timeout",
+                      "max_bad_updates", "collapse_fraction", "diversity_ratio"}
 
 
 def _read_step(loss: torch.Tensor, gnorm: torch.Tensor, stats: dict) -> tuple[float, float]:
@@ -432,6 +432,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
         freeze_base(model)
     model.to(dev).train()
     set_activation_checkpointing(model, tcfg.activation_checkpointing)
+    use_matmul_convolutions(model, tcfg.matmul_conv)
     if tcfg.compile:
         compile_model(model)
     sched = Schedule(tcfg.schedule, tcfg.lr, tcfg.max_updates, warmup=tcfg.warmup, hold=tcfg.hold,
