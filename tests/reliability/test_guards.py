@@ -114,7 +114,7 @@ def test_codebook_collapse_and_diversity_warnings():
 def test_chance_level_contrastive_loss_warns():
     chance = math.log(101)
     stuck = codebook_warnings({"code_ppl": 600.0, "contrastive": chance + 0.004}, 640, 0.1, 1.0, chance)
-    assert len(stuck) == 1 and "at chance" in stuck[0] and "diversity_warmup" in stuck[0]
+    assert len(stuck) == 1 and "at chance" in stuck[0] and "diversity_start" in stuck[0]
     assert codebook_warnings({"code_ppl": 600.0, "contrastive": 3.9}, 640, 0.1, 1.0, chance) == []
     assert codebook_warnings({"code_ppl": 600.0, "contrastive": chance}, 640, 0.1, 1.0, None) == []
 

@@ -96,6 +96,6 @@ def codebook_warnings(row: dict, num_codes: int, collapse_fraction: float, diver
                    "Lower diversity_weight")
     if chance is not None and con is not None and abs(con - chance) < 0.01:
         out.append(f"contrastive loss {con:.4f} is at chance (ln(1 + K) = {chance:.4f}): the context network "
-                   "predicts nothing about the masked frames. If it stays there, ramp the diversity loss in "
-                   "(diversity_warmup, e.g. 0.5) or lower the learning rate")
+                   "predicts nothing about the masked frames. If it stays there, keep the diversity loss off at "
+                   "first (diversity_start: 0.3, diversity_warmup: 0.2; egs/demo/RESULTS.md)")
     return out
