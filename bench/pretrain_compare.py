@@ -125,6 +125,9 @@ def run(spec: str, pool, args) -> dict:
     gen = torch.Generator(device=dev)
     gen.manual_seed(0)
     crop = int(a.crop * SR)
+    from w2v.train.config import TrainConfig
+    ramp = TrainConfig(max_updates=a.steps, diversity_weight=a.diversity, diversity_start=a.diversity_start,
+                       diversity_warmup=a.diversity_warmup)  # the loop's diversity schedule
     hist, t0, skipped = [], time.time(), 0
     for step in range(a.steps):
         lr = schedule(step, a.steps, a.lr, a.warmup)
@@ -135,11 +138,9 @@ def run(spec: str, pool, args) -> dict:
             model.set_gumbel_temperature(temp)
         else:
             model.quantizer.temperature = temp
-        since = step - a.diversity_start * a.steps
-        ramp = 0.0 if since < 0 else min(1.0, since / (a.diversity_warmup * a.steps)) if a.diversity_warmup > 0 else 1.0
         x = crops(pool, a.batch, crop, rng).to(dev, non_blocking=True)
         with torch.autocast(dev, dtype=torch.bfloat16):
-            loss, stats = step_hf(model, x, gen) if impl == "hf" else step_ours(model, x, gen, a.feature_penalty, a.diversity * ramp)
+            loss, stats = step_hf(model, x, gen) if impl == "hf" else step_ours(model, x, gen, a.feature_penalty, ramp.diversity_weight_at(step))
         if not torch.isfinite(loss):
             skipped += 1
             opt.zero_grad(set_to_none=True)

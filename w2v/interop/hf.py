@@ -31,7 +31,6 @@ torch and safetensors.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -45,6 +44,7 @@ import torch
 from w2v.interop.hf_config import rename_legacy_keys, to_hf_config
 from w2v.models.adapters import ADAPTER_FILE, adapter_weights
 from w2v.models.config import Wav2Vec2Config
+from w2v.models.families import config_from_dict
 from w2v.models.wav2vec2 import (
     Wav2Vec2ForCTC,
     Wav2Vec2ForPreTraining,
@@ -478,16 +478,12 @@ def export_hf(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike) ->
         raise HFConversionError(f"{out} exists and is not an empty directory")
     ck = load_checkpoint(src)
     task = ck.get("task")
-    model_config = dict(ck["model_config"])
-    family = model_config.pop("family", "wav2vec2") or "wav2vec2"
+    family = ck["model_config"].get("family") or "wav2vec2"
     if family not in HF_FAMILIES:
         raise HFConversionError(
             f"{src}: transformers has no {family} model, so export-hf cannot write this checkpoint "
             f"(it writes {', '.join(HF_FAMILIES)}); use the model.pt with w2v itself")
-    if family == "hubert":  # the encoder's own fields; the k-means target settings stay behind
-        known = {f.name for f in dataclasses.fields(Wav2Vec2Config)}
-        model_config = {k: v for k, v in model_config.items() if k in known}
-    cfg = Wav2Vec2Config.from_dict(model_config, source=str(src))
+    cfg = config_from_dict(ck["model_config"], source=str(src))  # HubertConfig is a Wav2Vec2Config
     sd: dict[str, torch.Tensor] = dict(ck["model"])
     units = ck.get("units")
     adapters = ck.get("adapters") or {}
@@ -510,9 +506,10 @@ def export_hf(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike) ->
     if family == "hubert":
         hc, arch, prefix, sd = _as_hubert(hc, arch, sd, src)
     hc.architectures = [arch]
-    if arch in ("Wav2Vec2Model", "HubertModel"):
+    bare = arch in ("Wav2Vec2Model", "HubertModel")  # the encoder alone: keys without the prefix
+    if bare:
         sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    msk = ("" if arch in ("Wav2Vec2Model", "HubertModel") else prefix) + "masked_spec_embed"
+    msk = ("" if bare else prefix) + "masked_spec_embed"
     if cfg.mask_prob == 0 and cfg.mask_channel_prob == 0 and msk in sd:
         del sd[msk]  # HF creates it only when masking is on
         log.info("%s: %s left out (HF has no such parameter when masking is off)", src, msk)

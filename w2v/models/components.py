@@ -122,17 +122,13 @@ def _matmul_layer(layer: "_ConvLayer", x: Tensor) -> Tensor:
         start += taps
     if conv.bias is not None:
         out = out + conv.bias
-    low = out.dtype in (torch.float16, torch.bfloat16)
-    if layer.norm_kind == "group":  # per channel over time, at least fp32 (as GroupNorm under autocast)
-        y = out.float() if low else out
-        mean = y.mean(1, keepdim=True)
-        var = (y - mean).square().mean(1, keepdim=True)
-        out = ((y - mean) * torch.rsqrt(var + layer.layer_norm.eps) * layer.layer_norm.weight.to(y.dtype)
-               + layer.layer_norm.bias.to(y.dtype)).to(out.dtype)
-    elif layer.norm_kind == "group1":
-        y = out.float() if low else out
-        mean = y.mean((1, 2), keepdim=True)
-        var = (y - mean).square().mean((1, 2), keepdim=True)
+    if layer.norm_kind in ("group", "group1"):
+        # GroupNorm channels-last: per channel over time ("group") or over both ("group1"),
+        # in at least fp32 (as GroupNorm under autocast)
+        dims = (1,) if layer.norm_kind == "group" else (1, 2)
+        y = out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
+        mean = y.mean(dims, keepdim=True)
+        var = (y - mean).square().mean(dims, keepdim=True)
         out = ((y - mean) * torch.rsqrt(var + layer.layer_norm.eps) * layer.layer_norm.weight.to(y.dtype)
                + layer.layer_norm.bias.to(y.dtype)).to(out.dtype)
     elif layer.norm_kind == "layer":

@@ -95,13 +95,12 @@ class TrainConfig:
         codes the features can predict and the loss leaves chance; the diversity term then
         spreads the codebook out again (egs/demo/RESULTS.md, "Why pre-training sat at chance").
         """
-        def count(x: float) -> float:
-            return x * self.max_updates if x < 1 else x
+        from w2v.train.schedules import updates
 
-        since = num_updates - count(self.diversity_start)
+        since = num_updates - updates(self.diversity_start, self.max_updates)
         if since < 0:
             return 0.0
-        ramp = count(self.diversity_warmup)
+        ramp = updates(self.diversity_warmup, self.max_updates)
         return self.diversity_weight if ramp <= 0 or since >= ramp else self.diversity_weight * since / ramp
 
     def to_dict(self) -> dict:

@@ -10,6 +10,11 @@ import math
 from dataclasses import dataclass
 
 
+def updates(x: float, total_updates: int) -> int:
+    """A length given as a fraction of the run (``x < 1``) or as a count of updates."""
+    return int(round(x * total_updates)) if x < 1 else int(x)
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Args:
@@ -44,7 +49,7 @@ class Schedule:
         return self._count(self.warmup)
 
     def _count(self, x: float) -> int:
-        return int(round(x * self.total_updates)) if x < 1 else int(x)
+        return updates(x, self.total_updates)
 
     def __call__(self, num_updates: int) -> float:
         warmup = self._count(self.warmup)
