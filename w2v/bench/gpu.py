@@ -139,24 +139,35 @@ class Workload:
     def ours_step(self, model, opt, lengths=None) -> Callable[[], torch.Tensor | None]:
         lengths = self.lengths if lengths is None else lengths
 
-        def step():
+        def infer():
+            logits, _ = model(self.x, lengths)
+            logits.argmax(-1)
+
+        def loss():
             self.step_no += 1
             g = torch.Generator().manual_seed(self.step_no)
+            if self.kind == "pretrain":
+                return pretraining_loss(model(self.x, lengths, generator=g), sync=False)[0]
+            logits, flens = model(self.x, lengths, apply_mask=True, generator=g)
+            return ctc_loss(logits, flens, self.labels, self.label_lengths)
+
+        return self._step(opt, infer, loss)
+
+    def _step(self, opt, infer: Callable[[], None], loss: Callable[[], torch.Tensor]
+              ) -> Callable[[], torch.Tensor | None]:
+        """One timed step, the same for ours and the peer: the forward alone (inference), or
+        forward + backward + optimizer step under bf16 autocast."""
+        def step():
             if self.kind == "infer":
                 with self.inference(), torch.autocast(**self.amp):
-                    logits, _ = model(self.x, lengths)
-                    logits.argmax(-1)
+                    infer()
                 return None
             with torch.autocast(**self.amp):
-                if self.kind == "pretrain":
-                    loss, _ = pretraining_loss(model(self.x, lengths, generator=g), sync=False)
-                else:
-                    logits, flens = model(self.x, lengths, apply_mask=True, generator=g)
-                    loss = ctc_loss(logits, flens, self.labels, self.label_lengths)
-            loss.backward()
+                value = loss()
+            value.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            return loss
+            return value
 
         return step
 
@@ -190,24 +201,17 @@ class Workload:
             mask = torch.tensor(mask, device=self.dev, dtype=torch.bool)
             neg = torch.tensor(neg, device=self.dev, dtype=torch.long)
 
-        def step():
-            if self.kind == "infer":
-                with self.inference(), torch.autocast(**self.amp):
-                    model(self.x).logits.argmax(-1)
-                return None
-            with torch.autocast(**self.amp):
-                if self.kind == "pretrain":
-                    loss = model(self.x, mask_time_indices=mask, sampled_negative_indices=neg).loss
-                else:
-                    logits = model(self.x).logits
-                    flens = torch.full((self.batch,), logits.shape[1], device=self.dev)
-                    loss = ctc_loss(logits, flens, self.labels, self.label_lengths)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return loss
+        def infer():
+            model(self.x).logits.argmax(-1)
 
-        return step
+        def loss():
+            if self.kind == "pretrain":
+                return model(self.x, mask_time_indices=mask, sampled_negative_indices=neg).loss
+            logits = model(self.x).logits
+            flens = torch.full((self.batch,), logits.shape[1], device=self.dev)
+            return ctc_loss(logits, flens, self.labels, self.label_lengths)
+
+        return self._step(opt, infer, loss)
 
 
 def optimizer(model: torch.nn.Module, dev: torch.device, fused: bool = True) -> torch.optim.Optimizer:
