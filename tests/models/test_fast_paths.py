@@ -155,3 +155,62 @@ def test_matmul_convolutions_fall_back_for_other_kernel_shapes():
     y, _ = fe(x)
     fe.matmul = False
     assert torch.equal(y, fe(x)[0])
+
+
+@pytest.mark.parametrize("layerdrop,pre_ln", [(0.0, False), (0.4, False), (0.4, True)])
+def test_blocks_as_one_stack_equal_the_block_loop_layerdrop_included(layerdrop, pre_ln):
+    """The path `compile_model` compiles (`run_stack`, uncompiled here): LayerDrop's blocks are
+    computed and discarded instead of skipped, and after `release_dropped_grads` every
+    parameter has the gradient (or None) that skipping gives."""
+    from w2v.models.accel import release_dropped_grads
+
+    cfg = small_cfg(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, dropout_input=0.0,
+                    dropout_features=0.0, layerdrop=layerdrop, layer_norm_first=pre_ln, encoder_layers=6)
+    torch.manual_seed(0)
+    model = Wav2Vec2ForPreTraining(cfg).train()
+    encoder = model.wav2vec2.encoder
+    x = torch.randn(2, 30, cfg.encoder_embed_dim)
+    results = []
+    for stacked in (False, True):
+        encoder.compiled_stack = encoder.run_stack if stacked else None
+        encoder.layerdrop_generator = torch.Generator().manual_seed(11)
+        model.zero_grad(set_to_none=True)
+        y, _ = encoder(x)
+        y.square().sum().backward()
+        dropped = list(encoder.dropped_layers)
+        release_dropped_grads(model)
+        results.append((y.detach(), [p.grad for p in encoder.parameters()], dropped))
+    (y0, g0, _), (y1, g1, dropped) = results
+    assert bool(dropped) == (layerdrop > 0)  # seed 11 drops some of the 6 blocks
+    torch.testing.assert_close(y1, y0)
+    for a, b in zip(g0, g1):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(b, a)
+
+
+@pytest.mark.parametrize("dim,kernel,groups", [(48, 16, 4), (30, 9, 3), (24, 8, 1)])
+def test_positional_conv_as_matrix_products_equals_grouped_conv(dim, kernel, groups):
+    """Tap windows times the kernel, with the hand-written backward (input gradient: the flipped
+    kernel over the output gradient; weight gradient: windows times output gradient)."""
+    from w2v.models.components import ConvPositionalEmbedding, _GroupedConvAsMatmul
+
+    torch.manual_seed(0)
+    pos = ConvPositionalEmbedding(dim, kernel, groups).double()
+    with torch.no_grad():
+        for p in pos.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(3, 25, dim, dtype=torch.float64, requires_grad=True)
+    outs, grads = [], []
+    for matmul in (False, True):
+        use_matmul_convolutions(pos, matmul)
+        y = pos(x)
+        outs.append(y)
+        grads.append(torch.autograd.grad(y.square().sum(), [x, *pos.parameters()]))
+    assert outs[0].shape == outs[1].shape == x.shape
+    assert torch.allclose(outs[0], outs[1], rtol=0, atol=1e-12)
+    for a, b in zip(*grads):
+        assert (a - b).norm() <= 1e-12 * a.norm()
+    w = torch.randn(dim, dim // groups, kernel, dtype=torch.float64, requires_grad=True)
+    xs = torch.randn(2, 7, dim, dtype=torch.float64, requires_grad=True)  # shorter than the kernel
+    assert torch.autograd.gradcheck(lambda a, b: _GroupedConvAsMatmul.apply(a, b, kernel // 2), (xs, w))

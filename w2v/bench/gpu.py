@@ -32,7 +32,7 @@ import torch
 
 from w2v.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, load_model_config
 from w2v.models.components import ConvPositionalEmbedding, conv_output_lengths
-from w2v.models.accel import compile_model, use_matmul_convolutions, set_activation_checkpointing
+from w2v.models.accel import compile_model, release_dropped_grads, set_activation_checkpointing, use_matmul_convolutions
 from w2v.train.losses import ctc_loss, pretraining_loss
 
 SAMPLE_RATE = 16000
@@ -151,10 +151,10 @@ class Workload:
             logits, flens = model(self.x, lengths, apply_mask=True, generator=g)
             return ctc_loss(logits, flens, self.labels, self.label_lengths)
 
-        return self._step(opt, infer, loss)
+        return self._step(opt, infer, loss, lambda: release_dropped_grads(model))
 
-    def _step(self, opt, infer: Callable[[], None], loss: Callable[[], torch.Tensor]
-              ) -> Callable[[], torch.Tensor | None]:
+    def _step(self, opt, infer: Callable[[], None], loss: Callable[[], torch.Tensor],
+              after_backward: Callable[[], None] = lambda: None) -> Callable[[], torch.Tensor | None]:
         """One timed step, the same for ours and the peer: the forward alone (inference), or
         forward + backward + optimizer step under bf16 autocast."""
         def step():
@@ -165,6 +165,7 @@ class Workload:
             with torch.autocast(**self.amp):
                 value = loss()
             value.backward()
+            after_backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             return value
@@ -369,6 +370,8 @@ def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int =
     model = w.ours()
     if use_compile:
         compile_model(model)
+    if a.matmul_conv:
+        use_matmul_convolutions(model)
     step = w.ours_step(model, optimizer(model, dev))
     for _ in range(a.warmup + 3):
         step()
@@ -389,16 +392,17 @@ def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int =
         by_class[classify(e.name)] = by_class.get(classify(e.name), 0.0) + ms
         by_name[e.name] = by_name.get(e.name, 0.0) + ms
     busy = sum(by_class.values())
-    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:15]
-    return {"workload": kind, "size": preset, "batch": batch, "compiled": use_compile,
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:30]
+    return {"workload": kind, "size": preset, "batch": batch, "compiled": use_compile, "matmul_conv": a.matmul_conv,
             "wall_ms_per_step": round(wall, 2), "device_busy_ms_per_step": round(busy, 2),
             "classes_ms": {k: round(v, 2) for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])},
-            "top_kernels_ms": [[n[:90], round(v, 2)] for n, v in top]}
+            "top_kernels_ms": [[n[:120], round(v, 2)] for n, v in top]}
 
 
 def posconv(a, preset: str, batch: int) -> dict:
     """The positional convolution alone (forward + backward, bf16): cuDNN's grouped kernels on
-    the preset's groups beside groups padded to 64 channels (what the model runs on CUDA)."""
+    the preset's groups, groups padded to 64 channels (the default on CUDA), and batched matrix
+    products over tap windows (`--matmul-conv`), eager and compiled."""
     dev = a.device
     cfg = load_model_config(preset)
     frames = int(conv_output_lengths(torch.tensor([a.samples]), cfg.conv_feature_layers)[0])
@@ -408,14 +412,17 @@ def posconv(a, preset: str, batch: int) -> dict:
                     dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
     out = {}
     ref = None
-    for name, padded in (("cudnn_grouped", False), ("groups_padded_to_64", True)):
+    as_matmul = pos.as_matmul
+    for name, padded, matmul in (("cudnn_grouped", False, False), ("groups_padded_to_64", True, False),
+                                 ("matmul_windows", True, True), ("matmul_windows_compiled", True, True)):
         last: list[torch.Tensor] = []
         ConvPositionalEmbedding.pad_groups_on_cuda = padded
-        fn = pos
+        pos.matmul = matmul
+        pos.as_matmul = torch.compile(as_matmul) if name.endswith("compiled") else as_matmul
 
         def run():
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                y = fn(x)
+                y = pos(x)
             y.float().square().mean().backward()
             last[:] = [y.detach().float()]
 
@@ -423,8 +430,10 @@ def posconv(a, preset: str, batch: int) -> dict:
         y = last[0]
         ref = y if ref is None else ref
         m = timed(run, dev, max(a.steps, 10), a.warmup, 0.0)
-        out[name] = {"ms": round(m.step_ms, 3), "rel_err": round(float((y - ref).norm() / ref.norm()), 5)}
+        out[name] = {"ms": round(m.step_ms, 3), "rel_err": round(float((y - ref).norm() / ref.norm()), 5),
+                     "peak_gib": None if m.peak_gib is None else round(m.peak_gib, 2)}
     ConvPositionalEmbedding.pad_groups_on_cuda = True
+    pos.matmul, pos.as_matmul = False, as_matmul
     return {"size": preset, "batch": batch, "frames": frames, **out}
 
 

@@ -1,11 +1,13 @@
 """Speed options that change how a wav2vec 2.0 model runs, never what it computes.
 
-- `compile_model`: `torch.compile` the feature encoder's convolution stack and each
-  Transformer block (one graph per distinct block shape, shared by all blocks). Inductor
+- `compile_model`: `torch.compile` the feature encoder's convolution stack and the
+  Transformer blocks as one graph (per-block graphs cost so much host time per call that
+  the step was host-bound). Inductor
   fuses the fp32 group/layer norms, GELUs and dtype casts around the convolutions and the
   norms, dropouts and residuals around the matrix products. Shapes that change (fine-tuning
   buckets) recompile, then switch to dynamic shapes; crops of one length compile once.
-- `use_matmul_convolutions`: the conv feature encoder channels-last as matrix products.
+- `use_matmul_convolutions`: the conv feature encoder and the positional convolution
+  channels-last as matrix products.
 - `set_activation_checkpointing`: recompute each Transformer block during backward instead of
   keeping its activations (LARGE and above: larger batches fit; costs one more forward).
 
@@ -28,23 +30,40 @@ def _encoder(model: nn.Module) -> Wav2Vec2Model:
 
 
 def compile_model(model: nn.Module, mode: str | None = None) -> nn.Module:
-    """Compile the hot blocks of `model` in place (and return it)."""
+    """Compile the hot blocks of `model` in place (and return it): the conv stack, and the
+    Transformer blocks as one graph (`TransformerEncoder.run_stack`) and each on its own (for
+    hidden states and activation checkpointing)."""
     enc = _encoder(model)
     fe = enc.feature_extractor
     fe.convolve = torch.compile(fe.convolve, mode=mode)
+    enc.encoder.compiled_stack = torch.compile(enc.encoder.run_stack, mode=mode)
+    pos = enc.encoder.pos_conv_embed
+    pos.as_matmul = torch.compile(pos.as_matmul, mode=mode)  # the tap windows as one Triton copy
     for layer in enc.encoder.layers:
         layer.compile(mode=mode)
     return model
 
 
-def use_matmul_convolutions(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Run the conv feature encoder channels-last as matrix products (same weights, same
-    function; `components._matmul_layer`) instead of cuDNN's Conv1d. Any model with a
-    `ConvFeatureEncoder` (wav2vec 2.0, HuBERT, wav2vec 1.0) takes it."""
-    from w2v.models.components import ConvFeatureEncoder
+def release_dropped_grads(model: nn.Module) -> None:
+    """After backward: blocks LayerDrop dropped inside the compiled stack get no gradient, as
+    if skipped (no-op for other models and paths). Every process must have dropped the same
+    blocks (a shared LayerDrop generator), or their replicas would part."""
+    from w2v.models.components import TransformerEncoder
 
     for module in model.modules():
-        if isinstance(module, ConvFeatureEncoder):
+        if isinstance(module, TransformerEncoder):
+            module.release_dropped_grads()
+
+
+def use_matmul_convolutions(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Run the conv feature encoder (`components._matmul_layer`) and the Transformer's grouped
+    positional convolution (`components._GroupedConvAsMatmul`) channels-last as matrix
+    products instead of cuDNN's Conv1d: same weights, same function. Any model with these
+    modules (wav2vec 2.0, HuBERT, wav2vec 1.0's encoder) takes it."""
+    from w2v.models.components import ConvFeatureEncoder, ConvPositionalEmbedding
+
+    for module in model.modules():
+        if isinstance(module, (ConvFeatureEncoder, ConvPositionalEmbedding)):
             module.matmul = enabled
     return model
 
@@ -57,4 +76,4 @@ def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.M
     return model
 
 
-__all__ = ["compile_model", "set_activation_checkpointing", "use_matmul_convolutions"]
+__all__ = ["compile_model", "release_dropped_grads", "set_activation_checkpointing", "use_matmul_convolutions"]

@@ -227,6 +227,59 @@ class FeatureProjection(nn.Module):
         return self.dropout(self.projection(normed)), normed
 
 
+def _tap_windows(x: Tensor, kernel: int, left: int, groups: int) -> Tensor:
+    """(batch, frames, C) -> (batch * frames, groups, kernel * C/groups): for output frame t the
+    input frames t - left .. t - left + kernel - 1 (zero outside), each group's taps contiguous
+    and ordered (tap, channel), so that the copy reads whole channel rows."""
+    b, t, c = x.shape
+    xp = F.pad(x, (0, 0, left, kernel - 1 - left))
+    win = xp.unfold(1, kernel, 1)  # (b, t, C, k), a view
+    return win.reshape(b, t, groups, c // groups, kernel).transpose(-1, -2).reshape(b * t, groups, -1)
+
+
+def _window_conv(x: Tensor, weight: Tensor, left: int) -> Tensor:
+    """Grouped stride-1 convolution with `left` frames of zero padding on the left and
+    kernel - 1 - left on the right (as many frames out as in), channels-last: x (batch, frames,
+    C), weight (C, C/groups, k) in Conv1d's layout. One batched matrix product over the groups:
+    (groups, batch*frames, k*C/g) @ (groups, k*C/g, C/g)."""
+    b, t, c = x.shape
+    cg, k = weight.shape[1], weight.shape[2]
+    g = c // cg
+    win = _tap_windows(x, k, left, g).transpose(0, 1)  # (g, M, k*cg), strided batches
+    w = weight.reshape(g, cg, cg, k).transpose(2, 3).reshape(g, cg, k * cg)  # (g, out, k*in)
+    return torch.bmm(win, w.transpose(1, 2)).transpose(0, 1).reshape(b, t, c)
+
+
+class _GroupedConvAsMatmul(torch.autograd.Function):
+    """`_window_conv` with a backward of the same kind: the input gradient is the same
+    convolution of the output gradient with the kernel flipped, each group's in and out
+    swapped and the padding mirrored; the weight gradient one batched product of the windows
+    (recomputed, not kept: k times the input's memory) with the output gradient. (PyTorch's own
+    backward of `unfold`, a scatter over overlapping windows, is what makes plain im2col slow.)"""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, left: int) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.left = left
+        return _window_conv(x, weight, left)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        x, weight = ctx.saved_tensors
+        cg, k = weight.shape[1], weight.shape[2]
+        g = weight.shape[0] // cg
+        grad = grad.contiguous()
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            flipped = weight.reshape(g, cg, cg, k).transpose(1, 2).flip(-1).reshape(g * cg, cg, k)
+            grad_x = _window_conv(grad, flipped, k - 1 - ctx.left)
+        if ctx.needs_input_grad[1]:
+            win = _tap_windows(x, k, ctx.left, g).transpose(0, 1)  # (g, M, k*cg)
+            gy = grad.reshape(-1, g, cg).transpose(0, 1)  # (g, M, cg)
+            grad_w = torch.bmm(gy.transpose(1, 2), win).reshape(g, cg, k, cg).transpose(2, 3).reshape(weight.shape)
+        return grad_x, grad_w, None
+
+
 class ConvPositionalEmbedding(nn.Module):
     """Relative positional information from a wide grouped convolution (paper section 2).
 
@@ -244,6 +297,9 @@ class ConvPositionalEmbedding(nn.Module):
         # An even kernel with padding k//2 yields one extra frame; drop the last.
         self.num_pad_remove = 1 if kernel % 2 == 0 else 0
         self.activation = nn.GELU()
+        # Batched matrix products over tap windows (`_GroupedConvAsMatmul`) instead of cuDNN's
+        # grouped convolution (accel.use_matmul_convolutions)
+        self.matmul = False
 
     # On CUDA, groups whose width is not a multiple of 64 channels are zero-padded to one:
     # cuDNN's grouped kernels for BASE's 48 channels per group took 15.7 ms forward + backward
@@ -252,6 +308,8 @@ class ConvPositionalEmbedding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(batch, frames, dim) -> (batch, frames, dim) positional term to add to x."""
+        if self.matmul:
+            return self.activation(self.as_matmul(x))
         width = x.shape[-1] // self.conv.groups
         if x.is_cuda and self.pad_groups_on_cuda and width % 64:
             return self.activation(self._padded_groups(x, -(-width // 64) * 64))
@@ -260,6 +318,24 @@ class ConvPositionalEmbedding(nn.Module):
             y = y[:, :, : -self.num_pad_remove]
         return self.activation(y).transpose(1, 2)
 
+    def normalized_weight(self) -> Tensor:
+        """g * v / ||v||, the norm over all but the kernel axis: what the parametrization
+        computes, as plain reductions (its fused CUDA kernel for dim=2 took 0.85 ms forward +
+        backward per BASE step on an H100)."""
+        p = self.conv.parametrizations.weight
+        g, v = p.original0, p.original1
+        wide = v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
+        return v * (g / wide.square().sum((0, 1), keepdim=True).sqrt().to(v.dtype))
+
+    def as_matmul(self, x: Tensor) -> Tensor:
+        """The convolution as `_GroupedConvAsMatmul` (as many frames out as in: the extra frame
+        of an even kernel is never computed), in autocast's dtype where autocast is on."""
+        kind = x.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+        with torch.autocast(kind, enabled=False):
+            y = _GroupedConvAsMatmul.apply(x.to(dtype), self.normalized_weight().to(dtype), self.conv.padding[0])
+            return y + self.conv.bias.to(dtype)
+
     def _padded_groups(self, x: Tensor, padded: int) -> Tensor:
         """The same convolution with every group zero-padded to `padded` channels (in and out)."""
         conv = self.conv
@@ -267,7 +343,8 @@ class ConvPositionalEmbedding(nn.Module):
         g, k = conv.groups, conv.kernel_size[0]
         cg = d // g
         extra = padded - cg
-        weight = F.pad(conv.weight.view(g, cg, cg, k), (0, 0, 0, extra, 0, extra)).reshape(g * padded, padded, k)
+        weight = F.pad(self.normalized_weight().view(g, cg, cg, k), (0, 0, 0, extra, 0, extra))
+        weight = weight.reshape(g * padded, padded, k)
         bias = F.pad(conv.bias.view(g, cg), (0, extra)).reshape(-1)
         xp = F.pad(x.view(b, t, g, cg), (0, extra)).reshape(b, t, g * padded).transpose(1, 2)
         y = F.conv1d(xp, weight, bias, padding=conv.padding, groups=g)[:, :, : t + 2 * conv.padding[0] - k + 1
@@ -388,6 +465,12 @@ class TransformerEncoder(nn.Module):
         # every rank to skip the same blocks).
         self.activation_checkpointing = False
         self.layerdrop_generator: torch.Generator | None = None
+        # Set by `accel.compile_model`: `run_stack` compiled, all blocks as one graph (one call
+        # instead of one per block: the per-call overhead made the step host-bound). Blocks
+        # LayerDrop skips in that path are computed and discarded (`dropped_layers` names
+        # them, `release_dropped_grads` gives their parameters no gradient, as skipping does).
+        self.compiled_stack = None
+        self.dropped_layers: list[int] = []
         self.pos_conv_embed = ConvPositionalEmbedding(dim, conv_pos, conv_pos_groups, dropout)
         self.layer_norm = nn.LayerNorm(dim, eps=1e-5)
         self.dropout = nn.Dropout(dropout)
@@ -427,13 +510,19 @@ class TransformerEncoder(nn.Module):
             x = self.layer_norm(x)
         x = self.dropout(x)
         hidden: list[Tensor] | None = [] if output_hidden_states else None
+        checkpointing = self.activation_checkpointing and self.training and torch.is_grad_enabled()
+        if self.compiled_stack is not None and hidden is None and not checkpointing:
+            keeps = [not self._layerdrop_skips() for _ in self.layers]
+            self.dropped_layers = [i for i, kept in enumerate(keeps) if not kept]
+            keep = None if all(keeps) else torch.tensor(keeps).to(x.device, non_blocking=True)
+            x = self.compiled_stack(x, attn_mask, keep)
+            return (self.layer_norm(x) if self.layer_norm_first else x), None
         for layer in self.layers:
             if hidden is not None:
                 hidden.append(x)
-            if self.training and self.layerdrop > 0 and torch.rand((), generator=self.layerdrop_generator) \
-                    < self.layerdrop:
+            if self._layerdrop_skips():
                 continue
-            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            if checkpointing:
                 # non-reentrant, and the RNG state is restored for the recomputation: same dropout masks
                 x = checkpoint(layer, x, attn_mask, use_reentrant=False, preserve_rng_state=True)
             else:
@@ -443,6 +532,27 @@ class TransformerEncoder(nn.Module):
         if hidden is not None:
             hidden.append(x)
         return x, hidden
+
+    def _layerdrop_skips(self) -> bool:
+        """One LayerDrop draw: whether the next block is skipped."""
+        return self.training and self.layerdrop > 0 and bool(
+            torch.rand((), generator=self.layerdrop_generator) < self.layerdrop)
+
+    def run_stack(self, x: Tensor, attn_mask: Tensor | None, keep: Tensor | None) -> Tensor:
+        """Every block in turn; `keep` (layers,) bool on x's device, None = all: a block with
+        keep False passes its input through (its output is discarded, so its gradient is zero)."""
+        for i, layer in enumerate(self.layers):
+            y = layer.forward(x, attn_mask)  # .forward: traced here, not each block's own compiled call
+            x = y if keep is None else torch.where(keep[i], y, x)
+        return x
+
+    def release_dropped_grads(self) -> None:
+        """Gradients of the blocks LayerDrop dropped in the last forward back to None (what
+        skipping them leaves), so that AdamW leaves them untouched this update."""
+        for i in self.dropped_layers:
+            for p in self.layers[i].parameters():
+                p.grad = None
+        self.dropped_layers = []
 
 
 def init_bert_params(module: nn.Module) -> None:

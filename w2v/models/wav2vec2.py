@@ -137,8 +137,11 @@ class Wav2Vec2Model(nn.Module):
             with torch.no_grad():
                 features, frame_lengths = self.feature_extractor(waveforms, lengths)
         if frame_lengths is None:
-            frame_lengths = torch.full((features.shape[0],), features.shape[1], dtype=torch.long)
-        return features, frame_lengths.to(features.device)
+            return features, torch.full((features.shape[0],), features.shape[1], dtype=torch.long,
+                                        device=features.device)
+        # non_blocking: a small host-to-device copy is staged at once; a blocking one would
+        # wait for the whole feature encoder (the GPU then idles while the host catches up)
+        return features, frame_lengths.to(features.device, non_blocking=True)
 
     def compute_masks(
         self, padding_mask: Tensor, dim: int, generator: Generator = None, with_time: bool = True

@@ -29,7 +29,7 @@ from w2v.data.prefetch import Prefetcher
 from w2v.decode.ctc import load_units
 from w2v.io import atomic_path, write_json
 from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC
-from w2v.models.accel import compile_model, set_activation_checkpointing, use_matmul_convolutions
+from w2v.models.accel import compile_model, release_dropped_grads, set_activation_checkpointing, use_matmul_convolutions
 from w2v.models.adapters import adapter_weights, freeze_base, is_adapter_key
 from w2v.models.families import build_ctc_model, build_pretraining_model, config_from_dict, family_of
 from w2v.train.checkpoint import CheckpointDir, load, save_atomic
@@ -547,7 +547,9 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 group["lr"] = lr
             frozen = task == "finetune" and num_updates < tcfg.freeze_transformer_updates
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                if sharded and hasattr(raw_model, "wav2vec2"):  # every rank must skip the same blocks
+                # every rank must skip the same blocks: FSDP's collectives, and the compiled
+                # stack's released gradients (accel.release_dropped_grads) after DDP's all-reduce
+                if info.enabled and hasattr(raw_model, "wav2vec2"):
                     raw_model.wav2vec2.encoder.layerdrop_generator = _step_generator(tcfg.seed, num_updates)[0]
                 if task == "pretrain":
                     lab = collate_labels(batch_labels).to(dev) if labels is not None else None
@@ -560,6 +562,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             opt.zero_grad(set_to_none=True)
             # backward even on a bad loss: with several processes every rank must join the all-reduce
             loss.backward()
+            release_dropped_grads(raw_model)
             gnorm = sharding.grad_norm(params, tcfg.clip_norm if tcfg.clip_norm > 0 else math.inf)
             loss_value, gnorm_value = _read_step(loss, gnorm, stats)  # the step's one host sync
             bad = not (math.isfinite(loss_value) and math.isfinite(gnorm_value))
