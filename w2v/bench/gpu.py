@@ -497,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="torch.compile our hot blocks (w2v.models.accel)")
     p.add_argument("--matmul-conv", action="store_true",
-                   help="also time ours with the conv encoder as channels-last matrix products (keeps the faster)")
+                   help="also time ours with the convolutions as matrix products (keeps the faster)")
     p.add_argument("--no-compare", action="store_true", help="skip the ours-vs-peer table")
     p.add_argument("--ablation", default="", help="presets to run the lever ablation on (pre-training)")
     p.add_argument("--trace", default="", help="workload:preset pairs to profile, e.g. pretrain:base,infer:base")

@@ -53,7 +53,7 @@ class TrainConfig:
     strategy: str = "ddp"  # several processes: ddp (full copy per GPU) | fsdp (weights, grads, optimizer sharded)
     activation_checkpointing: bool = False  # recompute each Transformer block in backward (LARGE and above)
     compile: bool = False  # torch.compile the conv stack and Transformer blocks (w2v.models.accel)
-    matmul_conv: bool = False  # the conv feature encoder as channels-last matrix products (same function)
+    matmul_conv: bool = False  # conv encoder and positional conv as matrix products (same function; GPU speed)
     model_overrides: dict = field(default_factory=dict)  # e.g. mask_prob, layerdrop when fine-tuning
     language_alpha: float = 0.5  # XLSR language sampling p_l ∝ (n_l/N)^α, used when the cuts hold 2+ languages
     adapter: dict | None = None  # fine-tuning: {lang: xx, dim: 16} trains only MMS adapters + head of language xx
