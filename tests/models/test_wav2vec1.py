@@ -94,6 +94,27 @@ def test_future_prediction_loss_by_hand():
     assert stats["accuracy"] == 0.5  # row 2 is a tie: not counted as right
 
 
+def test_infonce_loss_by_hand_and_its_chance_level():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 0.0, 0.0]])
+    loss, _ = future_prediction_loss(FuturePredictionOutput(logits, torch.tensor([1, 1]), torch.tensor([3]), True))
+    first = -(2.0 - math.log(math.exp(2.0) + math.exp(-1.0) + math.exp(0.5)))
+    assert loss.item() == pytest.approx((first + math.log(3)) / 2, rel=1e-6)
+    # the binary loss's trivial optimum (one constant score) is no optimum here: it sits at chance
+    const, _ = future_prediction_loss(FuturePredictionOutput(torch.full((4, 11), -2.3), torch.ones(4), torch.tensor([5]),
+                                                             True))
+    assert const.item() == pytest.approx(math.log(11), rel=1e-6)
+
+
+def test_infonce_setting_reaches_the_loss_through_the_model():
+    cfg = tiny(infonce=True)
+    torch.manual_seed(0)
+    out = Wav2Vec1ForPreTraining(cfg)(torch.randn(2, 4000), None, torch.Generator().manual_seed(1))
+    assert out.infonce
+    loss, _ = future_prediction_loss(out)
+    target = torch.zeros(out.logits.shape[0], dtype=torch.long)
+    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(out.logits, target).item(), rel=1e-6)
+
+
 def test_gradients_reach_encoder_context_and_step_maps():
     torch.manual_seed(0)
     m = Wav2Vec1ForPreTraining(tiny(encoder_linear_layers=2))

@@ -97,7 +97,7 @@ class VqWav2VecForPreTraining(nn.Module):
             self.vector_quantizer = KmeansVectorQuantizer(dim, cfg.vq_groups, cfg.vq_vars, cfg.vq_gamma)
         self.feature_aggregator = ContextNetwork(dim, cfg.conv_aggregator_layers, cfg.skip_connections_agg,
                                                  cfg.residual_scale, cfg.dropout)
-        self.predictor = FuturePredictor(cfg.context_dim, dim, cfg.prediction_steps, cfg.num_negatives)
+        self.predictor = FuturePredictor(cfg.context_dim, dim, cfg.prediction_steps, cfg.num_negatives, cfg.infonce)
 
     def set_num_updates(self, num_updates: int) -> None:
         self.vector_quantizer.set_num_updates(num_updates)

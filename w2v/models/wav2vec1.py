@@ -45,6 +45,9 @@ class Wav2Vec1Config(FamilyConfig):
     dropout: float = 0.0  # fairseq dropout (encoder and context network)
     prediction_steps: int = 12  # fairseq prediction_steps: K future steps
     num_negatives: int = 10  # fairseq num_negatives: distractors per step from the same utterance
+    # fairseq criterion `infonce`: cross-entropy over the positive and its distractors instead of
+    # the paper's binary loss (whose trivial optimum, one constant score, small runs fall into)
+    infonce: bool = False
     # --- downstream CTC acoustic model on the frozen context features (fine-tuning) ---
     downstream_layers: int = 2  # BiLSTM layers
     downstream_dim: int = 256  # BiLSTM hidden units per direction
@@ -137,20 +140,23 @@ class FuturePredictionOutput:
             true z_{i+k}, over every step k and every i with i + k inside the utterance.
         steps: (num_pairs,) the step k of each row.
         lengths: (batch,) valid frames.
+        infonce: score them with cross-entropy (True) or the paper's binary loss.
     """
 
     logits: Tensor
     steps: Tensor
     lengths: Tensor
+    infonce: bool = False
 
 
 class FuturePredictor(nn.Module):
     """Per-step affine maps h_k and the scores of true and distractor future latents."""
 
-    def __init__(self, context_dim: int, target_dim: int, steps: int, num_negatives: int):
+    def __init__(self, context_dim: int, target_dim: int, steps: int, num_negatives: int, infonce: bool = False):
         super().__init__()
         self.steps = steps
         self.num_negatives = num_negatives
+        self.infonce = infonce
         self.project_to_steps = nn.Linear(context_dim, steps * target_dim)  # h_k for k = 1..K, stacked
 
     def forward(self, c: Tensor, z: Tensor, lengths: Tensor, generator: Generator = None,
@@ -187,7 +193,7 @@ class FuturePredictor(nn.Module):
             logits, step_ids = torch.cat(rows), torch.cat(steps)
         else:
             logits, step_ids = z.new_zeros(0, 1 + n), torch.zeros(0, dtype=torch.long, device=z.device)
-        return FuturePredictionOutput(logits=logits, steps=step_ids, lengths=lengths)
+        return FuturePredictionOutput(logits=logits, steps=step_ids, lengths=lengths, infonce=self.infonce)
 
 
 class Wav2Vec1Model(nn.Module):
@@ -227,7 +233,8 @@ class Wav2Vec1ForPreTraining(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.wav2vec = Wav2Vec1Model(cfg)
-        self.predictor = FuturePredictor(cfg.context_dim, cfg.conv_dim, cfg.prediction_steps, cfg.num_negatives)
+        self.predictor = FuturePredictor(cfg.context_dim, cfg.conv_dim, cfg.prediction_steps, cfg.num_negatives,
+                                         cfg.infonce)
 
     def set_num_updates(self, num_updates: int) -> None:
         pass

@@ -1,6 +1,7 @@
 """Pre-training objectives of the other family members, kept outside the models as `losses`.
 
-- `future_prediction_loss`: wav2vec 1.0's binary contrastive loss (Schneider et al. 2019, eq. 1).
+- `future_prediction_loss`: wav2vec 1.0's binary contrastive loss (Schneider et al. 2019, eq. 1),
+  or fairseq's `infonce` cross-entropy.
 - `vq_wav2vec_loss`: the same on quantized latents plus the k-means terms (Baevski et al. 2019, eq. 2).
 - `masked_token_loss`: vq-wav2vec's BERT stage, cross-entropy at masked unit tokens.
 - `hubert_loss`: HuBERT's masked prediction (Hsu et al. 2021, eqs. 1-3).
@@ -30,11 +31,15 @@ def future_prediction_loss(out: FuturePredictionOutput) -> tuple[Tensor, dict[st
 
     The paper's lambda * E[...] with lambda = the number of negatives is the sum over the drawn
     negatives. Averaged over the (i, k) pairs, so the scale does not depend on batch size.
+    With `out.infonce` (fairseq's `infonce`): -log softmax of the positive among the positive and
+    its distractors, averaged over the pairs (chance: ln(1 + negatives)).
     """
     logits = out.logits.float()
     n = logits.shape[0]
     if n == 0:
         loss = logits.sum() * 0.0
+    elif out.infonce:
+        loss = F.cross_entropy(logits, torch.zeros(n, dtype=torch.long, device=logits.device))
     else:
         labels = torch.zeros_like(logits)
         labels[:, 0] = 1.0
