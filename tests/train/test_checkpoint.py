@@ -47,3 +47,13 @@ def test_leftover_temporary_file_of_a_killed_save_is_ignored_and_removed(tmp_pat
     stale.write_bytes(b"half a checkpoint")
     d2 = ck.CheckpointDir(tmp_path)
     assert not stale.exists() and ck.load(d2.latest())["n"] == 1
+
+
+def test_dev_rank_prefers_a_wordy_model_to_an_empty_one():
+    from w2v.train.loop import dev_rank
+
+    blank = {"wer": 1.0, "cer": 1.0}  # all-blank CTC output
+    wordy = {"wer": 1.049, "cer": 0.597}  # most characters right, words inserted
+    assert dev_rank(wordy) < dev_rank(blank)
+    assert dev_rank({"wer": 0.93, "cer": 0.60}) < dev_rank(wordy)  # below 100%, WER decides
+    assert dev_rank({"wer": 0.5, "cer": 0.3}) < dev_rank({"wer": 0.5, "cer": 0.4})

@@ -272,6 +272,14 @@ def _step_generator(seed: int, num_updates: int, rank: int = 0) -> tuple[torch.G
     return torch.Generator().manual_seed(s), np.random.default_rng(s)
 
 
+def dev_rank(metrics: dict) -> tuple[float, float]:
+    """How dev results rank when picking the best checkpoint (lower is better): WER, capped at
+    100%, then CER. Uncapped, an empty output (WER exactly 100%) would beat a model that gets
+    most characters right but inserts words (WER above 100%), as early all-blank CTC
+    checkpoints of small runs did."""
+    return min(metrics["wer"], 1.0), metrics["cer"]
+
+
 def evaluate_ctc(model, store: AudioStore, refs: list[str], units: list[str], tcfg: TrainConfig,
                  device: torch.device) -> dict:
     """Greedy-decode a dev set with the decode stage's code; its word and character error rates."""
@@ -609,8 +617,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 is_best = False
                 if dev_store is not None:
                     metrics = evaluate_ctc(raw_model, dev_store, dev_refs, units, tcfg, dev)
-                    is_best = best is None or metrics["wer"] < best["wer"] or (
-                        metrics["wer"] == best["wer"] and metrics["cer"] < best["cer"])
+                    is_best = best is None or dev_rank(metrics) < dev_rank(best)
                     if is_best:
                         best = {**metrics, "update": num_updates}
                     dev_row = {"update": num_updates, "dev_wer": metrics["wer"], "dev_cer": metrics["cer"]}
