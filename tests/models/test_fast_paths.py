@@ -214,3 +214,12 @@ def test_positional_conv_as_matrix_products_equals_grouped_conv(dim, kernel, gro
     w = torch.randn(dim, dim // groups, kernel, dtype=torch.float64, requires_grad=True)
     xs = torch.randn(2, 7, dim, dtype=torch.float64, requires_grad=True)  # shorter than the kernel
     assert torch.autograd.gradcheck(lambda a, b: _GroupedConvAsMatmul.apply(a, b, kernel // 2), (xs, w))
+
+
+def test_compile_model_keeps_per_block_calls_for_fsdp():
+    """FSDP gathers a block's weights in hooks of the block's own call: no single graph then."""
+    from w2v.models.accel import compile_model
+
+    for one_graph in (True, False):
+        model = compile_model(Wav2Vec2ForPreTraining(small_cfg()), one_graph=one_graph)  # compiles lazily
+        assert (model.wav2vec2.encoder.compiled_stack is not None) == one_graph

@@ -29,14 +29,17 @@ def _encoder(model: nn.Module) -> Wav2Vec2Model:
     return encoder
 
 
-def compile_model(model: nn.Module, mode: str | None = None) -> nn.Module:
+def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = True) -> nn.Module:
     """Compile the hot blocks of `model` in place (and return it): the conv stack, and the
     Transformer blocks as one graph (`TransformerEncoder.run_stack`) and each on its own (for
-    hidden states and activation checkpointing)."""
+    hidden states and activation checkpointing, and for FSDP: `one_graph=False`, since FSDP
+    gathers a block's sharded weights in hooks of the block's own call, which the one graph
+    calls past)."""
     enc = _encoder(model)
     fe = enc.feature_extractor
     fe.convolve = torch.compile(fe.convolve, mode=mode)
-    enc.encoder.compiled_stack = torch.compile(enc.encoder.run_stack, mode=mode)
+    if one_graph:
+        enc.encoder.compiled_stack = torch.compile(enc.encoder.run_stack, mode=mode)
     pos = enc.encoder.pos_conv_embed
     pos.as_matmul = torch.compile(pos.as_matmul, mode=mode)  # the tap windows as one Triton copy
     for layer in enc.encoder.layers:

@@ -442,7 +442,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     set_activation_checkpointing(model, tcfg.activation_checkpointing)
     use_matmul_convolutions(model, tcfg.matmul_conv)
     if tcfg.compile:
-        compile_model(model)
+        compile_model(model, one_graph=not (info.enabled and tcfg.strategy == "fsdp"))
     sched = Schedule(tcfg.schedule, tcfg.lr, tcfg.max_updates, warmup=tcfg.warmup, hold=tcfg.hold,
                      end_lr=tcfg.end_lr, final_lr_scale=tcfg.final_lr_scale)
     use_bf16 = tcfg.precision == "bf16" or (tcfg.precision == "auto" and dev.type == "cuda")
