@@ -55,6 +55,15 @@ def conv_output_lengths(lengths: Tensor, layers: Sequence[tuple[int, int, int]])
     return out
 
 
+def frame_lengths_on(features: Tensor, frame_lengths: Tensor | None) -> Tensor:
+    """(batch,) frame lengths on `features`' device: every frame when None (unpadded). The copy of
+    CPU lengths does not block: a small host-to-device copy is staged at once, and a blocking one
+    would wait for the whole conv encoder (the GPU then idles while the host catches up)."""
+    if frame_lengths is None:
+        return torch.full((features.shape[0],), features.shape[1], dtype=torch.long, device=features.device)
+    return frame_lengths.to(features.device, non_blocking=True)
+
+
 def lengths_to_padding_mask(lengths: Tensor, max_len: int) -> Tensor:
     """(batch,) lengths -> (batch, max_len) bool, True at padding."""
     return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
@@ -587,6 +596,7 @@ __all__ = [
     "TransformerEncoder",
     "TransformerLayer",
     "conv_output_lengths",
+    "frame_lengths_on",
     "init_bert_params",
     "init_conv_feature_encoder",
     "lengths_to_padding_mask",

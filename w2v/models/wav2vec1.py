@@ -19,7 +19,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from w2v.models.components import ConvFeatureEncoder, init_conv_feature_encoder, lengths_to_padding_mask
+from w2v.models.components import (ConvFeatureEncoder, frame_lengths_on, init_conv_feature_encoder,
+                                   lengths_to_padding_mask)
 from w2v.models.families import FamilyConfig
 from w2v.models.masking import Generator, sample_negatives
 
@@ -95,9 +96,7 @@ class Wav2Vec1Encoder(nn.Module):
         z = self.linear(z)
         if self.log_compression:
             z = torch.log(z.abs() + 1)
-        if frame_lengths is None:
-            frame_lengths = torch.full((z.shape[0],), z.shape[1], dtype=torch.long)
-        return self.dropout(z), frame_lengths.to(z.device)
+        return self.dropout(z), frame_lengths_on(z, frame_lengths)
 
 
 class ContextNetwork(nn.Module):

@@ -19,6 +19,7 @@ from w2v.models.components import (
     FeatureProjection,
     GradMultiply,
     TransformerEncoder,
+    frame_lengths_on,
     init_bert_params,
     init_conv_feature_encoder,
     lengths_to_padding_mask,
@@ -136,12 +137,7 @@ class Wav2Vec2Model(nn.Module):
         else:
             with torch.no_grad():
                 features, frame_lengths = self.feature_extractor(waveforms, lengths)
-        if frame_lengths is None:
-            return features, torch.full((features.shape[0],), features.shape[1], dtype=torch.long,
-                                        device=features.device)
-        # non_blocking: a small host-to-device copy is staged at once; a blocking one would
-        # wait for the whole feature encoder (the GPU then idles while the host catches up)
-        return features, frame_lengths.to(features.device, non_blocking=True)
+        return features, frame_lengths_on(features, frame_lengths)
 
     def compute_masks(
         self, padding_mask: Tensor, dim: int, generator: Generator = None, with_time: bool = True
