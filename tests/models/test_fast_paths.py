@@ -9,7 +9,9 @@ from w2v.models import Wav2Vec2ForPreTraining, compute_mask_indices
 from w2v.models.accel import set_activation_checkpointing, use_matmul_convolutions
 from w2v.models.components import ConvFeatureEncoder
 from w2v.models.config import BASE_CONV_LAYERS
-from w2v.models.masking import device_generator, negative_positions
+from w2v.models.masking import device_generator, negative_positions, static_negative_picks
+from w2v.models.wav2vec2 import PreTrainingOutput
+from w2v.train.losses import pretraining_loss
 
 from test_wav2vec2 import batch, small_cfg
 
@@ -223,3 +225,92 @@ def test_compile_model_keeps_per_block_calls_for_fsdp():
     for one_graph in (True, False):
         model = compile_model(Wav2Vec2ForPreTraining(small_cfg()), one_graph=one_graph)  # compiles lazily
         assert (model.wav2vec2.encoder.compiled_stack is not None) == one_graph
+
+
+def test_static_negative_picks_draw_other_selected_frames_of_the_same_utterance():
+    g = torch.Generator().manual_seed(0)
+    selected = torch.zeros(3, 40, dtype=torch.bool)
+    selected[0, 3:30:3] = True  # 9 frames
+    selected[1, 10] = True  # alone: only itself to offer
+    k = 400
+    picks = static_negative_picks(selected, torch.rand(k, 3, 40, generator=g))
+    assert picks.shape == (k, 3, 40)
+    frames = selected[0].nonzero().squeeze(1)
+    for t in frames.tolist():
+        drawn = picks[:, 0, t]
+        assert selected[0, drawn].all() and not (drawn == t).any()
+        counts = torch.bincount(drawn, minlength=40)[frames]
+        assert (counts > 0).sum() == len(frames) - 1  # every other selected frame turns up
+        assert counts.max() < 2.2 * k / (len(frames) - 1)  # about uniformly
+    assert (picks[:, 1, 10] == 10).all()
+    assert ((picks >= 0) & (picks < 40)).all()  # rows of unselected frames stay in range
+
+
+def _static_and_general(model, wav, lengths, k):
+    """The static head's logits and the general head's, with the same negatives."""
+    g = torch.Generator().manual_seed(3)
+    out = model.wav2vec2(wav, lengths, mask=True, generator=g)
+    b, t = out.mask_indices.shape
+    neg_u = torch.rand(k, b, t, generator=g, dtype=torch.float64)
+    picks = static_negative_picks(out.mask_indices, neg_u)
+    flat = out.mask_indices.reshape(-1).nonzero().squeeze(1)
+    neg_idx = (torch.arange(b)[:, None] * t + picks).reshape(k, -1)[:, flat]
+    general = model.contrastive_head(out, negatives_indices=neg_idx)
+    logits, prob_ppl, code_ppl = model.static_logits(out.features, out.hidden, out.mask_indices, neg_u, None,
+                                                     torch.tensor(model.quantizer.temperature))
+    static = PreTrainingOutput(logits, prob_ppl, code_ppl, general.num_vars, general.temperature, out.features_pen,
+                               out.mask_indices, out.lengths, frame_mask=out.mask_indices.reshape(-1))
+    return static, general, flat
+
+
+def test_static_head_equals_the_general_head_with_the_same_negatives():
+    """The head `compile_model` compiles (uncompiled here): a row per frame, the masked rows
+    equal to the general head's, and the loss, its statistics and gradients with them."""
+    torch.manual_seed(0)
+    cfg = small_cfg(dropout=0.0, attention_dropout=0.0, dropout_input=0.0, dropout_features=0.0, mask_prob=0.5)
+    model = Wav2Vec2ForPreTraining(cfg).double().eval()  # eval: argmax codes, same on both paths
+    wav, lengths = batch()
+    static, general, flat = _static_and_general(model, wav.double(), lengths, cfg.num_negatives)
+    assert static.logits.shape == (wav.shape[0] * static.mask_indices.shape[1], 1 + cfg.num_negatives)
+    rows = static.logits[flat]
+    assert torch.equal(torch.isneginf(rows), torch.isneginf(general.logits))
+    assert torch.isneginf(general.logits).any()  # duplicates of the positive occur here (few codes)
+    finite = torch.isfinite(general.logits)
+    torch.testing.assert_close(rows[finite], general.logits[finite])
+    torch.testing.assert_close(static.prob_perplexity, general.prob_perplexity)
+    losses, grads = [], []
+    for out in (static, general):
+        model.zero_grad()
+        loss, stats = pretraining_loss(out)
+        loss.backward(retain_graph=True)
+        losses.append(stats)
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    for key in ("loss", "contrastive", "accuracy", "num_masked", "diversity"):
+        assert losses[0][key] == pytest.approx(losses[1][key], rel=1e-6), key  # the loss runs in fp32
+    assert len(grads[0]) == len(grads[1])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # through the fp32 loss
+
+
+def test_static_head_trains():
+    """The path under `compile_model`, in training (Gumbel noise drawn outside the graph,
+    LayerDrop, dropout): finite, and AdamW steps bring the loss down."""
+    from w2v.models.accel import compile_model
+
+    torch.manual_seed(0)
+    model = Wav2Vec2ForPreTraining(small_cfg(mask_prob=0.5, layerdrop=0.2)).train()
+    model.static_head = True
+    assert compile_model(Wav2Vec2ForPreTraining(small_cfg())).static_head  # compile_model switches it on
+    wav, lengths = batch()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(12):
+        out = model(wav, lengths, generator=torch.Generator().manual_seed(0))
+        assert out.frame_mask is not None and out.logits.shape[0] == out.mask_indices.numel()
+        loss, stats = pretraining_loss(out, sync=False)
+        assert torch.is_tensor(stats["num_masked"]) and stats["num_masked"] == out.mask_indices.sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]

@@ -222,8 +222,13 @@ def optimizer(model: torch.nn.Module, dev: torch.device, fused: bool = True) -> 
 
 
 def free(dev: torch.device) -> None:
+    """Memory and compiled code of the last model. Compiled code is cached per function and
+    guarded on the model instance, so without the reset each new model's graphs pile up on the
+    same functions until dynamo's cache limit (8) is hit and it silently runs them eager: later
+    workloads of a run were then timed (partly) uncompiled."""
     import gc
 
+    torch._dynamo.reset()
     gc.collect()
     if dev.type == "cuda":
         torch.cuda.empty_cache()

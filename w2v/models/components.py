@@ -111,12 +111,16 @@ def _matmul_layer(layer: "_ConvLayer", x: Tensor) -> Tensor:
     reads s frames starting at (t + j)*s, which for all t is a reshape of a contiguous slice
     (s*C_in features per frame), or one frame, a strided slice. The convolution is then a
     sum of matrix products with the matching slices of the weight; no unfold, no transposes.
+    A layer with few input values per frame (the first) is a sum of broadcasts instead
+    (`_few_taps_layer`).
     """
     conv = layer.conv
     kernel, stride = conv.kernel_size[0], conv.stride[0]
     b, t_in, c_in = x.shape
     frames = max(0, (t_in - kernel) // stride + 1)
     weight = conv.weight  # (C_out, C_in, k)
+    if c_in * kernel <= _FEW_TAPS:
+        return _few_taps_layer(layer, x, frames)
     out = None
     start = 0
     for j, taps in enumerate(_matmul_taps(kernel, stride)):
@@ -131,6 +135,31 @@ def _matmul_layer(layer: "_ConvLayer", x: Tensor) -> Tensor:
         start += taps
     if conv.bias is not None:
         out = out + conv.bias
+    return _norm_and_activation(layer, out)
+
+
+# A first layer (one input channel, a kernel of 10) is two tap groups of 5: two matrix products of
+# reduction 5, each output written and read back to be added (8 x 50k x 512 values per BASE batch).
+# Its windows copied out (10 values per frame) make it one product.
+_FEW_TAPS = 16
+
+
+def _few_taps_layer(layer: "_ConvLayer", x: Tensor, frames: int) -> Tensor:
+    """`_matmul_layer` for layers with at most `_FEW_TAPS` input values per output frame: one
+    matrix product over the copied windows (batch, frames, C_in * k)."""
+    conv = layer.conv
+    kernel, stride = conv.kernel_size[0], conv.stride[0]
+    b, _, c_in = x.shape
+    if frames:
+        windows = x[:, :(frames - 1) * stride + kernel].unfold(1, kernel, stride)  # (b, frames, C_in, k) view
+    else:
+        windows = x.new_zeros(b, 0, c_in, kernel)
+    out = F.linear(windows.reshape(b, frames, c_in * kernel), conv.weight.reshape(conv.weight.shape[0], -1), conv.bias)
+    return _norm_and_activation(layer, out)
+
+
+def _norm_and_activation(layer: "_ConvLayer", out: Tensor) -> Tensor:
+    """The norm (channels-last) and activation of `layer` on its conv output."""
     if layer.norm_kind in ("group", "group1"):
         # GroupNorm channels-last: per channel over time ("group") or over both ("group1"),
         # in at least fp32 (as GroupNorm under autocast)

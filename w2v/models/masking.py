@@ -214,6 +214,43 @@ def negative_positions(
     return flat, torch.cat(picks)
 
 
+def negative_uniforms(num_negatives: int, shape: tuple[int, int], generator: Generator = None,
+                      device: torch.device | str | None = None) -> Tensor:
+    """(K, batch, frames) float64 uniforms on `device`: the randomness of `static_negative_picks`,
+    drawn outside the (compiled) graph that uses it."""
+    u = _uniform((num_negatives, *shape), generator)
+    return u if device is None else u.to(device)
+
+
+def static_negative_picks(selected: Tensor, uniforms: Tensor) -> Tensor:
+    """`negative_positions` with static shapes: a row of negatives for every frame, none of
+    them found by `nonzero`, so a compiled graph needs no host synchronisation.
+
+    The distribution of a selected frame's row is that of `negative_positions` (uniform with
+    replacement over the other selected frames of its utterance, the frame itself when it is the
+    only one); rows of unselected frames are drawn the same way and mean nothing.
+
+    Args:
+        selected: (batch, frames) bool, the positives.
+        uniforms: (K, batch, frames) in [0, 1) (`negative_uniforms`).
+
+    Returns:
+        (K, batch, frames) long: the frame (time index within the same utterance) of each
+        negative.
+    """
+    b, t = selected.shape
+    sel = selected.long()
+    counts = sel.sum(1, keepdim=True)  # (B, 1)
+    rank = sel.cumsum(1) - 1  # a selected frame's place among its utterance's selected frames
+    # The selected frames' times in order, then the others: a permutation, built by scatter.
+    place = torch.where(selected, rank, counts + (1 - sel).cumsum(1) - 1)
+    order = torch.empty_like(place).scatter_(1, place, torch.arange(t, device=selected.device).expand(b, t))
+    r = (uniforms * (counts - 1).clamp(min=0)).long()  # (K, B, T) among the others
+    r = r + (r >= rank).long()  # skip the frame itself
+    r = torch.where(counts > 1, r, rank.clamp(min=0))  # nothing else to draw from
+    return order.gather(1, r.permute(1, 0, 2).reshape(b, -1)).view(b, -1, t).permute(1, 0, 2)
+
+
 def sample_negatives(
     targets: Tensor,
     num_negatives: int,
@@ -258,4 +295,7 @@ def sample_negatives(
     return negatives, neg_idx
 
 
-__all__ = ["compute_mask_indices", "device_generator", "negative_positions", "sample_negatives"]
+__all__ = [
+    "compute_mask_indices", "device_generator", "negative_positions", "negative_uniforms", "sample_negatives",
+    "static_negative_picks",
+]

@@ -36,16 +36,25 @@ def _perplexity(probs: Tensor) -> Tensor:
     return torch.exp(-(probs * torch.log(probs + 1e-7)).sum(-1)).sum()
 
 
-def gumbel_softmax_hard(logits: Tensor, tau: float, generator: torch.Generator | None = None) -> Tensor:
+def gumbel_uniforms(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
+                    dtype: torch.dtype = torch.float32) -> Tensor:
+    """The uniforms behind the Gumbel noise, drawn on the generator's device (the training
+    loop's generators live on the CPU, so that runs are reproducible across devices) and moved
+    to `device`."""
+    where = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=where, dtype=dtype).to(device)
+
+
+def gumbel_softmax_hard(logits: Tensor, tau: float | Tensor, generator: torch.Generator | None = None,
+                        uniforms: Tensor | None = None) -> Tensor:
     """Hard one-hot sample with straight-through gradient of the soft sample.
 
     Same distribution as `F.gumbel_softmax(hard=True)`, but the noise comes from `generator`
-    so that a resumed run draws the same codes. The noise is drawn on the generator's device
-    (the training loop's generators live on the CPU, so that runs are reproducible across
-    devices) and moved to the logits' device.
+    so that a resumed run draws the same codes (`gumbel_uniforms`), or from `uniforms` drawn
+    beforehand (a compiled graph takes its randomness as inputs; `tau` may then be a tensor,
+    so that the decaying temperature does not recompile it).
     """
-    where = generator.device if generator is not None else logits.device
-    u = torch.rand(logits.shape, generator=generator, device=where, dtype=logits.dtype).to(logits.device)
+    u = gumbel_uniforms(logits.shape, generator, logits.device, logits.dtype) if uniforms is None else uniforms
     tiny = torch.finfo(logits.dtype).tiny
     gumbels = -torch.log((-torch.log(u.clamp_min(tiny))).clamp_min(tiny))
     soft = ((logits + gumbels) / tau).softmax(-1)
@@ -114,7 +123,8 @@ class GumbelVectorQuantizer(nn.Module):
         return self.weight_proj(x).view(b, t, self.num_groups, self.num_vars_per_group).argmax(-1)
 
     def forward(
-        self, x: Tensor, mask: Tensor | None = None, generator: torch.Generator | None = None
+        self, x: Tensor, mask: Tensor | None = None, generator: torch.Generator | None = None,
+        uniforms: Tensor | None = None, temperature: Tensor | None = None,
     ) -> QuantizerOutput:
         """
         Args:
@@ -122,6 +132,10 @@ class GumbelVectorQuantizer(nn.Module):
             mask: (batch, frames) bool, True at frames that count in the perplexities
                 (unpadded frames, or the masked frames during pre-training as HF). None = all.
             generator: source of the Gumbel noise (training only).
+            uniforms: (batch * frames, G, V) fp32 uniforms of the Gumbel noise instead
+                (`gumbel_uniforms`; for compiled callers).
+            temperature: the current temperature as a tensor (compiled callers), else
+                `self.temperature`.
 
         Returns:
             QuantizerOutput with `quantized` (batch, frames, codevector_dim).
@@ -143,7 +157,8 @@ class GumbelVectorQuantizer(nn.Module):
         prob_perplexity = _perplexity(avg_probs)
 
         if self.training:
-            onehot = gumbel_softmax_hard(logits.float(), self.temperature, generator).type_as(logits)
+            tau = self.temperature if temperature is None else temperature
+            onehot = gumbel_softmax_hard(logits.float(), tau, generator, uniforms).type_as(logits)
         else:
             onehot = _one_hot(logits.argmax(-1), v, logits.dtype)
         # (b*t, g, v, 1) * (g, v, d/g) summed over v -> (b*t, g, d/g)
@@ -158,4 +173,4 @@ class GumbelVectorQuantizer(nn.Module):
         )
 
 
-__all__ = ["GumbelVectorQuantizer", "QuantizerOutput", "gumbel_softmax_hard"]
+__all__ = ["GumbelVectorQuantizer", "QuantizerOutput", "gumbel_softmax_hard", "gumbel_uniforms"]

@@ -26,8 +26,15 @@ from w2v.models.components import (
 )
 from w2v.models.adapters import is_adapter_key
 from w2v.models.config import Wav2Vec2Config
-from w2v.models.masking import Generator, compute_mask_indices, device_generator, negative_positions
-from w2v.models.quantizer import GumbelVectorQuantizer
+from w2v.models.masking import (
+    Generator,
+    compute_mask_indices,
+    device_generator,
+    negative_positions,
+    negative_uniforms,
+    static_negative_picks,
+)
+from w2v.models.quantizer import GumbelVectorQuantizer, gumbel_uniforms
 
 
 @dataclass
@@ -59,13 +66,17 @@ class PreTrainingOutput:
 
     Attributes:
         logits: (num_masked, 1 + K) cosine similarity / logit_temp; column 0 is the positive,
-            negatives identical to the positive are -inf.
+            negatives identical to the positive are -inf. From the static head
+            (`Wav2Vec2ForPreTraining.static_head`): (batch * frames, 1 + K), a row per frame,
+            of which only the rows where `frame_mask` is True count.
         prob_perplexity, code_perplexity: scalars (None without a quantizer), in [G, G*V].
         num_vars: G*V (0 without a quantizer).
         temperature: current Gumbel temperature.
         features_pen: scalar feature penalty.
         mask_indices: (batch, frames) bool.
         lengths: (batch,) valid frames.
+        frame_mask: (batch * frames,) bool, the rows of `logits` that count, or None when
+            every row does.
     """
 
     logits: Tensor
@@ -76,6 +87,7 @@ class PreTrainingOutput:
     features_pen: Tensor
     mask_indices: Tensor
     lengths: Tensor
+    frame_mask: Tensor | None = None
 
 
 def _zero_padded_samples(waveforms: Tensor, lengths: Tensor | None) -> Tensor:
@@ -233,6 +245,9 @@ class Wav2Vec2ForPreTraining(nn.Module):
             self.quantizer = None
             self.project_q = nn.Linear(cfg.conv_dim, cfg.final_dim)
         self.project_hid = nn.Linear(cfg.encoder_embed_dim, cfg.final_dim)
+        # Set by `accel.compile_model`: everything after the Transformer with static shapes
+        # (`static_logits`, compiled): no host synchronisation, a few fused kernels.
+        self.static_head = False
 
     def set_num_updates(self, num_updates: int) -> None:
         if self.quantizer is not None:
@@ -274,6 +289,8 @@ class Wav2Vec2ForPreTraining(nn.Module):
         cfg = self.cfg
         if out.mask_indices is None:
             raise ValueError("pre-training needs masks: set mask_prob > 0 or pass mask_indices")
+        if self.static_head and negatives_indices is None and self.static_head_applies():
+            return self._static_contrastive_head(out, generator)
         mask_indices = out.mask_indices
         b, t, _ = out.features.shape
         unmasked = self.dropout_features(out.features)
@@ -321,6 +338,82 @@ class Wav2Vec2ForPreTraining(nn.Module):
             mask_indices=mask_indices,
             lengths=out.lengths,
         )
+
+    def static_head_applies(self) -> bool:
+        """The static head covers negatives from the same utterance (the paper's); cross-sample
+        and codebook negatives take the general path."""
+        return self.cfg.cross_sample_negatives == 0 and self.cfg.codebook_negatives == 0
+
+    def _static_contrastive_head(self, out: Wav2Vec2Output, generator: Generator) -> PreTrainingOutput:
+        """`contrastive_head` with a row of logits per frame: the randomness is drawn here, the
+        rest is `static_logits` (one compiled graph under `accel.compile_model`)."""
+        b, t, _ = out.features.shape
+        dev = out.features.device
+        neg_u = negative_uniforms(self.cfg.num_negatives, (b, t), generator, dev)
+        gumbel_u = tau = None
+        temp = 0.0
+        if self.quantizer is not None:
+            temp = self.quantizer.temperature
+            tau = torch.tensor(temp, dtype=torch.float32)  # a tensor: its decay must not recompile
+            if self.training:
+                gen = generator if isinstance(generator, torch.Generator) else None
+                g, v = self.quantizer.num_groups, self.quantizer.num_vars_per_group
+                gumbel_u = gumbel_uniforms((b * t, g, v), gen, dev)
+        logits, prob_ppl, code_ppl = self.static_logits(out.features, out.hidden, out.mask_indices, neg_u,
+                                                        gumbel_u, tau)
+        return PreTrainingOutput(
+            logits=logits,
+            prob_perplexity=prob_ppl,
+            code_perplexity=code_ppl,
+            num_vars=0 if self.quantizer is None else self.quantizer.num_vars,
+            temperature=temp,
+            features_pen=out.features_pen,
+            mask_indices=out.mask_indices,
+            lengths=out.lengths,
+            frame_mask=out.mask_indices.reshape(-1),
+        )
+
+    def static_logits(
+        self, features: Tensor, hidden: Tensor, mask_indices: Tensor, neg_uniforms: Tensor,
+        gumbel_uniforms: Tensor | None, temperature: Tensor | None,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Quantizer, projections, negatives and logits for every frame, all shapes fixed by
+        the input's (batch, frames).
+
+        Args:
+            features: (B, T, C) unmasked conv features; hidden: (B, T, D) context vectors.
+            mask_indices: (B, T) bool, the positives.
+            neg_uniforms: (K, B, T) (`masking.negative_uniforms`).
+            gumbel_uniforms: (B * T, G, V) or None (evaluation); temperature: 0-dim tensor.
+
+        Returns:
+            logits (B * T, 1 + K) as `contrastive_logits` row by row, and the two perplexities.
+        """
+        b, t, _ = features.shape
+        unmasked = self.dropout_features(features)
+        prob_ppl = code_ppl = None
+        if self.quantizer is not None:
+            q = self.quantizer(unmasked, mask=mask_indices, uniforms=gumbel_uniforms, temperature=temperature)
+            targets = self.project_q(q.quantized)
+            prob_ppl, code_ppl = q.prob_perplexity, q.code_perplexity
+        else:
+            targets = self.project_q(unmasked)
+        predictions = self.project_hid(hidden)
+        picks = static_negative_picks(mask_indices, neg_uniforms).permute(1, 2, 0)  # (B, T, K)
+        k = picks.shape[-1]
+        with torch.autocast(features.device.type, enabled=False):
+            p = predictions.float()
+            p = p / p.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+            q = targets.float()
+            q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+            positive = (p * q).sum(-1, keepdim=True)  # (B, T, 1)
+            # Every frame against every frame of its utterance, then the drawn columns.
+            negative = torch.bmm(p, q.transpose(1, 2)).gather(2, picks)  # (B, T, K)
+            exact = targets.detach()
+            drawn = exact.gather(1, picks.reshape(b, t * k, 1).expand(-1, -1, exact.shape[-1]))
+            dup = (drawn.view(b, t, k, -1) == exact.unsqueeze(2)).all(-1)
+            logits = torch.cat([positive, negative.masked_fill(dup, float("-inf"))], dim=-1)
+            return logits.reshape(b * t, 1 + k) / self.cfg.logit_temp, prob_ppl, code_ppl
 
     def contrastive_logits(self, predictions: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
         """Cosine similarities / logit_temp, fp32.

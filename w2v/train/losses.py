@@ -15,18 +15,20 @@ from torch import Tensor
 from w2v.models.wav2vec2 import PreTrainingOutput
 
 
-def contrastive_accuracy(logits: Tensor) -> Tensor:
-    """Fraction of rows whose positive (column 0) beats every negative strictly.
+def contrastive_accuracy(logits: Tensor, reduce: bool = True) -> Tensor:
+    """Fraction of rows whose positive (column 0) beats every negative strictly (with
+    `reduce=False`: per row, 1.0 or 0.0).
 
     A tie with the best negative counts as wrong, so a collapsed model (all logits equal)
     scores 0 rather than 1 (fairseq's argmax/argmin rule has the same intent).
     """
-    if logits.shape[0] == 0:
-        return logits.new_zeros(())
     if logits.shape[1] == 1:
-        return logits.new_ones(())
-    best_negative = logits[:, 1:].max(dim=1).values
-    return (logits[:, 0] > best_negative).float().mean()
+        right = logits.new_ones(logits.shape[0])
+    else:
+        right = (logits[:, 0] > logits[:, 1:].max(dim=1).values).float()
+    if not reduce:
+        return right
+    return right.mean() if logits.shape[0] else logits.new_zeros(())
 
 
 def pretraining_loss(
@@ -50,15 +52,23 @@ def pretraining_loss(
 
     Returns:
         The scalar loss and the stats: loss, contrastive, diversity, feature_pen, accuracy,
-        code_ppl, prob_ppl, temp, num_masked.
+        code_ppl, prob_ppl, temp, num_masked (a tensor from the static head unless `sync`).
     """
     logits = out.logits.float()
-    num_masked = logits.shape[0]
-    if num_masked > 0:
-        target = torch.zeros(num_masked, dtype=torch.long, device=logits.device)
-        contrastive = F.cross_entropy(logits, target, reduction="mean")
+    if out.frame_mask is not None:  # a row per frame (the static head): the masked rows count
+        weight = out.frame_mask.to(logits.dtype)
+        num_masked = weight.sum()
+        per_row = torch.logsumexp(logits, dim=-1) - logits[:, 0]  # cross-entropy of column 0
+        contrastive = torch.where(out.frame_mask, per_row, 0.0).sum() / num_masked.clamp(min=1)
+        accuracy = (contrastive_accuracy(logits.detach(), reduce=False) * weight).sum() / num_masked.clamp(min=1)
     else:
-        contrastive = logits.sum() * 0.0  # keeps the graph; nothing was masked
+        num_masked = logits.shape[0]
+        if num_masked > 0:
+            target = torch.zeros(num_masked, dtype=torch.long, device=logits.device)
+            contrastive = F.cross_entropy(logits, target, reduction="mean")
+        else:
+            contrastive = logits.sum() * 0.0  # keeps the graph; nothing was masked
+        accuracy = contrastive_accuracy(logits.detach())
     loss = contrastive
     diversity = logits.new_zeros(())
     if out.prob_perplexity is not None and out.num_vars > 0:
@@ -79,11 +89,11 @@ def pretraining_loss(
         "contrastive": scalar(contrastive),
         "diversity": scalar(diversity),
         "feature_pen": scalar(feature_pen),
-        "accuracy": scalar(contrastive_accuracy(logits.detach())),
+        "accuracy": scalar(accuracy),
         "code_ppl": scalar(out.code_perplexity),
         "prob_ppl": scalar(out.prob_perplexity),
         "temp": float(out.temperature),
-        "num_masked": float(num_masked),
+        "num_masked": scalar(num_masked) if torch.is_tensor(num_masked) else float(num_masked),
     }
     return loss, stats
 
