@@ -32,7 +32,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from w2v.models import Wav2Vec2ForPreTraining, count_parameters, load_model_config  # noqa: E402
-from w2v.models.accel import set_activation_checkpointing  # noqa: E402
+from w2v.models.accel import (  # noqa: E402
+    compile_model,
+    release_dropped_grads,
+    set_activation_checkpointing,
+    use_matmul_convolutions,
+)
 from w2v.train import distributed, sharding  # noqa: E402
 from w2v.train.losses import pretraining_loss  # noqa: E402
 
@@ -52,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ranks", type=int, default=None, help="processes (default: visible GPUs; CPU: 2)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per rank")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile as training's `compile: true` (w2v.models.accel; one graph per block under fsdp)")
+    p.add_argument("--matmul-conv", action="store_true", help="convolutions as matrix products (`matmul_conv: true`)")
     return p.parse_args(argv)
 
 
@@ -81,9 +89,13 @@ def run_rank(a: argparse.Namespace) -> None:
     model = Wav2Vec2ForPreTraining(cfg).to(dev).train()
     n_params = count_parameters(model)
     set_activation_checkpointing(model, a.checkpointing)
+    use_matmul_convolutions(model, a.matmul_conv)
+    if a.compile:  # as the training loop: before wrapping
+        compile_model(model, one_graph=not (info.enabled and a.strategy == "fsdp"))
     model = sharding.wrap(model, a.strategy, info, dev, bf16, find_unused=cfg.layerdrop > 0)
-    if sharding.is_sharded(model):  # every rank must skip the same blocks
-        model.wav2vec2.encoder.layerdrop_generator = torch.Generator().manual_seed(a.seed)
+    if info.enabled:  # every rank must drop the same blocks (FSDP; DDP with the compiled stack)
+        (model.module if hasattr(model, "module") else model).wav2vec2.encoder.layerdrop_generator = \
+            torch.Generator().manual_seed(a.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     samples = int(a.seconds * 16000)
@@ -102,6 +114,7 @@ def run_rank(a: argparse.Namespace) -> None:
             raw.set_num_updates(step)
             loss, _ = pretraining_loss(model(wav, lengths, generator=torch.Generator().manual_seed(step)))
         loss.backward()
+        release_dropped_grads(raw)
         sharding.grad_norm(params, 10.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -120,6 +133,7 @@ def run_rank(a: argparse.Namespace) -> None:
             "preset": a.preset, "params_m": round(n_params / 1e6, 1), "strategy": a.strategy,
             "world_size": info.world_size, "batch_per_rank": a.batch, "seconds": a.seconds,
             "precision": "bf16" if bf16 else "fp32", "activation_checkpointing": a.checkpointing,
+            "compiled": a.compile, "matmul_conv": a.matmul_conv,
             "device": device, "torch": torch.__version__,
             "state_gib_per_rank_estimate": round(16 * n_params / shards / GIB, 3),
             "step_s": last, "audio_s_per_s": round(info.world_size * a.batch * a.seconds / last, 1),
