@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from w2v.models import Wav2Vec2ForPreTraining, count_parameters, load_model_config  # noqa: E402
 from w2v.models.accel import (  # noqa: E402
     compile_model,
+    layerdrop_leaves_parameters_unused,
     release_dropped_grads,
     set_activation_checkpointing,
     use_matmul_convolutions,
@@ -60,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile as training's `compile: true` (w2v.models.accel; one graph per block under fsdp)")
     p.add_argument("--matmul-conv", action="store_true", help="convolutions as matrix products (`matmul_conv: true`)")
+    p.add_argument("--per-block", action="store_true",
+                   help="with --compile: one compiled call per Transformer block instead of one graph for all")
     return p.parse_args(argv)
 
 
@@ -91,8 +94,9 @@ def run_rank(a: argparse.Namespace) -> None:
     set_activation_checkpointing(model, a.checkpointing)
     use_matmul_convolutions(model, a.matmul_conv)
     if a.compile:  # as the training loop: before wrapping
-        compile_model(model, one_graph=not (info.enabled and a.strategy == "fsdp"))
-    model = sharding.wrap(model, a.strategy, info, dev, bf16, find_unused=cfg.layerdrop > 0)
+        compile_model(model, one_graph=not (a.per_block or (info.enabled and a.strategy == "fsdp")))
+    model = sharding.wrap(model, a.strategy, info, dev, bf16, 
+                          find_unused=layerdrop_leaves_parameters_unused(model, cfg.layerdrop))
     if info.enabled:  # every rank must drop the same blocks (FSDP; DDP with the compiled stack)
         (model.module if hasattr(model, "module") else model).wav2vec2.encoder.layerdrop_generator = \
             torch.Generator().manual_seed(a.seed)
@@ -133,7 +137,7 @@ def run_rank(a: argparse.Namespace) -> None:
             "preset": a.preset, "params_m": round(n_params / 1e6, 1), "strategy": a.strategy,
             "world_size": info.world_size, "batch_per_rank": a.batch, "seconds": a.seconds,
             "precision": "bf16" if bf16 else "fp32", "activation_checkpointing": a.checkpointing,
-            "compiled": a.compile, "matmul_conv": a.matmul_conv,
+            "compiled": a.compile, "matmul_conv": a.matmul_conv, "per_block": a.per_block,
             "device": device, "torch": torch.__version__,
             "state_gib_per_rank_estimate": round(16 * n_params / shards / GIB, 3),
             "step_s": last, "audio_s_per_s": round(info.world_size * a.batch * a.seconds / last, 1),

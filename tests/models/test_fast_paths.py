@@ -314,3 +314,16 @@ def test_static_head_trains():
         opt.step()
         losses.append(float(loss))
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_ddp_looks_for_unused_parameters_only_when_layerdrop_skips_blocks():
+    """The compiled stack runs every block (dropped ones discarded), so DDP need not walk the
+    graph for unused parameters; the block loop skips them, so it must."""
+    from w2v.models.accel import compile_model, layerdrop_leaves_parameters_unused
+
+    model = Wav2Vec2ForPreTraining(small_cfg(layerdrop=0.1))
+    assert layerdrop_leaves_parameters_unused(model, 0.1)
+    assert not layerdrop_leaves_parameters_unused(model, 0.0)
+    compile_model(model)  # lazily
+    assert not layerdrop_leaves_parameters_unused(model, 0.1)
+    assert layerdrop_leaves_parameters_unused(compile_model(Wav2Vec2ForPreTraining(small_cfg()), one_graph=False), 0.1)

@@ -53,6 +53,14 @@ def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = T
     return model
 
 
+def layerdrop_leaves_parameters_unused(model: nn.Module, layerdrop: float) -> bool:
+    """Whether LayerDrop (at rate `layerdrop`) can leave a block's parameters out of the autograd
+    graph, so that DDP must look for unused parameters every step (a walk of the whole graph on
+    the host): not when the compiled stack runs every block and discards the dropped ones."""
+    encoder = getattr(getattr(model, "wav2vec2", model), "encoder", None)
+    return layerdrop > 0 and getattr(encoder, "compiled_stack", None) is None
+
+
 def release_dropped_grads(model: nn.Module) -> None:
     """After backward: blocks LayerDrop dropped inside the compiled stack get no gradient, as
     if skipped (no-op for other models and paths). Every process must have dropped the same
@@ -85,4 +93,4 @@ def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.M
     return model
 
 
-__all__ = ["compile_model", "release_dropped_grads", "set_activation_checkpointing", "use_matmul_convolutions"]
+__all__ = ["compile_model", "layerdrop_leaves_parameters_unused", "release_dropped_grads", "set_activation_checkpointing", "use_matmul_convolutions"]

@@ -29,7 +29,13 @@ from w2v.data.prefetch import Prefetcher
 from w2v.decode.ctc import load_units
 from w2v.io import atomic_path, write_json
 from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC
-from w2v.models.accel import compile_model, release_dropped_grads, set_activation_checkpointing, use_matmul_convolutions
+from w2v.models.accel import (
+    compile_model,
+    layerdrop_leaves_parameters_unused,
+    release_dropped_grads,
+    set_activation_checkpointing,
+    use_matmul_convolutions,
+)
 from w2v.models.adapters import adapter_weights, freeze_base, is_adapter_key
 from w2v.models.families import build_ctc_model, build_pretraining_model, config_from_dict, family_of
 from w2v.train.checkpoint import CheckpointDir, load, save_atomic
@@ -485,7 +491,8 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     # after loading: every rank starts from rank 0's weights; frozen-transformer updates and
     # layerdrop leave parameters without gradients (DDP must be told)
     model = sharding.wrap(model, tcfg.strategy, info, dev, use_bf16,
-                          find_unused=task == "finetune" or getattr(cfg, "layerdrop", 0) > 0)
+                          find_unused=task == "finetune"
+                          or layerdrop_leaves_parameters_unused(model, getattr(cfg, "layerdrop", 0)))
     sharded = sharding.is_sharded(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tcfg.lr, betas=tcfg.betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay,
