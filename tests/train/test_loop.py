@@ -91,6 +91,50 @@ def test_finetune_from_pretrained_and_scratch(tmp_path):
     assert ck.load(out2)["init"] is None
 
 
+class _Store:
+    """`AudioStore`'s interface (``cuts``, ``store[i]``) over in-memory audio."""
+
+    def __init__(self, audio):
+        self.cuts = self.audio = audio
+
+    def __getitem__(self, i):
+        return self.audio[i]
+
+
+def test_dev_evaluation_gives_each_utterance_its_emissions_alone(tmp_path, monkeypatch):
+    """wav2vec 1.0 normalises over time in every conv layer: batched with longer, padded
+    utterances, a dev utterance's emissions (and so the dev rates) would depend on its batch."""
+    import numpy as np
+
+    import w2v.decode.ctc
+    from test_families import MODELS
+    from w2v.decode.ctc import load_units
+    from w2v.decode.emissions import compute_emissions
+    from w2v.models.families import build_ctc_model, config_from_dict
+    from w2v.train.loop import evaluate_ctc
+
+    units = load_units(write_units(tmp_path / "units.txt"))
+    model = build_ctc_model(config_from_dict(MODELS["wav2vec1"]), len(units))
+    rng = np.random.default_rng(0)
+    audio = [rng.standard_normal(n).astype(np.float32) for n in (16000, 6000, 11000)]
+    seen = {}
+    greedy = w2v.decode.ctc.greedy_decode
+
+    def spy(emissions, lengths, units):
+        seen["emissions"], seen["lengths"] = emissions, lengths
+        return greedy(emissions, lengths, units)
+
+    monkeypatch.setattr(w2v.decode.ctc, "greedy_decode", spy)
+    tcfg = TrainConfig(task="finetune", max_duration=60.0)
+    metrics = evaluate_ctc(model, _Store(audio), ["GOD", "CREATED", "GOD CREATED"], units, tcfg, torch.device("cpu"))
+    assert set(metrics) == {"cer", "wer"} and model.training
+    model.eval()
+    for i, a in enumerate(audio):
+        alone = compute_emissions(model, [a], tcfg.normalize_audio)[0]
+        assert int(seen["lengths"][i]) == alone.shape[0] > 0
+        torch.testing.assert_close(seen["emissions"][i, : alone.shape[0]], alone, atol=1e-5, rtol=0)
+
+
 def test_sigkilled_training_process_resumes_bit_identical(tmp_path):
     """The real thing: `w2v pretrain` killed with SIGKILL mid-run, then started again."""
     import os

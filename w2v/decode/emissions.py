@@ -12,9 +12,9 @@ from tqdm import tqdm
 from w2v.data.batching import BatchPlan, collate_audio
 from w2v.models import Wav2Vec2ForCTC
 from w2v.models.adapters import load_adapter
+from w2v.models.components import conv_feature_encoder, padding_invariant
 from w2v.models.families import build_ctc_model, config_from_dict
 from w2v.train.checkpoint import load
-from w2v.train.loop import receptive_field
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +49,26 @@ def compute_emissions(model: Wav2Vec2ForCTC, audio: list[np.ndarray], normalize:
                       desc: str | None = None, ids: list[str] | None = None) -> list[torch.Tensor]:
     """Log-probabilities ``(frames, units)`` (float32, CPU) for each mono 16 kHz waveform, in order.
 
+    Utterances run in batches of up to ``max_duration`` seconds of audio, padded to the longest,
+    when the model is padding-invariant (`padding_invariant`); otherwise (wav2vec 1.0,
+    vq-wav2vec, wav2vec 2.0 / HuBERT with ``extractor_mode: default``) one at a time, so that
+    each gets the log-probabilities it gets alone whatever it is decoded with.
+
     Audio shorter than the conv encoder's receptive field gets zero frames (an empty
     hypothesis); such utterances are logged, by ``ids`` when given.
     """
-    durations = [len(a) / 16000 for a in audio]
-    plan = BatchPlan(durations, max_duration, seed=0, num_buckets=1)
     out: list[torch.Tensor | None] = [None] * len(audio)
     use_bf16 = torch.device(device).type == "cuda"
-    batches = plan.epoch(0)
-    cfg = getattr(getattr(model, "wav2vec2", model), "cfg", None)  # the encoder's (any family)
-    min_samples = receptive_field(cfg) if hasattr(cfg, "conv_feature_layers") else 1
+    if padding_invariant(model):
+        batches = BatchPlan([len(a) / 16000 for a in audio], max_duration, seed=0, num_buckets=1).epoch(0)
+    else:
+        # Group norm over the time axis sees the padding, so an utterance's log-probabilities
+        # would depend on what it is batched with (one wav2vec 1.0 checkpoint: dev CER 58.4 in
+        # the decode stage's 120 s batches, 53.0 in the training loop's 60 s ones). Unpadded,
+        # one per forward, every utterance gets its own.
+        batches = [[i] for i in range(len(audio))]
+    encoder = conv_feature_encoder(model)
+    min_samples = encoder.receptive_field if encoder is not None else 1
     short = [ids[i] if ids else str(i) for i, a in enumerate(audio) if len(a) < min_samples]
     if short:
         log.warning("%d utterance(s) shorter than the receptive field (%d samples) get an empty hypothesis: %s",

@@ -250,6 +250,26 @@ class ConvFeatureEncoder(nn.Module):
         return x.transpose(1, 2)
 
 
+def conv_feature_encoder(model: nn.Module) -> ConvFeatureEncoder | None:
+    """The conv feature encoder inside ``model``, any family (``wav2vec2.feature_extractor`` of
+    wav2vec 2.0 and HuBERT, ``upstream.wav2vec.feature_extractor.conv`` of a wav2vec 1.0 CTC
+    model, ...), or None if it has none."""
+    return next((m for m in model.modules() if isinstance(m, ConvFeatureEncoder)), None)
+
+
+def padding_invariant(model: nn.Module) -> bool:
+    """Whether ``model`` (any family) gives an utterance the same outputs alone as in a batch
+    padded to a longer one.
+
+    Group norm normalises over the time axis, padded frames included, so a model with one is
+    not: wav2vec 1.0 and vq-wav2vec (norm "group1" in every conv layer, and group norm in their
+    context network and k-means projection) and wav2vec 2.0 / HuBERT BASE-style encoders
+    (``extractor_mode: default``, norm "group" in the first conv layer). Layer norm
+    (``layer_norm`` mode, LARGE-LV60/XLS-R) is per frame and the Transformer masks padding.
+    """
+    return not any(isinstance(m, nn.GroupNorm) for m in model.modules())
+
+
 class FeatureProjection(nn.Module):
     """LayerNorm(C) -> Linear(C, D) -> Dropout. Returns (projected, normalised conv features):
     the normalised features are the quantizer's input (fairseq `unmasked_features`)."""
@@ -624,9 +644,11 @@ __all__ = [
     "SelfAttention",
     "TransformerEncoder",
     "TransformerLayer",
+    "conv_feature_encoder",
     "conv_output_lengths",
     "frame_lengths_on",
     "init_bert_params",
     "init_conv_feature_encoder",
     "lengths_to_padding_mask",
+    "padding_invariant",
 ]

@@ -288,7 +288,12 @@ def dev_rank(metrics: dict) -> tuple[float, float]:
 
 def evaluate_ctc(model, store: AudioStore, refs: list[str], units: list[str], tcfg: TrainConfig,
                  device: torch.device) -> dict:
-    """Greedy-decode a dev set with the decode stage's code; its word and character error rates."""
+    """Greedy-decode a dev set with the decode stage's code; its word and character error rates.
+
+    The emissions come from `compute_emissions`, batched by ``tcfg.max_duration`` only when the
+    model is padding-invariant, otherwise one utterance per forward: every utterance gets the
+    emissions it gets alone, so these rates match the decode stage's for the same checkpoint.
+    """
     from w2v.decode.ctc import greedy_decode
     from w2v.decode.emissions import compute_emissions, pad_emissions
     from w2v.score.wer import score
