@@ -66,14 +66,6 @@ def conv_output_frames(cfg: Wav2Vec2Config, num_samples: int) -> int:
     return n
 
 
-def receptive_field(cfg: Wav2Vec2Config) -> int:
-    """The fewest samples from which the conv feature encoder makes one frame (400 for the base)."""
-    need = 1
-    for _, kernel, stride in reversed(cfg.conv_feature_layers):
-        need = (need - 1) * stride + kernel
-    return need
-
-
 def ctc_min_frames(ids: list[int]) -> int:
     """CTC needs one frame per label plus a blank between each pair of repeated labels."""
     return len(ids) + sum(1 for a, b in zip(ids, ids[1:]) if a == b)
