@@ -14,7 +14,8 @@ Two implementations of the mask: a per-utterance loop on the CPU (what a CPU gen
 draws, unchanged since the first release, so CPU runs and their resumes stay bit-identical)
 and a vectorised one that runs wherever its generator lives, with no host synchronisation
 (`device_generator` turns the training loop's CPU generator into a seeded CUDA one).
-Negative sampling is one vectorised algorithm on the generator's device.
+Negative sampling is one vectorised algorithm on the generator's device, and a variant with
+static shapes (a row for every frame, no `nonzero`) for compiled graphs (`static_negative_picks`).
 """
 
 from __future__ import annotations

@@ -374,8 +374,8 @@ class Wav2Vec2ForPreTraining(nn.Module):
         )
 
     def static_logits(
-        self, features: Tensor, hidden: Tensor, mask_indices: Tensor, neg_uniforms: Tensor,
-        gumbel_uniforms: Tensor | None, temperature: Tensor | None,
+        self, features: Tensor, hidden: Tensor, mask_indices: Tensor, neg_u: Tensor,
+        gumbel_u: Tensor | None, temperature: Tensor | None,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Quantizer, projections, negatives and logits for every frame, all shapes fixed by
         the input's (batch, frames).
@@ -383,8 +383,9 @@ class Wav2Vec2ForPreTraining(nn.Module):
         Args:
             features: (B, T, C) unmasked conv features; hidden: (B, T, D) context vectors.
             mask_indices: (B, T) bool, the positives.
-            neg_uniforms: (K, B, T) (`masking.negative_uniforms`).
-            gumbel_uniforms: (B * T, G, V) or None (evaluation); temperature: 0-dim tensor.
+            neg_u: (K, B, T) uniforms of the negatives (`masking.negative_uniforms`).
+            gumbel_u: (B * T, G, V) uniforms of the Gumbel noise (`quantizer.gumbel_uniforms`),
+                or None (evaluation); temperature: 0-dim tensor.
 
         Returns:
             logits (B * T, 1 + K) as `contrastive_logits` row by row, and the two perplexities.
@@ -393,13 +394,13 @@ class Wav2Vec2ForPreTraining(nn.Module):
         unmasked = self.dropout_features(features)
         prob_ppl = code_ppl = None
         if self.quantizer is not None:
-            q = self.quantizer(unmasked, mask=mask_indices, uniforms=gumbel_uniforms, temperature=temperature)
+            q = self.quantizer(unmasked, mask=mask_indices, uniforms=gumbel_u, temperature=temperature)
             targets = self.project_q(q.quantized)
             prob_ppl, code_ppl = q.prob_perplexity, q.code_perplexity
         else:
             targets = self.project_q(unmasked)
         predictions = self.project_hid(hidden)
-        picks = static_negative_picks(mask_indices, neg_uniforms).permute(1, 2, 0)  # (B, T, K)
+        picks = static_negative_picks(mask_indices, neg_u).permute(1, 2, 0)  # (B, T, K)
         k = picks.shape[-1]
         with torch.autocast(features.device.type, enabled=False):
             p = predictions.float()
