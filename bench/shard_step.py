@@ -95,7 +95,7 @@ def run_rank(a: argparse.Namespace) -> None:
     use_matmul_convolutions(model, a.matmul_conv)
     if a.compile:  # as the training loop: before wrapping
         compile_model(model, one_graph=not (a.per_block or (info.enabled and a.strategy == "fsdp")))
-    model = sharding.wrap(model, a.strategy, info, dev, bf16, 
+    model = sharding.wrap(model, a.strategy, info, dev, bf16,
                           find_unused=layerdrop_leaves_parameters_unused(model, cfg.layerdrop))
     if info.enabled:  # every rank must drop the same blocks (FSDP; DDP with the compiled stack)
         (model.module if hasattr(model, "module") else model).wav2vec2.encoder.layerdrop_generator = \

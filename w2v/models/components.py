@@ -111,16 +111,16 @@ def _matmul_layer(layer: "_ConvLayer", x: Tensor) -> Tensor:
     reads s frames starting at (t + j)*s, which for all t is a reshape of a contiguous slice
     (s*C_in features per frame), or one frame, a strided slice. The convolution is then a
     sum of matrix products with the matching slices of the weight; no unfold, no transposes.
-    A layer with few input values per frame (the first) is a sum of broadcasts instead
-    (`_few_taps_layer`).
+    A layer with few input values per frame (the first) is one product over its copied windows
+    instead (`_few_taps_layer`).
     """
     conv = layer.conv
     kernel, stride = conv.kernel_size[0], conv.stride[0]
     b, t_in, c_in = x.shape
     frames = max(0, (t_in - kernel) // stride + 1)
-    weight = conv.weight  # (C_out, C_in, k)
     if c_in * kernel <= _FEW_TAPS:
         return _few_taps_layer(layer, x, frames)
+    weight = conv.weight  # (C_out, C_in, k)
     out = None
     start = 0
     for j, taps in enumerate(_matmul_taps(kernel, stride)):
