@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -33,7 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from w2v.models import Wav2Vec2ForPreTraining, count_parameters, load_model_config  # noqa: E402
 from w2v.models.accel import (  # noqa: E402
-    compile_model,
     layerdrop_leaves_parameters_unused,
     release_dropped_grads,
     set_activation_checkpointing,
@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", default="tiny", help="conf/model preset or YAML file (xls_r_1b, xls_r_2b, ...)")
     p.add_argument("--batch", type=int, default=1, help="utterances per rank")
     p.add_argument("--seconds", type=float, default=15.625, help="seconds per utterance (the pre-training crop)")
-    p.add_argument("--steps", type=int, default=1, help="updates timed, each reported (the first includes warm-up)")
+    p.add_argument("--steps", type=int, default=1,
+                   help="updates timed, each reported (the first includes warm-up); step_s: median of the second half")
     p.add_argument("--strategy", choices=sharding.STRATEGIES, default="fsdp")
     p.add_argument("--no-activation-checkpointing", dest="checkpointing", action="store_false")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
@@ -63,6 +64,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--matmul-conv", action="store_true", help="convolutions as matrix products (`matmul_conv: true`)")
     p.add_argument("--per-block", action="store_true",
                    help="with --compile: one compiled call per Transformer block instead of one graph for all")
+    p.add_argument("--profile", type=int, default=0,
+                   help="after the timed steps, profile this many more on every rank: device time by kernel "
+                        "class (NCCL included), time with any kernel running, host time per step")
+    p.add_argument("--ddp-split", choices=("on", "off"), default=None,
+                   help="ddp + --compile: dynamo's DDPOptimizer (graphs split at gradient buckets); default off, as training")
+    p.add_argument("--bucket-mb", type=float, default=None, help="ddp: gradient bucket size (DDP's default 25)")
+    p.add_argument("--bucket-view", action="store_true", help="ddp: gradients as views into the buckets")
+    p.add_argument("--static-graph", action="store_true", help="ddp: the same parameters get gradients every step")
     return p.parse_args(argv)
 
 
@@ -82,6 +91,43 @@ def peak_memory(dev: torch.device) -> dict:
     return {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, 3)}
 
 
+def profile_steps(step, first: int, count: int, dev: torch.device, info) -> dict:
+    """`count` more steps under torch.profiler on this rank: wall and device time per step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from w2v.bench.gpu import kernel_summary
+
+    if info.enabled:
+        torch.distributed.barrier()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for number in range(first, first + count):
+            step(number)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        wall = (time.perf_counter() - t0) / count * 1e3
+    return {"profile": {"steps": count, "wall_ms_per_step": round(wall, 2), **kernel_summary(prof, count, top=15)}}
+
+
+def allreduce_rate(numel: int, dev: torch.device, info) -> dict:
+    """One all-reduce of a gradient-sized fp32 buffer, alone: what DDP's reduction costs at least."""
+    buf = torch.ones(numel, device=dev)
+    for _ in range(2):
+        torch.distributed.all_reduce(buf)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        torch.distributed.all_reduce(buf)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    dt = (time.perf_counter() - t0) / 5
+    n = info.world_size
+    return {"mb": round(numel * 4 / 1e6, 1), "ms": round(dt * 1e3, 2),
+            "bus_gb_s": round(numel * 4 * 2 * (n - 1) / n / dt / 1e9, 1)}
+
+
 def run_rank(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
     info = distributed.dist_info()
@@ -94,12 +140,16 @@ def run_rank(a: argparse.Namespace) -> None:
     set_activation_checkpointing(model, a.checkpointing)
     use_matmul_convolutions(model, a.matmul_conv)
     if a.compile:  # as the training loop: before wrapping
-        compile_model(model, one_graph=not (a.per_block or (info.enabled and a.strategy == "fsdp")))
+        sharding.compile_for(model, a.strategy, info, per_block=a.per_block)
+    if a.ddp_split is not None:  # compiling is lazy: this holds from the first call on
+        torch._dynamo.config.optimize_ddp = a.ddp_split == "on"
+    ddp_options = {k: v for k, v in (("bucket_cap_mb", a.bucket_mb), ("gradient_as_bucket_view", a.bucket_view),
+                                                   ("static_graph", a.static_graph))
+                   if v not in (None, False)}
     model = sharding.wrap(model, a.strategy, info, dev, bf16,
-                          find_unused=layerdrop_leaves_parameters_unused(model, cfg.layerdrop))
-    if info.enabled:  # every rank must drop the same blocks (FSDP; DDP with the compiled stack)
-        (model.module if hasattr(model, "module") else model).wav2vec2.encoder.layerdrop_generator = \
-            torch.Generator().manual_seed(a.seed)
+                          find_unused=layerdrop_leaves_parameters_unused(model, cfg.layerdrop), **ddp_options)
+    if info.enabled:
+        sharding.share_layerdrop(model, torch.Generator().manual_seed(a.seed))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     samples = int(a.seconds * 16000)
@@ -110,34 +160,44 @@ def run_rank(a: argparse.Namespace) -> None:
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     times, losses = [], []
-    for step in range(a.steps):
-        if info.enabled:
-            torch.distributed.barrier()
-        t0 = time.perf_counter()
+
+    def step(number: int) -> None:
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            raw.set_num_updates(step)
-            loss, _ = pretraining_loss(model(wav, lengths, generator=torch.Generator().manual_seed(step)))
+            raw.set_num_updates(number)
+            loss, _ = pretraining_loss(model(wav, lengths, generator=torch.Generator().manual_seed(number)))
         loss.backward()
         release_dropped_grads(raw)
         sharding.grad_norm(params, 10.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))  # a host sync, as in training
+
+    for number in range(a.steps):
+        if info.enabled:
+            torch.distributed.barrier()
+        t0 = time.perf_counter()
+        step(number)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         times.append(round(time.perf_counter() - t0, 4))
-    mine = {"rank": info.rank, **peak_memory(dev), "step_s": times, "loss": [round(x, 4) for x in losses]}
+    profiled = profile_steps(step, a.steps, a.profile, dev, info) if a.profile else {}
+    if a.profile and info.enabled and a.strategy == "ddp":
+        profiled["allreduce"] = allreduce_rate(sum(p.numel() for p in params), dev, info)
+    mine = {"rank": info.rank, **peak_memory(dev), "step_s": times, "loss": [round(x, 4) for x in losses][:a.steps],
+            **profiled}
     ranks = distributed.gather(mine, info)
     if info.is_main:
         device = torch.cuda.get_device_name(dev) if dev.type == "cuda" else \
             f"{platform.processor() or 'cpu'}, {a.threads} thread(s) per rank"
         shards = info.world_size if a.strategy == "fsdp" else 1
-        last = max(r["step_s"][-1] for r in ranks)
+        # the slowest rank's median over the second half of the steps (single steps jump by 10 ms+)
+        last = max(statistics.median(r["step_s"][len(r["step_s"]) // 2:]) for r in ranks)
         print(json.dumps({
             "preset": a.preset, "params_m": round(n_params / 1e6, 1), "strategy": a.strategy,
             "world_size": info.world_size, "batch_per_rank": a.batch, "seconds": a.seconds,
             "precision": "bf16" if bf16 else "fp32", "activation_checkpointing": a.checkpointing,
             "compiled": a.compile, "matmul_conv": a.matmul_conv, "per_block": a.per_block,
+            "ddp_options": ddp_options, "dynamo_optimize_ddp": torch._dynamo.config.optimize_ddp,
             "device": device, "torch": torch.__version__,
             "state_gib_per_rank_estimate": round(16 * n_params / shards / GIB, 3),
             "step_s": last, "audio_s_per_s": round(info.world_size * a.batch * a.seconds / last, 1),

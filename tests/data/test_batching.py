@@ -30,3 +30,18 @@ def test_collate_pads_with_zeros_and_normalises_valid_part():
     assert abs(float(x[1, :3].mean())) < 1e-6 and abs(float(x[1, :3].std(unbiased=False)) - 1) < 1e-3
     t, tl = collate_targets([[1, 2, 3], [4]])
     assert t.tolist() == [[1, 2, 3], [4, 0, 0]] and tl.tolist() == [3, 1]
+
+
+def test_normalisation_matches_each_utterance_alone_and_leaves_padding_zero():
+    rng = np.random.default_rng(0)
+    w = [rng.normal(2.0, 3.0, n).astype(np.float32) for n in (400, 250, 1, 400)]
+    x, lens = collate_audio(w, normalize=True)
+    for i, wi in enumerate(w):
+        t = torch.from_numpy(wi)
+        alone = t if len(t) < 2 else (t - t.mean()) / torch.sqrt(t.var(unbiased=False) + 1e-7)
+        assert torch.allclose(x[i, : len(wi)], alone, atol=1e-5)
+        assert torch.all(x[i, len(wi):] == 0)
+    same, _ = collate_audio([w[0], w[3]], normalize=True)  # one length: the stacked path
+    assert torch.allclose(same, x[[0, 3]], atol=1e-6)
+    raw, _ = collate_audio(w, normalize=False)
+    assert torch.equal(raw[1, :250], torch.from_numpy(w[1])) and lens.tolist() == [400, 250, 1, 400]

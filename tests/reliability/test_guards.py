@@ -49,7 +49,7 @@ def test_non_finite_update_is_skipped_counted_and_its_cuts_saved(tmp_path, monke
     _poison(monkeypatch, {2, 4}, kind)
     seen_batches = []
     real_collate = loop.collate_audio
-    monkeypatch.setattr(loop, "collate_audio", lambda w, n: seen_batches.append(len(w)) or real_collate(w, n))
+    monkeypatch.setattr(loop, "collate_audio", lambda w, *a: seen_batches.append(len(w)) or real_collate(w, *a))
     out = loop.train(_cfg(), cuts, tmp_path / "exp", load_model_config("tiny", **SMALL))
     m = ck.load(out)
     assert m["num_updates"] == 5 and len(seen_batches) == 7  # 2 skipped batches, 5 updates

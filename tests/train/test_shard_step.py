@@ -29,7 +29,20 @@ def test_shard_step_reports_every_rank():
     assert out["ranks"][0]["loss"] != out["ranks"][1]["loss"]  # each rank trained on its own audio
     # weights, gradients and AdamW state split over 2 ranks: 8 bytes per parameter each
     assert abs(out["state_gib_per_rank_estimate"] - 8 * out["params_m"] * 1e6 / 2**30) < 0.01
-    assert out["step_s"] == max(x["step_s"][-1] for x in out["ranks"])
+    assert out["step_s"] == max(x["step_s"][-1] for x in out["ranks"])  # 2 steps: the median of the last one
+
+
+def test_shard_step_profiles_ddp_ranks_and_their_all_reduce():
+    r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--preset", "tiny", "--ranks", "2",
+                        "--batch", "1", "--seconds", "1", "--steps", "1", "--strategy", "ddp", "--profile", "1",
+                        "--bucket-mb", "5"], capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-4000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["ddp_options"] == {"bucket_cap_mb": 5.0}
+    for rank in out["ranks"]:
+        assert len(rank["step_s"]) == 1 and len(rank["loss"]) == 1  # the profiled step is not timed
+        assert rank["profile"]["steps"] == 1 and rank["profile"]["wall_ms_per_step"] > 0
+        assert abs(rank["allreduce"]["mb"] - out["params_m"] * 4) < 0.25  # the fp32 gradient (params_m rounded)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 GPUs")

@@ -247,7 +247,7 @@ def compare(w: Workload, a, use_compile: bool) -> dict:
     eager = timed(step, dev, a.steps, a.warmup, w.audio_s, flops)
     ours = eager
     if use_compile:
-        compile_model(model)
+        compile_model(model, mode=a.compile_mode)
         compiled = timed(step, dev, a.steps, a.warmup + 3, w.audio_s, flops)
         row["ours_eager_audio_s_per_s"] = round(eager.audio_s_per_s, 1)
         row["ours_compiled_audio_s_per_s"] = round(compiled.audio_s_per_s, 1)
@@ -345,6 +345,7 @@ def ablation(a, preset: str, batch: int) -> list[dict]:
 
 
 KERNEL_CLASSES = (
+    ("communication (NCCL)", ("nccl",)),
     ("attention (flash/SDPA)", ("flash", "fmha", "attention", "sdpa")),
     ("optimizer (AdamW)", ("adam", "multi_tensor")),
     ("convolutions (cuDNN)", ("conv", "cudnn", "fprop", "dgrad", "wgrad", "implicit", "winograd")),
@@ -366,7 +367,6 @@ def classify(name: str) -> str:
 def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int = 5) -> dict:
     """Where our step's device time goes (kernel classes, top kernels) and how much of the wall
     time the device is busy at all (the rest is host work and synchronisation)."""
-    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     dev = a.device
@@ -374,7 +374,7 @@ def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int =
     torch.manual_seed(0)
     model = w.ours()
     if use_compile:
-        compile_model(model)
+        compile_model(model, mode=a.compile_mode)
     if a.matmul_conv:
         use_matmul_convolutions(model)
     step = w.ours_step(model, optimizer(model, dev))
@@ -388,20 +388,45 @@ def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int =
             step()
         sync(dev)
         wall = (time.perf_counter() - t0) / steps * 1e3
+    summary = kernel_summary(prof, steps)
+    return {"workload": kind, "size": preset, "batch": batch, "compiled": use_compile, "matmul_conv": a.matmul_conv,
+            "compile_mode": a.compile_mode, "wall_ms_per_step": round(wall, 2), **summary}
+
+
+def kernel_summary(prof, steps: int, top: int = 30) -> dict:
+    """Device time per step of a `torch.profiler` run over `steps` steps: busy total, by kernel
+    class, and the `top` kernels (also used by bench/shard_step.py for each rank)."""
+    from torch.autograd import DeviceType
+
     by_class: dict[str, float] = {}
     by_name: dict[str, float] = {}
+    spans = []
     for e in prof.events():
         if e.device_type != DeviceType.CUDA:
             continue
         ms = e.time_range.elapsed_us() / 1e3 / steps
         by_class[classify(e.name)] = by_class.get(classify(e.name), 0.0) + ms
         by_name[e.name] = by_name.get(e.name, 0.0) + ms
-    busy = sum(by_class.values())
-    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:30]
-    return {"workload": kind, "size": preset, "batch": batch, "compiled": use_compile, "matmul_conv": a.matmul_conv,
-            "wall_ms_per_step": round(wall, 2), "device_busy_ms_per_step": round(busy, 2),
+        spans.append((e.time_range.start, e.time_range.end))
+    heaviest = sorted(by_name.items(), key=lambda kv: -kv[1])[:top]
+    return {"device_busy_ms_per_step": round(sum(by_class.values()), 2),
+            "device_any_busy_ms_per_step": round(covered_us(spans) / 1e3 / steps, 2),
             "classes_ms": {k: round(v, 2) for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])},
-            "top_kernels_ms": [[n[:120], round(v, 2)] for n, v in top]}
+            "top_kernels_ms": [[n[:120], round(v, 2)] for n, v in heaviest]}
+
+
+def covered_us(spans: list[tuple[int, int]]) -> int:
+    """Length of the union of (start, end) intervals: time with at least one kernel running
+    (kernels of several streams overlap, e.g. NCCL's all-reduce beside the backward)."""
+    total, end = 0, None
+    for s0, s1 in sorted(spans):
+        if end is None or s0 > end:
+            total += s1 - s0
+            end = s1
+        elif s1 > end:
+            total += s1 - end
+            end = s1
+    return total
 
 
 def posconv(a, preset: str, batch: int) -> dict:
@@ -501,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="torch.compile our hot blocks (w2v.models.accel)")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode for --compile (e.g. reduce-overhead: CUDA graphs; default: inductor's)")
     p.add_argument("--matmul-conv", action="store_true",
                    help="also time ours with the convolutions as matrix products (keeps the faster)")
     p.add_argument("--no-compare", action="store_true", help="skip the ours-vs-peer table")
@@ -544,6 +571,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(json.dumps({key: size, "result": r}), flush=True)
     torch.backends.cudnn.benchmark = a.cudnn_benchmark
     res["cudnn_benchmark"] = a.cudnn_benchmark
+    res["compile_mode"] = a.compile_mode
     if not a.no_compare:
         for kind in [k for k in a.workloads.split(",") if k]:
             for size in sizes:

@@ -156,20 +156,41 @@ class BatchPlan:
         return batches
 
 
-def collate_audio(waves: list[np.ndarray], normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad 1-D float waveforms into ``(batch, samples)`` and return their lengths.
+def collate_audio(waves: list[np.ndarray], normalize: bool,
+                  device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad 1-D float waveforms into ``(batch, samples)`` on ``device`` (default: the CPU) and
+    return them with their lengths (always on the CPU).
 
     With ``normalize`` each waveform is scaled to zero mean and unit variance over its own
-    samples (what released LV60/XLS-R models expect; padding stays exactly zero).
+    samples (what released LV60/XLS-R models expect; padding stays exactly zero). Padding and
+    copying happen on the CPU, normalisation where the batch ends up: on a GPU box the
+    per-utterance statistics of a 125 s batch cost the training loop's main thread ~25 ms a
+    step on the CPU (the device took 23 ms for the whole BASE step), against microseconds there.
     """
     lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
-    out = torch.zeros(len(waves), int(lengths.max()))
-    for i, w in enumerate(waves):
-        x = torch.from_numpy(np.asarray(w, dtype=np.float32))
-        if normalize and len(x) > 1:
-            x = (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7)
-        out[i, : len(x)] = x
-    return out, lengths
+    longest = int(lengths.max())
+    if bool((lengths == longest).all()):  # crops of one length: no padding to zero first
+        out = torch.from_numpy(np.stack([np.asarray(w, dtype=np.float32) for w in waves]))
+    else:
+        out = torch.zeros(len(waves), longest)
+        for i, w in enumerate(waves):
+            out[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+    if device is not None:
+        out = out.to(device)
+    return (normalize_waveforms(out, lengths) if normalize else out), lengths
+
+
+def normalize_waveforms(wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance per row over its first ``lengths[i]`` samples; the padding
+    after them stays zero, and rows of fewer than 2 samples are left as they are."""
+    n = lengths.to(wav.device)
+    valid = torch.arange(wav.shape[1], device=wav.device) < n[:, None]
+    count = n.clamp(min=1).unsqueeze(1).to(wav.dtype)
+    mean = wav.masked_fill(~valid, 0).sum(1, keepdim=True) / count
+    centred = (wav - mean).masked_fill(~valid, 0)
+    var = centred.square().sum(1, keepdim=True) / count
+    out = centred / torch.sqrt(var + 1e-7)
+    return torch.where((n > 1)[:, None], out, wav)
 
 
 def collate_targets(targets: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

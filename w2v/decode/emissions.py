@@ -74,11 +74,11 @@ def compute_emissions(model: Wav2Vec2ForCTC, audio: list[np.ndarray], normalize:
         log.warning("%d utterance(s) shorter than the receptive field (%d samples) get an empty hypothesis: %s",
                     len(short), min_samples, ", ".join(short[:5]) + (" ..." if len(short) > 5 else ""))
     for batch in tqdm(batches, desc=desc or "emissions", unit="batch", disable=desc is None, mininterval=2):
-        wav, lens = collate_audio([audio[i] for i in batch], normalize)
+        wav, lens = collate_audio([audio[i] for i in batch], normalize, device)
         if wav.shape[1] < min_samples:  # shorter than the receptive field: no frames, an empty hypothesis
             wav = torch.nn.functional.pad(wav, (0, min_samples - wav.shape[1]))
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits, flens = model(wav.to(device), lens.to(device))
+            logits, flens = model(wav, lens.to(device))
         logp = torch.log_softmax(logits.float(), dim=-1).cpu()
         for j, i in enumerate(batch):
             out[i] = logp[j, : int(flens[j])].clone()

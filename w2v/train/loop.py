@@ -30,7 +30,6 @@ from w2v.decode.ctc import load_units
 from w2v.io import atomic_path, write_json
 from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC
 from w2v.models.accel import (
-    compile_model,
     layerdrop_leaves_parameters_unused,
     release_dropped_grads,
     set_activation_checkpointing,
@@ -445,7 +444,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     set_activation_checkpointing(model, tcfg.activation_checkpointing)
     use_matmul_convolutions(model, tcfg.matmul_conv)
     if tcfg.compile:
-        compile_model(model, one_graph=not (info.enabled and tcfg.strategy == "fsdp"))
+        sharding.compile_for(model, tcfg.strategy, info)
     sched = Schedule(tcfg.schedule, tcfg.lr, tcfg.max_updates, warmup=tcfg.warmup, hold=tcfg.hold,
                      end_lr=tcfg.end_lr, final_lr_scale=tcfg.final_lr_scale)
     use_bf16 = tcfg.precision == "bf16" or (tcfg.precision == "auto" and dev.type == "cuda")
@@ -525,7 +524,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     num_candidates = sum(getattr(cfg, k, 0) for k in ("num_negatives", "cross_sample_negatives", "codebook_negatives")) \
         if family_of(cfg) == "wav2vec2" else 0
     acc: dict[str, float] = {}
-    n_acc, audio_s, t0 = 0, 0.0, time.time()
+    n_acc, audio_s, t0, data_s = 0, 0.0, time.time(), 0.0
     tb = TensorBoardLog(out_dir / "tensorboard", num_updates)
     logf = open(log_path, "a") if main else None
     loader = Prefetcher(store.__getitem__, tcfg.loader_workers)
@@ -540,6 +539,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             loader.schedule(i for b in batches[pos:pos + 1 + tcfg.prefetch_batches] for i in b)
             g, npg = _step_generator(tcfg.seed, num_updates, info.rank)
             waves, batch_labels = [], []
+            t_data = time.perf_counter()  # waiting for decoded audio, cropping, collating
             for i in batch:
                 w = loader.get(i)
                 start = 0
@@ -552,8 +552,9 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 if labels is not None:
                     first = start // crop_align
                     batch_labels.append(labels[i][first:first + conv_output_frames(cfg, len(w))])
-            wav, lens = collate_audio(waves, tcfg.normalize_audio)
-            wav = wav.to(dev)  # lengths stay on the CPU: the model sees unpadded batches without a sync
+            # normalised on the device; lengths stay on the CPU: the model sees unpadded batches without a sync
+            wav, lens = collate_audio(waves, tcfg.normalize_audio, dev)
+            data_s += time.perf_counter() - t_data
             lr = sched(num_updates)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -561,8 +562,8 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 # every rank must skip the same blocks: FSDP's collectives, and the compiled
                 # stack's released gradients (accel.release_dropped_grads) after DDP's all-reduce
-                if info.enabled and hasattr(raw_model, "wav2vec2"):
-                    raw_model.wav2vec2.encoder.layerdrop_generator = _step_generator(tcfg.seed, num_updates)[0]
+                if info.enabled:
+                    sharding.share_layerdrop(raw_model, _step_generator(tcfg.seed, num_updates)[0])
                 if task == "pretrain":
                     lab = collate_labels(batch_labels).to(dev) if labels is not None else None
                     loss, stats = pretrain_step(raw_model, wav, lens, g, num_updates, tcfg, lab, forward=model)
@@ -600,7 +601,8 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             bar.update(1)
             if main and (num_updates % tcfg.log_every == 0 or num_updates == tcfg.max_updates):
                 row = {"update": num_updates, "epoch": epoch, **{k: round(v / n_acc, 5) for k, v in acc.items()},
-                       "audio_s_per_s": round(audio_s / max(1e-9, time.time() - t0), 2)}
+                       "audio_s_per_s": round(audio_s / max(1e-9, time.time() - t0), 2),
+                       "data_share": round(data_s / max(1e-9, time.time() - t0), 3)}
                 if plan.multilingual:
                     row["lang_hours"] = {k: round(v / 3600, 6) for k, v in sorted(lang_seconds.items())}
                 if skipped.rows:
@@ -616,7 +618,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                         log.warning("update %d: %s", num_updates, msg)
                 show = ("loss", "accuracy", "prob_ppl", "temp") if task == "pretrain" else ("loss",)
                 bar.set_postfix({k: f"{row[k]:.3g}" for k in show if k in row} | {"lr": f"{lr:.1e}"})
-                acc, n_acc, audio_s, t0 = {}, 0, 0.0, time.time()
+                acc, n_acc, audio_s, t0, data_s = {}, 0, 0.0, time.time(), 0.0
             if num_updates % tcfg.save_every == 0 or num_updates == tcfg.max_updates:
                 is_best = False
                 if dev_store is not None:

@@ -29,11 +29,12 @@ def _layers(model: nn.Module) -> nn.ModuleList:
 
 
 def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf16: bool,
-         find_unused: bool) -> nn.Module:
+         find_unused: bool, **ddp_options) -> nn.Module:
     """``model`` ready for ``info.world_size`` processes (unchanged in one process).
 
     Call after loading any checkpoint into ``model`` and before building the optimizer (FSDP
     replaces the parameters by shards). Rank 0's weights are the ones every rank starts from.
+    ``ddp_options`` go to DistributedDataParallel (e.g. ``bucket_cap_mb``).
     """
     if not info.enabled:
         return model
@@ -41,7 +42,7 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                                       find_unused_parameters=find_unused)
+                                       find_unused_parameters=find_unused, **ddp_options)
     if strategy != "fsdp":
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
     from torch.distributed.device_mesh import init_device_mesh
@@ -59,6 +60,35 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
         fully_shard(layer, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
     return model
+
+
+def compile_for(model: nn.Module, strategy: str, info: DistInfo, per_block: bool = False) -> nn.Module:
+    """``accel.compile_model`` as ``strategy`` over ``info.world_size`` processes needs it (call
+    before :func:`wrap`).
+
+    - The Transformer blocks run as one graph, except under FSDP over several processes (FSDP
+      gathers a block's sharded weights in hooks of the block's own call, which the one graph
+      calls past) or when ``per_block`` asks for a graph per block.
+    - Under DDP, without dynamo's DDPOptimizer: it splits each graph at DDP's gradient buckets
+      so that all-reduces overlap the backward, but on BASE pre-training over 2 H100s the split
+      graphs cost more than the overlap saved (52-76 ms a step split, 44-46 ms whole; one GPU
+      38-42 ms; BENCHMARKS.md). The all-reduce of the whole gradient takes 1.3 ms there.
+    """
+    from w2v.models.accel import compile_model
+
+    if info.enabled and strategy == "ddp":
+        torch._dynamo.config.optimize_ddp = False
+    return compile_model(model, one_graph=not (per_block or (info.enabled and strategy == "fsdp")))
+
+
+def share_layerdrop(model: nn.Module, generator: torch.Generator) -> None:
+    """Draw LayerDrop's dropped blocks from ``generator``, the same on every rank: FSDP's
+    collectives need every rank to run the same blocks, and so does DDP with the compiled stack
+    (``accel.release_dropped_grads`` runs after the all-reduce). No-op for models without it."""
+    raw = getattr(model, "module", model)
+    encoder = getattr(getattr(raw, "wav2vec2", None), "encoder", None)
+    if encoder is not None and hasattr(encoder, "layerdrop_generator"):
+        encoder.layerdrop_generator = generator
 
 
 def is_sharded(model: nn.Module) -> bool:

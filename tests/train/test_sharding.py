@@ -1,0 +1,36 @@
+"""w2v.train.sharding: how the model is compiled for each strategy, and LayerDrop shared by ranks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from w2v.models import Wav2Vec2ForPreTraining, load_model_config
+from w2v.train import sharding
+from w2v.train.distributed import DistInfo
+
+
+@pytest.mark.parametrize("strategy,world,per_block,one_graph,split", [
+    ("ddp", 1, False, True, True),     # one process: nothing changes
+    ("ddp", 2, False, True, False),    # DDP: one graph, not split at gradient buckets
+    ("ddp", 2, True, False, False),
+    ("fsdp", 2, False, False, True),   # FSDP gathers each block in its own call
+    ("fsdp", 1, False, True, True),
+])
+def test_compile_for_picks_graphs_by_strategy(strategy, world, per_block, one_graph, split):
+    model = Wav2Vec2ForPreTraining(load_model_config("tiny"))
+    with torch._dynamo.config.patch(optimize_ddp=True):  # torch's default, restored after
+        sharding.compile_for(model, strategy, DistInfo(rank=0, world_size=world), per_block=per_block)
+        assert torch._dynamo.config.optimize_ddp == split
+    assert (model.wav2vec2.encoder.compiled_stack is not None) == one_graph
+    assert model.static_head  # the pre-training head compiled with static shapes
+
+
+def test_share_layerdrop_reaches_through_a_wrapper():
+    model = Wav2Vec2ForPreTraining(load_model_config("tiny"))
+    g = torch.Generator().manual_seed(3)
+    wrapper = torch.nn.Module()
+    wrapper.module = model  # what DDP looks like from outside
+    sharding.share_layerdrop(wrapper, g)
+    assert model.wav2vec2.encoder.layerdrop_generator is g
+    sharding.share_layerdrop(torch.nn.Linear(2, 2), g)  # no encoder: nothing to do
