@@ -57,6 +57,18 @@ def test_matmul_conv_setting_trains_the_same_model(tmp_path):
         assert torch.allclose(value.float(), runs[True][key].float(), atol=1e-4), key
 
 
+def test_loader_processes_train_the_same_model_as_threads(tmp_path):
+    cuts = write_tiny_cuts(tmp_path / "a")
+    runs = {}
+    for kind in ("threads", "processes"):
+        out = train(_pretrain_cfg(max_updates=3, loader=kind, loader_workers=2), cuts, tmp_path / kind, _cfg())
+        runs[kind] = ck.load(out)["model"]
+    for key, value in runs["threads"].items():
+        assert torch.equal(value, runs["processes"][key]), key
+    rows = [json.loads(x) for x in (tmp_path / "processes" / "train_log.jsonl").read_text().splitlines()]
+    assert all(0 <= r["data_share"] <= 1 for r in rows)
+
+
 def test_killed_run_resumes_bit_identical(tmp_path, monkeypatch):
     cuts = write_tiny_cuts(tmp_path / "a", n=10)
     ref = ck.load(train(_pretrain_cfg(), cuts, tmp_path / "ref", _cfg()))

@@ -126,6 +126,7 @@ class Workload:
         self.audio_s = batch * samples / SAMPLE_RATE
         self.step_no = 0
         self.inference = torch.inference_mode  # FLOP counting swaps in no_grad (see count_flops)
+        self.cudagraphs = False  # set when compiled with mode="reduce-overhead"
 
     # --- ours ---
     def ours(self) -> torch.nn.Module:
@@ -158,6 +159,8 @@ class Workload:
         """One timed step, the same for ours and the peer: the forward alone (inference), or
         forward + backward + optimizer step under bf16 autocast."""
         def step():
+            if self.cudagraphs:  # a new iteration: outputs of the last one may be overwritten
+                torch.compiler.cudagraph_mark_step_begin()
             if self.kind == "infer":
                 with self.inference(), torch.autocast(**self.amp):
                     infer()
@@ -248,6 +251,7 @@ def compare(w: Workload, a, use_compile: bool) -> dict:
     ours = eager
     if use_compile:
         compile_model(model, mode=a.compile_mode)
+        w.cudagraphs = a.compile_mode == "reduce-overhead"
         compiled = timed(step, dev, a.steps, a.warmup + 3, w.audio_s, flops)
         row["ours_eager_audio_s_per_s"] = round(eager.audio_s_per_s, 1)
         row["ours_compiled_audio_s_per_s"] = round(compiled.audio_s_per_s, 1)
@@ -375,6 +379,7 @@ def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int =
     model = w.ours()
     if use_compile:
         compile_model(model, mode=a.compile_mode)
+        w.cudagraphs = a.compile_mode == "reduce-overhead"
     if a.matmul_conv:
         use_matmul_convolutions(model)
     step = w.ours_step(model, optimizer(model, dev))

@@ -23,7 +23,7 @@ class QuantizerOutput:
     code_perplexity: Tensor
     prob_perplexity: Tensor
     num_vars: int
-    temperature: float
+    temperature: float | Tensor  # a 0-dim tensor when passed as one
 
 
 def _one_hot(index: Tensor, classes: int, dtype: torch.dtype) -> Tensor:
@@ -169,7 +169,9 @@ class GumbelVectorQuantizer(nn.Module):
             code_perplexity=code_perplexity,
             prob_perplexity=prob_perplexity,
             num_vars=self.num_vars,
-            temperature=self.temperature,
+            # compiled callers pass the temperature as a tensor: reading the float attribute there
+            # would guard the graph on its value and recompile it once it decays
+            temperature=self.temperature if temperature is None else temperature,
         )
 
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from w2v.data.batching import BatchPlan, collate_audio, collate_targets
 from w2v.data.cuts import cut_language, transcript
-from w2v.data.prefetch import Prefetcher
+from w2v.data.prefetch import Prefetcher, resolve_kind
 from w2v.decode.ctc import load_units
 from w2v.io import atomic_path, write_json
 from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC
@@ -300,7 +300,7 @@ def evaluate_ctc(model, store: AudioStore, refs: list[str], units: list[str], tc
 
 # Settings a resumed run may change without invalidating its checkpoints: how long it runs, how
 # often it logs and saves, and how the work is spread and computed (not what is computed).
-_RESUMABLE_CHANGES = {"max_updates", "save_every", "log_every", "keep_last", "loader_workers", "prefetch_batches",
+_RESUMABLE_CHANGES = {"max_updates", "save_every", "log_every", "keep_last", "loader_workers", "loader", "prefetch_batches",
                       "compile", "matmul_conv", "activation_checkpointing", "strategy", "dist_timeout",
                       "max_bad_updates", "collapse_fraction", "diversity_ratio"}
 
@@ -527,7 +527,9 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     n_acc, audio_s, t0, data_s = 0, 0.0, time.time(), 0.0
     tb = TensorBoardLog(out_dir / "tensorboard", num_updates)
     logf = open(log_path, "a") if main else None
-    loader = Prefetcher(store.__getitem__, tcfg.loader_workers)
+    # the decoded-audio cache lives in this process: workers in other processes would not fill it
+    kind = "threads" if tcfg.cache_audio else resolve_kind(tcfg.loader, dev.type)
+    loader = Prefetcher(store.__getitem__, tcfg.loader_workers, kind)
     try:
         while num_updates < tcfg.max_updates:
             if batches_epoch != epoch:
