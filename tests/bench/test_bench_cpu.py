@@ -18,6 +18,7 @@ def test_kernel_classes_and_batch_maps():
     assert gpu.classify("nvjet_sm90_tst_192x192") == "matrix products (cuBLAS/CUTLASS)"
     assert gpu.classify("void implicit_convolve_sgemm<bf16>") == "convolutions (cuDNN)"
     assert gpu.classify("triton_red_fused_gelu").startswith("fused by inductor")
+    assert gpu.classify("ncclDevKernel_AllReduce_Sum_f32_RING_LL") == "communication (NCCL)"
     assert gpu.pick(gpu.parse_map("base=8,large=6"), "large") == 6
     assert gpu.pick(gpu.parse_map("16"), "base") == 16
 
@@ -29,3 +30,15 @@ def test_bench_subcommand_takes_its_own_options_and_others_reject_unknown(capsys
     with pytest.raises(SystemExit):
         main(["score", "--config", "c", "--decode", "d", "--out", "o", "--bogus"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_covered_time_counts_overlapping_kernels_once():
+    # NCCL's all-reduce beside a backward kernel: [0, 10) and [5, 12) cover 12, [20, 21) one more
+    assert gpu.covered_us([(5, 12), (0, 10), (20, 21), (6, 7)]) == 13
+    assert gpu.covered_us([]) == 0
+
+
+def test_bench_parses_its_compile_options():
+    a = gpu.build_parser().parse_args(["--compile", "--compile-mode", "reduce-overhead", "--dynamic"])
+    assert a.compile and a.compile_mode == "reduce-overhead" and a.dynamic
+    assert gpu.build_parser().parse_args([]).compile_mode is None

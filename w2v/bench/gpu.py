@@ -250,6 +250,8 @@ def compare(w: Workload, a, use_compile: bool) -> dict:
     eager = timed(step, dev, a.steps, a.warmup, w.audio_s, flops)
     ours = eager
     if use_compile:
+        if a.dynamic:  # as the training loop's graphs run once a batch of another size came by
+            torch._dynamo.mark_dynamic(w.x, 0)
         compile_model(model, mode=a.compile_mode)
         w.cudagraphs = a.compile_mode == "reduce-overhead"
         compiled = timed(step, dev, a.steps, a.warmup + 3, w.audio_s, flops)
@@ -533,6 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile our hot blocks (w2v.models.accel)")
     p.add_argument("--compile-mode", default=None,
                    help="torch.compile mode for --compile (e.g. reduce-overhead: CUDA graphs; default: inductor's)")
+    p.add_argument("--dynamic", action="store_true",
+                   help="compile with a dynamic batch size (the training loop's graphs after its first smaller batch)")
     p.add_argument("--matmul-conv", action="store_true",
                    help="also time ours with the convolutions as matrix products (keeps the faster)")
     p.add_argument("--no-compare", action="store_true", help="skip the ours-vs-peer table")
@@ -577,6 +581,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.backends.cudnn.benchmark = a.cudnn_benchmark
     res["cudnn_benchmark"] = a.cudnn_benchmark
     res["compile_mode"] = a.compile_mode
+    res["dynamic_batch"] = a.dynamic
     if not a.no_compare:
         for kind in [k for k in a.workloads.split(",") if k]:
             for size in sizes:
