@@ -61,8 +61,10 @@ class Prefetcher:
     `load` must pickle (a bound method of a picklable object, a module-level function)."""
 
     def __init__(self, load: Callable[[int], np.ndarray], workers: int, kind: str = "threads"):
+        if kind not in ("threads", "processes"):
+            raise ValueError(f"Prefetcher kind must be 'threads' or 'processes' (resolve 'auto' first), got {kind!r}")
         self.load = load
-        self.kind = resolve_kind(kind, "cpu")
+        self.kind = kind
         self.pool: Executor | None = None
         if workers > 0 and self.kind == "processes":
             # fork, as torch's DataLoader on Linux: the workers inherit `load` (nothing pickled,
