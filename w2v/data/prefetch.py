@@ -57,8 +57,8 @@ def resolve_kind(kind: str, device_type: str) -> str:
 
 class Prefetcher:
     """`get(i)` returns `load(i)`, computed ahead in `workers` threads or processes for indices
-    `schedule`d earlier (0 workers: computed on demand in the caller's thread). For processes,
-    `load` must pickle (a bound method of a picklable object, a module-level function)."""
+    `schedule`d earlier (0 workers: computed on demand in the caller's thread). Forked worker
+    processes inherit `load` (a closure will do); what it returns must pickle."""
 
     def __init__(self, load: Callable[[int], np.ndarray], workers: int, kind: str = "threads"):
         if kind not in ("threads", "processes"):
