@@ -424,9 +424,9 @@ def cmd_new_recipe(a) -> None:
 
 
 def cmd_bench(a) -> None:
-    from w2v.bench import data, gpu
+    from w2v.bench import data, gpu, loop
 
-    (data.main if a.what == "data" else gpu.main)(a.rest)
+    {"data": data.main, "loop": loop.main}.get(a.what, gpu.main)(a.rest)
 
 
 _CONFIG_HELP = "the recipe: egs/<corpus>/config.yaml, or the merged exp/<recipe>/config.json the Snakefile writes"
@@ -618,16 +618,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lang", default=None, help="language adapter to use (MMS; default: the model's own)")
     compute(s)
     s = sub.add_parser("bench", add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter,
-                       help="speed: `bench [gpu]` ours beside transformers, `bench data` the audio pipeline "
-                            "(their options: w2v bench [data] --help)",
+                       help="speed: `bench [gpu]` ours beside transformers, `bench data` the audio pipeline, "
+                            "`bench loop` the training loop (their options: w2v bench [data|loop] --help)",
                        description="Benchmarks that print our numbers beside the peer's from one run: `gpu` "
                                    "(default) times pre-training, CTC fine-tuning and inference against Hugging "
                                    "Face transformers on the GPU; `data` measures audio decoding + crop + batch "
-                                   "throughput per CPU worker. Their own options: `w2v bench [data] --help`.",
-                       epilog="example:\n  w2v bench gpu --compile --steps 20\n  w2v bench data --workers 1,4,16")
+                                   "throughput per CPU worker; `loop` runs the training loop end to end on synthetic FLAC "
+                                   "files. Their own options: `w2v bench [data|loop] --help`.",
+                       epilog="example:\n  w2v bench gpu --compile --steps 20\n  w2v bench data --workers 1,4,16\n"
+                              "  w2v bench loop --preset base --compile --matmul-conv")
     s.set_defaults(fn=cmd_bench)
-    s.add_argument("what", nargs="?", choices=["gpu", "data"], default="gpu",
-                   help="gpu (default): ours vs transformers on the GPU; data: the audio pipeline per worker")
+    s.add_argument("what", nargs="?", choices=["gpu", "data", "loop"], default="gpu",
+                   help="gpu (default): ours vs transformers on the GPU; data: the audio pipeline per worker; "
+                        "loop: the training loop end to end on synthetic FLAC files")
     return p
 
 

@@ -1,5 +1,7 @@
 """The speed benchmarks' CPU-runnable parts: the audio pipeline bench and the table/CLI plumbing."""
 
+import json
+
 import pytest
 
 from w2v.bench import data, gpu
@@ -42,3 +44,14 @@ def test_bench_parses_its_compile_options():
     a = gpu.build_parser().parse_args(["--compile", "--compile-mode", "reduce-overhead", "--dynamic"])
     assert a.compile and a.compile_mode == "reduce-overhead" and a.dynamic
     assert gpu.build_parser().parse_args([]).compile_mode is None
+
+
+def test_loop_bench_runs_the_training_loop_and_reports_its_rate(tmp_path, capsys):
+    main(["bench", "loop", "--preset", "tiny", "--files", "6", "--seconds", "2.5", "--crop", "2",
+          "--max-duration", "4", "--updates", "4", "--log-every", "2", "--workers", "2", "--device", "cpu",
+          "--dir", str(tmp_path)])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["update"] for r in out["intervals"]] == [2, 4]
+    assert all(r["audio_s_per_s"] > 0 and 0 <= r["data_share"] <= 1 for r in out["intervals"])
+    assert out["steady_audio_s_per_s"] == pytest.approx(out["intervals"][1]["audio_s_per_s"], abs=0.05)  # not the first
+    assert (tmp_path / "exp" / "model.pt").exists() and len(list((tmp_path / "audio").glob("*.flac"))) == 6
