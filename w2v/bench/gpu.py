@@ -237,6 +237,16 @@ def free(dev: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def compile_ours(w: Workload, model: torch.nn.Module, a) -> None:
+    """`compile_model` as the command line asks: its mode (CUDA graphs mark each step's start,
+    see `Workload._step`) and, with --dynamic, a dynamic batch size (as the training loop's
+    graphs run once a batch of another size came by)."""
+    if a.dynamic:
+        torch._dynamo.mark_dynamic(w.x, 0)
+    compile_model(model, mode=a.compile_mode)
+    w.cudagraphs = a.compile_mode == "reduce-overhead"
+
+
 def compare(w: Workload, a, use_compile: bool) -> dict:
     """Ours and the peer on one workload: throughput, FLOPs, memory."""
     dev = w.dev
@@ -250,10 +260,7 @@ def compare(w: Workload, a, use_compile: bool) -> dict:
     eager = timed(step, dev, a.steps, a.warmup, w.audio_s, flops)
     ours = eager
     if use_compile:
-        if a.dynamic:  # as the training loop's graphs run once a batch of another size came by
-            torch._dynamo.mark_dynamic(w.x, 0)
-        compile_model(model, mode=a.compile_mode)
-        w.cudagraphs = a.compile_mode == "reduce-overhead"
+        compile_ours(w, model, a)
         compiled = timed(step, dev, a.steps, a.warmup + 3, w.audio_s, flops)
         row["ours_eager_audio_s_per_s"] = round(eager.audio_s_per_s, 1)
         row["ours_compiled_audio_s_per_s"] = round(compiled.audio_s_per_s, 1)
@@ -380,8 +387,7 @@ def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int =
     torch.manual_seed(0)
     model = w.ours()
     if use_compile:
-        compile_model(model, mode=a.compile_mode)
-        w.cudagraphs = a.compile_mode == "reduce-overhead"
+        compile_ours(w, model, a)
     if a.matmul_conv:
         use_matmul_convolutions(model)
     step = w.ours_step(model, optimizer(model, dev))
@@ -412,7 +418,8 @@ def kernel_summary(prof, steps: int, top: int = 30) -> dict:
         if e.device_type != DeviceType.CUDA:
             continue
         ms = e.time_range.elapsed_us() / 1e3 / steps
-        by_class[classify(e.name)] = by_class.get(classify(e.name), 0.0) + ms
+        label = classify(e.name)
+        by_class[label] = by_class.get(label, 0.0) + ms
         by_name[e.name] = by_name.get(e.name, 0.0) + ms
         spans.append((e.time_range.start, e.time_range.end))
     heaviest = sorted(by_name.items(), key=lambda kv: -kv[1])[:top]
@@ -425,14 +432,12 @@ def kernel_summary(prof, steps: int, top: int = 30) -> dict:
 def covered_us(spans: list[tuple[int, int]]) -> int:
     """Length of the union of (start, end) intervals: time with at least one kernel running
     (kernels of several streams overlap, e.g. NCCL's all-reduce beside the backward)."""
-    total, end = 0, None
+    total, reached = 0, None
     for s0, s1 in sorted(spans):
-        if end is None or s0 > end:
-            total += s1 - s0
-            end = s1
-        elif s1 > end:
-            total += s1 - end
-            end = s1
+        begin = s0 if reached is None else max(s0, reached)  # what earlier spans did not cover
+        if s1 > begin:
+            total += s1 - begin
+            reached = s1
     return total
 
 

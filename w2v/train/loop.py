@@ -602,9 +602,9 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             n_acc += 1
             bar.update(1)
             if main and (num_updates % tcfg.log_every == 0 or num_updates == tcfg.max_updates):
+                elapsed = max(1e-9, time.time() - t0)
                 row = {"update": num_updates, "epoch": epoch, **{k: round(v / n_acc, 5) for k, v in acc.items()},
-                       "audio_s_per_s": round(audio_s / max(1e-9, time.time() - t0), 2),
-                       "data_share": round(data_s / max(1e-9, time.time() - t0), 3)}
+                       "audio_s_per_s": round(audio_s / elapsed, 2), "data_share": round(data_s / elapsed, 3)}
                 if plan.multilingual:
                     row["lang_hours"] = {k: round(v / 3600, 6) for k, v in sorted(lang_seconds.items())}
                 if skipped.rows:
