@@ -41,9 +41,25 @@ def test_covered_time_counts_overlapping_kernels_once():
 
 
 def test_bench_parses_its_compile_options():
-    a = gpu.build_parser().parse_args(["--compile", "--compile-mode", "reduce-overhead", "--dynamic"])
-    assert a.compile and a.compile_mode == "reduce-overhead" and a.dynamic
-    assert gpu.build_parser().parse_args([]).compile_mode is None
+    a = gpu.build_parser().parse_args(["--compile", "--compile-mode", "reduce-overhead", "--dynamic",
+                                       "--cpp-wrapper", "off"])
+    assert a.compile and a.compile_mode == "reduce-overhead" and a.dynamic and a.cpp_wrapper == "off"
+    default = gpu.build_parser().parse_args([])
+    assert default.compile_mode is None and default.cpp_wrapper == "auto"
+
+
+def test_attention_bench_times_the_backends_that_take_the_inputs():
+    """On the CPU only the math backend runs (the fused ones refuse dropout there); each backend
+    gets a time or says why it cannot run."""
+    import torch
+
+    a = gpu.build_parser().parse_args(["--samples", "16000", "--steps", "1", "--warmup", "0"])
+    a.device = torch.device("cpu")
+    r = gpu.attention(a, "tiny", 2)
+    assert r["frames"] == 49 and r["heads"] == 4
+    assert r["math"]["ms"] > 0
+    assert all(isinstance(r[k], dict) or r[k].startswith("unavailable: ")
+               for k in ("cudnn_attention", "flash_attention", "efficient_attention"))
 
 
 def test_loop_bench_runs_the_training_loop_and_reports_its_rate(tmp_path, capsys):

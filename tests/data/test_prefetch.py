@@ -60,6 +60,7 @@ def test_process_workers_return_the_same_items_and_their_errors():
 def test_loader_kinds_resolve_and_bad_names_are_refused():
     from w2v.data.prefetch import resolve_kind
 
-    assert resolve_kind("auto", "cuda") == "threads" and resolve_kind("processes", "cpu") == "processes"
+    assert resolve_kind("auto", "cuda") == "processes" and resolve_kind("auto", "cpu") == "threads"
+    assert resolve_kind("processes", "cpu") == "processes" and resolve_kind("threads", "cuda") == "threads"
     with pytest.raises(ValueError, match="loader must be one of"):
         resolve_kind("fork", "cpu")

@@ -327,3 +327,27 @@ def test_ddp_looks_for_unused_parameters_only_when_layerdrop_skips_blocks():
     compile_model(model)  # lazily
     assert not layerdrop_leaves_parameters_unused(model, 0.1)
     assert layerdrop_leaves_parameters_unused(compile_model(Wav2Vec2ForPreTraining(small_cfg()), one_graph=False), 0.1)
+
+
+def test_compiling_switches_the_cpp_wrapper_on_for_gpu_models_only(monkeypatch):
+    """Kernels launched from C++ (inductor's cpp_wrapper) on a GPU, where the Python launcher's
+    host time made steps host-bound; a CPU model keeps the Python wrapper unless asked, and the
+    environment's TORCHINDUCTOR_CPP_WRAPPER overrides the default."""
+    import torch._inductor.config as inductor_config
+
+    from w2v.models.accel import compile_model
+
+    before = inductor_config.cpp_wrapper
+    monkeypatch.delenv("TORCHINDUCTOR_CPP_WRAPPER", raising=False)
+    try:
+        compile_model(Wav2Vec2ForPreTraining(small_cfg()))  # CPU: lazily, nothing compiled yet
+        assert inductor_config.cpp_wrapper is False
+        compile_model(Wav2Vec2ForPreTraining(small_cfg()), cpp_wrapper=True)
+        assert inductor_config.cpp_wrapper is True
+        compile_model(Wav2Vec2ForPreTraining(small_cfg()), cpp_wrapper=False)
+        assert inductor_config.cpp_wrapper is False
+        monkeypatch.setenv("TORCHINDUCTOR_CPP_WRAPPER", "1")
+        compile_model(Wav2Vec2ForPreTraining(small_cfg()))
+        assert inductor_config.cpp_wrapper is True
+    finally:
+        inductor_config.cpp_wrapper = before

@@ -243,8 +243,16 @@ def compile_ours(w: Workload, model: torch.nn.Module, a) -> None:
     graphs run once a batch of another size came by)."""
     if a.dynamic:
         torch._dynamo.mark_dynamic(w.x, 0)
-    compile_model(model, mode=a.compile_mode)
+    compile_model(model, mode=a.compile_mode, cpp_wrapper={"on": True, "off": False}.get(a.cpp_wrapper))
     w.cudagraphs = a.compile_mode == "reduce-overhead"
+
+
+def first_step_s(step: Callable[[], object], dev: torch.device) -> float:
+    """Seconds of the first step after a (re)compile: the compilation, mostly."""
+    t0 = time.perf_counter()
+    step()
+    sync(dev)
+    return round(time.perf_counter() - t0, 1)
 
 
 def compare(w: Workload, a, use_compile: bool) -> dict:
@@ -261,6 +269,7 @@ def compare(w: Workload, a, use_compile: bool) -> dict:
     ours = eager
     if use_compile:
         compile_ours(w, model, a)
+        row["compile_s"] = first_step_s(step, dev)
         compiled = timed(step, dev, a.steps, a.warmup + 3, w.audio_s, flops)
         row["ours_eager_audio_s_per_s"] = round(eager.audio_s_per_s, 1)
         row["ours_compiled_audio_s_per_s"] = round(compiled.audio_s_per_s, 1)
@@ -268,6 +277,7 @@ def compare(w: Workload, a, use_compile: bool) -> dict:
         use_compile = ours is compiled
     if a.matmul_conv:
         use_matmul_convolutions(model)
+        row["matmul_conv_compile_s"] = first_step_s(step, dev)
         matmul = timed(step, dev, a.steps, a.warmup + 3, w.audio_s, flops)
         row["ours_matmul_conv_audio_s_per_s"] = round(matmul.audio_s_per_s, 1)
         if matmul.audio_s_per_s > ours.audio_s_per_s:
@@ -479,6 +489,37 @@ def posconv(a, preset: str, batch: int) -> dict:
     return {"size": preset, "batch": batch, "frames": frames, **out}
 
 
+def attention(a, preset: str, batch: int) -> dict:
+    """Self-attention alone as the preset trains it (bf16, no padding mask, its attention
+    dropout), forward + backward, through each of SDPA's backends that accepts it."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    dev = a.device
+    cfg = load_model_config(preset)
+    frames = int(conv_output_lengths(torch.tensor([a.samples]), cfg.conv_feature_layers)[0])
+    heads, dim = cfg.encoder_attention_heads, cfg.encoder_embed_dim
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    g = torch.Generator(device=dev).manual_seed(0)
+    q, k, v = (torch.randn(batch, heads, frames, dim // heads, device=dev, dtype=dtype, generator=g, requires_grad=True)
+               for _ in range(3))
+    out = {"size": preset, "batch": batch, "frames": frames, "heads": heads, "dropout": cfg.attention_dropout}
+    for name in ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH"):
+        backend = getattr(SDPBackend, name)
+
+        def run():
+            with sdpa_kernel(backend):
+                y = torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=cfg.attention_dropout)
+            y.backward(torch.ones_like(y))
+
+        try:
+            run()
+        except RuntimeError as e:  # the backend does not take these inputs here
+            out[name.lower()] = f"unavailable: {str(e).splitlines()[0][:100]}"
+            continue
+        out[name.lower()] = {"ms": round(timed(run, dev, max(a.steps, 20), a.warmup, 0.0).step_ms, 3)}
+    return out
+
+
 def precision_check(a, preset: str, batch: int, steps: int) -> dict:
     """Our bf16 training beside fp32 from the same weights, data, masks and noise (no dropout)."""
     dev = a.device
@@ -548,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation", default="", help="presets to run the lever ablation on (pre-training)")
     p.add_argument("--trace", default="", help="workload:preset pairs to profile, e.g. pretrain:base,infer:base")
     p.add_argument("--posconv", default="", help="presets: time the positional convolution's two paths")
+    p.add_argument("--attention", default="", help="presets: time self-attention through each SDPA backend")
+    p.add_argument("--cpp-wrapper", default="auto", choices=("auto", "on", "off"),
+                   help="launch compiled kernels from C++ (auto: on a GPU; w2v.models.accel.compile_options)")
     p.add_argument("--repeats", type=int, default=1, help="run the lever ablation this many times (spread)")
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="let cuDNN time its algorithms (ours and the peer alike); the ablation measures it")
@@ -596,6 +640,7 @@ def main(argv: list[str] | None = None) -> dict:
     for key, fn in (("trace", lambda s: trace(a, s.split(":")[0], s.split(":")[1],
                                               pick(batches[s.split(":")[0]], s.split(":")[1]), a.compile)),
                     ("posconv", lambda s: posconv(a, s, pick(batches["pretrain"], s))),
+                    ("attention", lambda s: attention(a, s, pick(batches["pretrain"], s))),
                     ("precision", lambda s: precision_check(a, s, pick(batches["pretrain"], s), a.precision_steps))):
         for size in [s for s in getattr(a, key).split(",") if s]:
             r = fn(size)

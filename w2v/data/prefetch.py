@@ -15,8 +15,9 @@ Two kinds of worker:
   each decoded array sent back pickled. On a GPU the main thread is busy launching kernels in
   Python, and loader threads take turns with it: BASE pre-training on an H100 ran 2,308
   audio-s/s with 4 threads and 1,783 with 8, and 1,648 from the in-memory cache against 1,050
-  decoding (before collation moved to the GPU). Processes are not measured on a GPU yet, so
-  ``auto`` still means threads everywhere.
+  decoding (before collation moved to the GPU). With 4 workers, on one H100 and one warm
+  machine, processes gave 2,562 audio-s/s (the loop waited for audio 11% of the time) against
+  2,426 (13%) for threads: ``auto`` means processes on a GPU, threads elsewhere.
 """
 
 from __future__ import annotations
@@ -48,11 +49,13 @@ def _load_in_worker(i: int) -> np.ndarray:
 
 
 def resolve_kind(kind: str, device_type: str) -> str:
-    """``auto``: threads, on every device until processes are measured on a GPU (the module's
-    docstring); ``device_type`` is where that choice will be made."""
+    """``auto``: processes when training on a GPU (``device_type`` "cuda"), threads elsewhere
+    (the module's docstring)."""
     if kind not in KINDS:
         raise ValueError(f"loader must be one of {KINDS}, got {kind!r}")
-    return "threads" if kind == "auto" else kind
+    if kind == "auto":
+        return "processes" if device_type == "cuda" else "threads"
+    return kind
 
 
 class Prefetcher:

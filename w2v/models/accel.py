@@ -16,6 +16,8 @@ Both leave parameter names, state dicts and the CPU path untouched.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -29,12 +31,29 @@ def _encoder(model: nn.Module) -> Wav2Vec2Model:
     return encoder
 
 
-def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = True) -> nn.Module:
+def use_cpp_wrapper(enabled: bool) -> None:
+    """Launch compiled kernels from generated C++ instead of a generated Python function, for
+    every graph compiled from now on in this process (inductor's `cpp_wrapper`). The Python
+    launcher costs ~10-30 us of host time per kernel: a BASE pre-training step launches about a
+    thousand, and on an H100 its host time (39 ms) exceeded its GPU time (28 ms). Process-wide
+    because inductor's per-call option failed on the pre-training head's graph (torch 2.11:
+    "CudaKernelParamCache not populated")."""
+    torch._inductor.config.cpp_wrapper = enabled
+
+
+def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = True,
+                  cpp_wrapper: bool | None = None) -> nn.Module:
     """Compile the hot blocks of `model` in place (and return it): the conv stack, and the
     Transformer blocks as one graph (`TransformerEncoder.run_stack`) and each on its own (for
     hidden states and activation checkpointing, and for FSDP: `one_graph=False`, since FSDP
     gathers a block's sharded weights in hooks of the block's own call, which the one graph
-    calls past)."""
+    calls past). `cpp_wrapper` (`use_cpp_wrapper`; None: on for a model on a GPU, unless
+    TORCHINDUCTOR_CPP_WRAPPER says otherwise) launches the kernels from C++; it makes the first
+    compile slower (BASE pre-training ~45 s on an H100 with a warm cache)."""
+    if cpp_wrapper is None:  # an explicit TORCHINDUCTOR_CPP_WRAPPER=0/1 in the environment wins
+        env = os.environ.get("TORCHINDUCTOR_CPP_WRAPPER")
+        cpp_wrapper = env == "1" if env is not None else any(p.is_cuda for p in model.parameters())
+    use_cpp_wrapper(cpp_wrapper)
     enc = _encoder(model)
     fe = enc.feature_extractor
     fe.convolve = torch.compile(fe.convolve, mode=mode)
@@ -93,4 +112,4 @@ def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.M
     return model
 
 
-__all__ = ["compile_model", "layerdrop_leaves_parameters_unused", "release_dropped_grads", "set_activation_checkpointing", "use_matmul_convolutions"]
+__all__ = ["compile_model", "use_cpp_wrapper", "layerdrop_leaves_parameters_unused", "release_dropped_grads", "set_activation_checkpointing", "use_matmul_convolutions"]

@@ -33,7 +33,7 @@ class TrainConfig:
     normalize_audio: bool = True  # per-utterance zero mean / unit variance
     cache_audio: bool = False  # keep decoded audio in memory (small corpora)
     loader_workers: int = 4  # workers decoding the next batches' audio (0: decode in the loop)
-    loader: str = "auto"  # threads | processes | auto (= threads for now; w2v.data.prefetch weighs them)
+    loader: str = "auto"  # threads | processes | auto (processes on a GPU, else threads; w2v.data.prefetch)
     prefetch_batches: int = 2  # how many batches ahead they decode
     freeze_feature_encoder: bool = False  # fine-tuning: fairseq feature_grad_mult 0.0
     freeze_transformer_updates: int = 0  # fairseq freeze_finetune_updates
