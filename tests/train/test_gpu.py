@@ -50,6 +50,7 @@ def test_compiled_pretraining_matches_eager_on_cuda():
     eager = Wav2Vec2ForPreTraining(cfg).cuda().train()
     eager.static_head = True  # the head compile_model compiles, here uncompiled: same draws
     compiled = compile_model(Wav2Vec2ForPreTraining(cfg).cuda().train())
+    assert torch._inductor.config.cpp_wrapper  # a GPU model's kernels are launched from C++
     compiled.load_state_dict(eager.state_dict())
     wav = torch.randn(4, 16000, device="cuda")
     losses = []

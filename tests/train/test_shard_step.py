@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +12,14 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
+# The ranks of these runs are CPU processes over gloo, also on a machine with one GPU
+CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 
 
 def test_shard_step_reports_every_rank():
     r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--preset", "tiny", "--ranks", "2",
                         "--batch", "2", "--seconds", "1.5", "--steps", "2"],
-                       capture_output=True, text=True, timeout=180, cwd=ROOT)
+                       capture_output=True, text=True, timeout=180, cwd=ROOT, env=CPU_ONLY)
     assert r.returncode == 0, r.stderr[-4000:]
     assert "returned a view tensor" not in r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
@@ -35,7 +38,7 @@ def test_shard_step_reports_every_rank():
 def test_shard_step_profiles_ddp_ranks_and_their_all_reduce():
     r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--preset", "tiny", "--ranks", "2",
                         "--batch", "1", "--seconds", "1", "--steps", "1", "--strategy", "ddp", "--profile", "1",
-                        "--bucket-mb", "5"], capture_output=True, text=True, timeout=180, cwd=ROOT)
+                        "--bucket-mb", "5"], capture_output=True, text=True, timeout=180, cwd=ROOT, env=CPU_ONLY)
     assert r.returncode == 0, r.stderr[-4000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["ddp_options"] == {"bucket_cap_mb": 5.0}

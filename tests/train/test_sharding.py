@@ -34,3 +34,12 @@ def test_share_layerdrop_reaches_through_a_wrapper():
     sharding.share_layerdrop(wrapper, g)
     assert model.wav2vec2.encoder.layerdrop_generator is g
     sharding.share_layerdrop(torch.nn.Linear(2, 2), g)  # no encoder: nothing to do
+
+
+def test_more_ranks_than_visible_gpus_is_a_clear_error(monkeypatch):
+    """torchrun started with more processes per node than GPUs: say so, before touching a GPU."""
+    from w2v.train import distributed
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(RuntimeError, match="LOCAL_RANK 1 needs GPU 1, but 1 GPU\\(s\\) are visible.*nproc-per-node 1"):
+        distributed.init(DistInfo(rank=1, world_size=2, local_rank=1), torch.device("cuda"), 60.0)

@@ -50,6 +50,11 @@ def init(info: DistInfo, device: torch.device, timeout_s: float) -> torch.device
     On CUDA each rank takes GPU ``LOCAL_RANK``; on CPU all ranks use gloo.
     """
     if device.type == "cuda" and info.enabled:
+        visible = torch.cuda.device_count()
+        if info.local_rank >= visible:
+            raise RuntimeError(f"rank {info.rank}: LOCAL_RANK {info.local_rank} needs GPU {info.local_rank}, but "
+                               f"{visible} GPU(s) are visible on this node; start at most {visible} processes "
+                               f"per node (torchrun --nproc-per-node {visible}, the recipe's gpus)")
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     if info.enabled and not dist.is_initialized():
