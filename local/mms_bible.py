@@ -127,17 +127,28 @@ def parse_diatheke(out: str) -> list[tuple[int, int, str]]:
     return rows
 
 
+def chapter_keys(spec: str) -> list[tuple[str, int]]:
+    """``"Ruth 1-4"``, ``"Jonah 2"`` or several such ranges joined by ``;`` (``"Mark 1-16; John
+    1-21"``) -> ``(book, chapter)`` in reading order."""
+    keys = []
+    for part in spec.split(";"):
+        m = _CHAPTERS.match(part)
+        if not m or m.group(1) not in BOOK_NAMES or int(m.group(3) or m.group(2)) < int(m.group(2)):
+            sys.exit(f"error: chapters {spec!r}: expected 'BOOK N' or 'BOOK N-M' (N <= M), several joined by "
+                     f"';', with BOOK one of {sorted(BOOK_NAMES)}; got {part.strip()!r}")
+        book, first, last = m.group(1), int(m.group(2)), int(m.group(3) or m.group(2))
+        keys += [(book, n) for n in range(first, last + 1)]
+    if len(set(keys)) < len(keys):
+        sys.exit(f"error: chapters {spec!r} name a chapter twice")
+    return keys
+
+
 def read_chapters(lang: Language, spec: str) -> list[Verse]:
-    """Verses of ``spec`` ("Ruth 1-4", "Jonah 2") in ``lang``'s Bible."""
-    m = _CHAPTERS.match(spec)
-    if not m or m.group(1) not in BOOK_NAMES:
-        sys.exit(f"error: chapters {spec!r}: expected 'BOOK N' or 'BOOK N-M' with BOOK one of {sorted(BOOK_NAMES)}")
-    book, first, last = m.group(1), int(m.group(2)), int(m.group(3) or m.group(2))
-    code = BOOK_NAMES[book][0]
+    """Verses of the chapters ``spec`` names (`chapter_keys`) in ``lang``'s Bible."""
     verses = []
-    for n in range(first, last + 1):
+    for book, n in chapter_keys(spec):
         rows = parse_diatheke(_diatheke(lang.module, f"{book} {n}", lang.package))
-        verses += [Verse(f"{code}_{n:03d}", v, t) for c, v, t in rows if c == n]
+        verses += [Verse(f"{BOOK_NAMES[book][0]}_{n:03d}", v, t) for c, v, t in rows if c == n]
     return verses
 
 
@@ -320,7 +331,8 @@ def score(corpus: Path, segment_dir: Path) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, required=True, help="corpus directory to create (or to score against)")
-    p.add_argument("--chapters", default="Ruth 1-4", help="chapters to record whole, per language")
+    p.add_argument("--chapters", default="Ruth 1-4",
+                   help="chapters to record whole, per language ('Ruth 1-4', or ranges joined by ';')")
     p.add_argument("--seed-chapters", default="Jonah 1-4", help="chapters recorded verse by verse (seed set)")
     p.add_argument("--mismatch", type=int, default=1, help="training verses per language given a wrong text")
     p.add_argument("--seed", type=int, default=0)

@@ -263,6 +263,14 @@ def test_diatheke_markup_is_stripped_without_gluing_words():
     assert mms_bible.parse_diatheke(SAMPLE) == [(1, 1, 'Paul, of Christ Jesus, to "Philemon"')]
 
 
+def test_chapter_specs_name_ranges_of_one_or_several_books():
+    assert mms_bible.chapter_keys("Ruth 1-2") == [("Ruth", 1), ("Ruth", 2)]
+    assert mms_bible.chapter_keys("Mark 16; John 1-2") == [("Mark", 16), ("John", 1), ("John", 2)]
+    for bad, why in (("Ruth 4-1", "N <= M"), ("Exodus 1", "BOOK one of"), ("Ruth 1; Ruth 1-2", "twice")):
+        with pytest.raises(SystemExit, match=why):
+            mms_bible.chapter_keys(bad)
+
+
 def _have_bibles() -> bool:
     if not (shutil.which("espeak-ng") and shutil.which("diatheke")):
         return False
