@@ -8,9 +8,11 @@ negatives drawn once, outside the timed steps, as in `../shared/bench/hf_w2v2_pr
 ours draws them every step.
 
 Also printed: FLOPs per step (torch.utils.flop_counter, eager), achieved TFLOP/s and share of
-the bf16 matrix-product ceiling measured in the same run, peak memory, the loss of our bf16
-step beside an fp32 reference, a per-component timing of our pre-training step, and a lever
-ablation (what each speed change buys). The data pipeline is `w2v.bench.data`.
+the bf16 matrix-product ceiling measured in the same run, peak memory, the time of each compile,
+the loss of our bf16 step beside an fp32 reference, a per-component timing of our pre-training
+step, a lever ablation (what each speed change buys), the positional convolution's and
+self-attention's alternatives timed alone. The data pipeline is `w2v.bench.data`, the training
+loop end to end `w2v.bench.loop`.
 
     python bench/gpu_speed.py --out bench.json            # everything, on a GPU
     python bench/gpu_speed.py --sizes tiny --samples 32000 --steps 1 --warmup 1   # CPU smoke run
@@ -591,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--posconv", default="", help="presets: time the positional convolution's two paths")
     p.add_argument("--attention", default="", help="presets: time self-attention through each SDPA backend")
     p.add_argument("--cpp-wrapper", default="auto", choices=("auto", "on", "off"),
-                   help="launch compiled kernels from C++ (auto: on a GPU; w2v.models.accel.compile_options)")
+                   help="launch compiled kernels from C++ (auto: on a GPU; w2v.models.accel.use_cpp_wrapper)")
     p.add_argument("--repeats", type=int, default=1, help="run the lever ablation this many times (spread)")
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="let cuDNN time its algorithms (ours and the peer alike); the ablation measures it")

@@ -10,8 +10,10 @@
   channels-last as matrix products.
 - `set_activation_checkpointing`: recompute each Transformer block during backward instead of
   keeping its activations (LARGE and above: larger batches fit; costs one more forward).
+- `use_cpp_wrapper` (through `compile_model`, on for GPU models): compiled graphs launch their
+  kernels from generated C++ rather than Python, which kept the GPU waiting for the host.
 
-Both leave parameter names, state dicts and the CPU path untouched.
+All leave parameter names, state dicts and the CPU path untouched.
 """
 
 from __future__ import annotations
