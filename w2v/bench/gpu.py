@@ -633,6 +633,7 @@ def main(argv: list[str] | None = None) -> dict:
     res["cudnn_benchmark"] = a.cudnn_benchmark
     res["compile_mode"] = a.compile_mode
     res["dynamic_batch"] = a.dynamic
+    res["cpp_wrapper"] = a.cpp_wrapper
     if not a.no_compare:
         for kind in [k for k in a.workloads.split(",") if k]:
             for size in sizes:

@@ -68,6 +68,8 @@ class Prefetcher:
             raise ValueError(f"Prefetcher kind must be 'threads' or 'processes' (resolve 'auto' first), got {kind!r}")
         self.load = load
         self.kind = kind
+        # what a worker runs for index i: forked processes call the `load` they inherited
+        self._task = _load_in_worker if kind == "processes" else load
         self.pool: Executor | None = None
         if workers > 0 and self.kind == "processes":
             # fork, as torch's DataLoader on Linux: the workers inherit `load` (nothing pickled,
@@ -87,7 +89,7 @@ class Prefetcher:
             return
         for i in indices:
             if i not in self.pending:
-                self.pending[i] = self.pool.submit(_load_in_worker if self.kind == "processes" else self.load, i)
+                self.pending[i] = self.pool.submit(self._task, i)
 
     def get(self, i: int) -> np.ndarray:
         future = self.pending.pop(i, None)
