@@ -455,9 +455,8 @@ def covered_us(spans: list[tuple[int, int]]) -> int:
 
 def posconv(a, preset: str, batch: int) -> dict:
     """The positional convolution alone (forward + backward, bf16): cuDNN's grouped kernels on
-    the preset's groups, groups padded to 64 channels (the default on CUDA), and under
-    `--matmul-conv` batched matrix products over tap windows and products of spectra (the
-    default there), each eager and compiled."""
+    the preset's groups, groups padded to 64 channels (the default on CUDA), and batched matrix
+    products over tap windows (`--matmul-conv`), eager and compiled."""
     dev = a.device
     cfg = load_model_config(preset)
     frames = int(conv_output_lengths(torch.tensor([a.samples]), cfg.conv_feature_layers)[0])
@@ -468,13 +467,11 @@ def posconv(a, preset: str, batch: int) -> dict:
     out = {}
     ref = None
     as_matmul = pos.as_matmul
-    for name, padded, matmul, spectral in (
-            ("cudnn_grouped", False, False, False), ("groups_padded_to_64", True, False, False),
-            ("matmul_windows", True, True, False), ("matmul_windows_compiled", True, True, False),
-            ("spectral", True, True, True), ("spectral_compiled", True, True, True)):
+    for name, padded, matmul in (("cudnn_grouped", False, False), ("groups_padded_to_64", True, False),
+                                 ("matmul_windows", True, True), ("matmul_windows_compiled", True, True)):
         last: list[torch.Tensor] = []
         ConvPositionalEmbedding.pad_groups_on_cuda = padded
-        pos.matmul, pos.spectral = matmul, spectral
+        pos.matmul = matmul
         pos.as_matmul = torch.compile(as_matmul) if name.endswith("compiled") else as_matmul
 
         def run():
@@ -490,7 +487,7 @@ def posconv(a, preset: str, batch: int) -> dict:
         out[name] = {"ms": round(m.step_ms, 3), "rel_err": round(float((y - ref).norm() / ref.norm()), 5),
                      "peak_gib": None if m.peak_gib is None else round(m.peak_gib, 2)}
     ConvPositionalEmbedding.pad_groups_on_cuda = True
-    pos.matmul, pos.spectral, pos.as_matmul = False, True, as_matmul
+    pos.matmul, pos.as_matmul = False, as_matmul
     return {"size": preset, "batch": batch, "frames": frames, **out}
 
 

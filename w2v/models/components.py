@@ -169,13 +169,15 @@ def _group_norm_folded(layer: "_ConvLayer", windows: Tensor, weight: Tensor) -> 
     moments; the norm then folds into the product: gamma_c rstd_c w_c . (x_t - mean(x)) + beta_c,
     a per-utterance weight. The bias cancels, as in the norm. Backward needs no reduction over
     time either. The moments are float64: a high-pass channel's variance is a small difference
-    of large terms when neighbouring samples correlate (audio), and TF32 would lose it."""
+    of large terms when neighbouring samples correlate (audio)."""
     norm = layer.layer_norm
     x = windows if windows.dtype in (torch.float32, torch.float64) else windows.float()
     with torch.autocast(windows.device.type, enabled=False):
         centered = x - x.mean(1, keepdim=True)  # (b, frames, d)
         c64 = centered.double()
-        cov = c64.transpose(1, 2) @ c64 / windows.shape[1]  # (b, d, d)
+        # a reduction, not a matrix product: cuBLAS's float64 product over 50k frames took
+        # 0.4 ms of an H100 (and a float32 one may run as TF32)
+        cov = (c64[:, :, :, None] * c64[:, :, None, :]).mean(1)  # (b, d, d)
         w64 = weight.double()
         var = ((w64 @ cov) * w64).sum(-1)  # (b, C): w_c' Cov w_c
         scale = (norm.weight.double() * torch.rsqrt(var + norm.eps)).to(x.dtype)
@@ -333,40 +335,6 @@ def _window_conv(x: Tensor, weight: Tensor, left: int) -> Tensor:
     return torch.bmm(win, w.transpose(1, 2)).transpose(0, 1).reshape(b, t, c)
 
 
-def _fft_size(n: int) -> int:
-    """The smallest length >= n of the form 2^a 3^b 5^c (cuFFT's and pocketfft's fast sizes)."""
-    best, power = None, 1
-    while best is None or power < best:
-        for odd in (1, 3, 5, 9, 15, 25, 27, 45, 75, 81, 125, 135):
-            if power * odd >= n and (best is None or power * odd < best):
-                best = power * odd
-        power *= 2
-    return best
-
-
-def _spectral_conv(x: Tensor, weight: Tensor, left: int) -> Tensor:
-    """`_window_conv` (same arguments, same result) through the Fourier transform: the input's
-    and the flipped kernel's spectra over a length with room for the whole linear convolution
-    (no wrap-around), one small matrix product per frequency and group, the inverse transform,
-    and the frames the padding asks for. In float32 (float64 stays float64). The tap windows
-    copy k times the input (BASE: 1.2 GB a batch of 8 x 15.6 s) and write it again for each
-    gradient; the spectra are about the input's size, the kernel's spectrum C/groups times it."""
-    b, t, c = x.shape
-    cg, k = weight.shape[1], weight.shape[2]
-    g = c // cg
-    n = _fft_size(t + k - 1)
-    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-    spec = torch.fft.rfft(x.to(dtype), n=n, dim=1)  # (b, F, C)
-    f = spec.shape[1]
-    taps = weight.to(dtype).reshape(g, cg, cg, k).flip(-1).permute(3, 0, 1, 2)  # (k, g, out, in): convolution order
-    kernel = torch.fft.rfft(taps, n=n, dim=0)  # (F, g, out, in)
-    product = kernel @ spec.reshape(b, f, g, cg).permute(1, 2, 3, 0)  # (F, g, out, b)
-    full = torch.fft.irfft(product.permute(3, 0, 1, 2).reshape(b, f, c), n=n, dim=1)  # (b, n, C)
-    # full[s] = sum_i taps[i] x[s - i]; output frame t reads x[t - left + j] = taps[k - 1 - j]
-    start = k - 1 - left
-    return full[:, start:start + t].to(x.dtype)
-
-
 class _GroupedConvAsMatmul(torch.autograd.Function):
     """`_window_conv` with a backward of the same kind: the input gradient is the same
     convolution of the output gradient with the kernel flipped, each group's in and out
@@ -414,11 +382,9 @@ class ConvPositionalEmbedding(nn.Module):
         # An even kernel with padding k//2 yields one extra frame; drop the last.
         self.num_pad_remove = 1 if kernel % 2 == 0 else 0
         self.activation = nn.GELU()
-        # Instead of cuDNN's grouped convolution (accel.use_matmul_convolutions): products of
-        # spectra (`_spectral_conv`), or with `spectral` off batched matrix products over tap
-        # windows (`_GroupedConvAsMatmul`)
+        # Batched matrix products over tap windows (`_GroupedConvAsMatmul`) instead of cuDNN's
+        # grouped convolution (accel.use_matmul_convolutions)
         self.matmul = False
-        self.spectral = True
 
     # On CUDA, groups whose width is not a multiple of 64 channels are zero-padded to one:
     # cuDNN's grouped kernels for BASE's 48 channels per group took 15.7 ms forward + backward
@@ -447,16 +413,12 @@ class ConvPositionalEmbedding(nn.Module):
         return v * (g / wide.square().sum((0, 1), keepdim=True).sqrt().to(v.dtype))
 
     def as_matmul(self, x: Tensor) -> Tensor:
-        """The convolution as `_spectral_conv` (or, `spectral` off, `_GroupedConvAsMatmul`; as
-        many frames out as in: the extra frame of an even kernel is never computed), returned
-        in autocast's dtype where autocast is on."""
+        """The convolution as `_GroupedConvAsMatmul` (as many frames out as in: the extra frame
+        of an even kernel is never computed), in autocast's dtype where autocast is on."""
         kind = x.device.type
         dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
         with torch.autocast(kind, enabled=False):
-            if self.spectral:
-                y = _spectral_conv(x, self.normalized_weight(), self.conv.padding[0]).to(dtype)
-            else:
-                y = _GroupedConvAsMatmul.apply(x.to(dtype), self.normalized_weight().to(dtype), self.conv.padding[0])
+            y = _GroupedConvAsMatmul.apply(x.to(dtype), self.normalized_weight().to(dtype), self.conv.padding[0])
             return y + self.conv.bias.to(dtype)
 
     def _padded_groups(self, x: Tensor, padded: int) -> Tensor:
