@@ -154,35 +154,8 @@ def _few_taps_layer(layer: "_ConvLayer", x: Tensor, frames: int) -> Tensor:
         windows = x[:, :(frames - 1) * stride + kernel].unfold(1, kernel, stride)  # (b, frames, C_in, k) view
     else:
         windows = x.new_zeros(b, 0, c_in, kernel)
-    windows = windows.reshape(b, frames, c_in * kernel)
-    weight = conv.weight.reshape(conv.weight.shape[0], -1)
-    if layer.norm_kind == "group" and frames:
-        return layer.activation(_group_norm_folded(layer, windows, weight))
-    return _norm_and_activation(layer, F.linear(windows, weight, conv.bias))
-
-
-def _group_norm_folded(layer: "_ConvLayer", windows: Tensor, weight: Tensor) -> Tensor:
-    """GroupNorm per channel over time of a convolution with few input values per frame
-    (BASE's first layer: 10), without reducing over its output (batch x frames x 512 values,
-    the step's largest tensor). Channel c's output is w_c . x_t (+ bias), so its mean over time
-    is w_c . mean(x) and its variance w_c' Cov(x) w_c, from the windows' (C_in k)^2 second
-    moments; the norm then folds into the product: gamma_c rstd_c w_c . (x_t - mean(x)) + beta_c,
-    a per-utterance weight. The bias cancels, as in the norm. Backward needs no reduction over
-    time either. The moments are float64: a high-pass channel's variance is a small difference
-    of large terms when neighbouring samples correlate (audio)."""
-    norm = layer.layer_norm
-    x = windows if windows.dtype in (torch.float32, torch.float64) else windows.float()
-    with torch.autocast(windows.device.type, enabled=False):
-        centered = x - x.mean(1, keepdim=True)  # (b, frames, d)
-        c64 = centered.double()
-        # a reduction, not a matrix product: cuBLAS's float64 product over 50k frames took
-        # 0.4 ms of an H100 (and a float32 one may run as TF32)
-        cov = (c64[:, :, :, None] * c64[:, :, None, :]).mean(1)  # (b, d, d)
-        w64 = weight.double()
-        var = ((w64 @ cov) * w64).sum(-1)  # (b, C): w_c' Cov w_c
-        scale = (norm.weight.double() * torch.rsqrt(var + norm.eps)).to(x.dtype)
-    folded = weight.to(x.dtype) * scale[:, :, None]  # (b, C, d)
-    return torch.baddbmm(norm.bias.to(x.dtype).expand(x.shape[0], 1, -1), centered, folded.transpose(1, 2))
+    out = F.linear(windows.reshape(b, frames, c_in * kernel), conv.weight.reshape(conv.weight.shape[0], -1), conv.bias)
+    return _norm_and_activation(layer, out)
 
 
 def _norm_and_activation(layer: "_ConvLayer", out: Tensor) -> Tensor:
