@@ -52,23 +52,19 @@ def pretraining_loss(
 
     Returns:
         The scalar loss and the stats: loss, contrastive, diversity, feature_pen, accuracy,
-        code_ppl, prob_ppl, temp, num_masked (a tensor from the static head unless `sync`).
+        code_ppl, prob_ppl, temp, num_masked.
     """
     logits = out.logits.float()
-    if out.frame_mask is not None:  # a row per frame (the static head): the masked rows count
-        weight = out.frame_mask.to(logits.dtype)
-        num_masked = weight.sum()
-        per_row = torch.logsumexp(logits, dim=-1) - logits[:, 0]  # cross-entropy of column 0
-        contrastive = torch.where(out.frame_mask, per_row, 0.0).sum() / num_masked.clamp(min=1)
-        accuracy = (contrastive_accuracy(logits.detach(), reduce=False) * weight).sum() / num_masked.clamp(min=1)
-    else:
-        num_masked = logits.shape[0]
-        if num_masked > 0:
-            target = torch.zeros(num_masked, dtype=torch.long, device=logits.device)
-            contrastive = F.cross_entropy(logits, target, reduction="mean")
-        else:
-            contrastive = logits.sum() * 0.0  # keeps the graph; nothing was masked
-        accuracy = contrastive_accuracy(logits.detach())
+    # The static head gives a row per frame and marks the masked ones; the general head's rows
+    # are the masked frames alone.
+    rows = out.frame_mask if out.frame_mask is not None else torch.ones(
+        logits.shape[0], dtype=torch.bool, device=logits.device)
+    num_masked = rows.sum()
+    per_row = torch.logsumexp(logits, dim=-1) - logits[:, 0]  # cross-entropy of column 0
+    # (nothing masked: 0, with the graph kept)
+    contrastive = torch.where(rows, per_row, 0.0).sum() / num_masked.clamp(min=1)
+    right = contrastive_accuracy(logits.detach(), reduce=False)
+    accuracy = torch.where(rows, right, 0.0).sum() / num_masked.clamp(min=1)
     loss = contrastive
     diversity = logits.new_zeros(())
     if out.prob_perplexity is not None and out.num_vars > 0:
@@ -93,7 +89,7 @@ def pretraining_loss(
         "code_ppl": scalar(out.code_perplexity),
         "prob_ppl": scalar(out.prob_perplexity),
         "temp": float(out.temperature),
-        "num_masked": scalar(num_masked) if torch.is_tensor(num_masked) else float(num_masked),
+        "num_masked": scalar(num_masked),
     }
     return loss, stats
 
