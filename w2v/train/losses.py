@@ -60,11 +60,10 @@ def pretraining_loss(
     rows = out.frame_mask if out.frame_mask is not None else torch.ones(
         logits.shape[0], dtype=torch.bool, device=logits.device)
     num_masked = rows.sum()
+    masked = num_masked.clamp(min=1)  # nothing masked: both terms 0, the graph kept
     per_row = torch.logsumexp(logits, dim=-1) - logits[:, 0]  # cross-entropy of column 0
-    # (nothing masked: 0, with the graph kept)
-    contrastive = torch.where(rows, per_row, 0.0).sum() / num_masked.clamp(min=1)
-    right = contrastive_accuracy(logits.detach(), reduce=False)
-    accuracy = torch.where(rows, right, 0.0).sum() / num_masked.clamp(min=1)
+    contrastive = torch.where(rows, per_row, 0.0).sum() / masked
+    accuracy = torch.where(rows, contrastive_accuracy(logits.detach(), reduce=False), 0.0).sum() / masked
     loss = contrastive
     diversity = logits.new_zeros(())
     if out.prob_perplexity is not None and out.num_vars > 0:
