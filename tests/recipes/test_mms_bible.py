@@ -210,6 +210,20 @@ def test_prepare_fake_layout_keeps_or_drops_verses_by_confidence(tmp_path, caplo
     assert all(line.split("\t")[6:8] == ["0", "low_confidence"] for line in table[1:])
 
 
+def test_chapters_align_in_worker_processes_to_the_same_table(tmp_path):
+    """num_threads > 1 runs the chapters' Viterbi searches in spawned processes: same segments."""
+    pytest.importorskip("uroman")
+    root = write_fake_layout(tmp_path / "corpus")
+    model = write_random_aligner(tmp_path / "aligner.pt")
+    tables = []
+    for threads in (1, 2):
+        base = tmp_path / f"threads{threads}"
+        prepare(_corpus(root, model, min_confidence=-1e9), base / "data" / "manifests", num_threads=threads)
+        tables.append((base / "data" / "segment" / "segments.tsv").read_text())
+        assert len(list((base / "data" / "segment" / "chapters").glob("*.json"))) == 4
+    assert tables[0] == tables[1] and len(tables[0].splitlines()) == 1 + 8
+
+
 def test_aligner_bootstrapped_from_seed_clips_once_and_again_when_they_change(tmp_path, caplog):
     pytest.importorskip("uroman")
     root = write_fake_layout(tmp_path / "corpus")

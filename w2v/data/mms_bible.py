@@ -212,32 +212,81 @@ class _Aligner:
                                       ensure_ascii=False).encode())
         return h.hexdigest()[:16]
 
-    def chapter(self, rec: Recording, source: Path, texts: list[str], lang: str) -> dict[str, list[float]]:
-        """Verse index -> ``[start, end, confidence, ctc_start, ctc_end]``; verses with no units are absent."""
+    def cached(self, rec: Recording, texts: list[str]) -> dict[str, list[float]] | None:
+        """A chapter's verses from an earlier run's alignment, if its model, text and settings match."""
+        cache = self.work / "chapters" / f"{rec.id}.json"
+        result = json.loads(cache.read_text()) if cache.is_file() else {}
+        return result["verses"] if result.get("key") == self._key(texts) else None
+
+    def job(self, rec: Recording, source: Path, texts: list[str], lang: str) -> dict:
+        """The arguments of :func:`_align_chapter` for one chapter: its emissions (computed here,
+        where the model is) and unit sequences; the Viterbi search runs wherever the job goes."""
         import torch
 
         from w2v.align.romanize import to_units
-        from w2v.align.segment import chunked_emissions, frame_levels, segment_recording
+        from w2v.align.segment import chunked_emissions, frame_levels
         from w2v.train.loop import AudioStore
 
         units = [to_units(t, self.unit_to_id, lang, dropped=self.unspelled) for t in texts]
-        cache = self.work / "chapters" / f"{rec.id}.json"
-        key = self._key(texts)
-        result = json.loads(cache.read_text()) if cache.is_file() else {}
-        if result.get("key") == key:
-            return result["verses"]
         audio = AudioStore([_mono_cut(rec)], cache=False)[0]
         with torch.no_grad():
             lp = chunked_emissions(self.model, audio, self.normalize, self.settings, self.device)
-        spellable = [i for i, u in enumerate(units) if u]
-        try:
-            segs = segment_recording(lp, [units[i] for i in spellable], self.hop, self.settings,
-                                     blank=self.unit_to_id["<blank>"], levels=frame_levels(audio, self.hop, self.rf))
-        except ValueError as e:
-            raise CorpusError(f"{source}: {e} ({len(texts)} verses)") from None
-        verses = {str(i): [s.start, s.end, s.confidence, s.ctc_start, s.ctc_end] for i, s in zip(spellable, segs)}
-        write_text(cache, json.dumps({"key": key, "verses": verses}) + "\n")
-        return verses
+        return {"log_probs": lp, "units": units, "hop": self.hop, "settings": self.settings,
+                "blank": self.unit_to_id["<blank>"], "levels": frame_levels(audio, self.hop, self.rf),
+                "source": str(source)}
+
+    def store(self, rec: Recording, texts: list[str], verses: dict[str, list[float]]) -> None:
+        write_text(self.work / "chapters" / f"{rec.id}.json", json.dumps({"key": self._key(texts), "verses": verses}) + "\n")
+
+
+def _align_chapter(log_probs, units: list[list[int]], hop: int, settings, blank: int, levels, source: str
+                   ) -> dict[str, list[float]]:
+    """Verse index -> ``[start, end, confidence, ctc_start, ctc_end]`` of one chapter (verses with
+    no units are absent). Module-level, so that chapters align in parallel worker processes."""
+    from w2v.align.segment import segment_recording
+
+    spellable = [i for i, u in enumerate(units) if u]
+    try:
+        segs = segment_recording(log_probs, [units[i] for i in spellable], hop, settings, blank=blank, levels=levels)
+    except ValueError as e:
+        raise CorpusError(f"{source}: {e} ({len(units)} verses)") from None
+    return {str(i): [s.start, s.end, s.confidence, s.ctc_start, s.ctc_end] for i, s in zip(spellable, segs)}
+
+
+def _align_all(aligner: _Aligner, chapters: list[tuple[Recording, Path, list[str], str]], workers: int
+               ) -> list[dict[str, list[float]]]:
+    """Every chapter's alignment, in order. Emissions come from the model in this process, one
+    chapter after another; the Viterbi searches (seconds per chapter, single-threaded numpy)
+    run in up to ``workers`` processes. Each chapter's result is cached as soon as it is done,
+    so an interrupted run keeps them."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    results: list[dict | None] = [aligner.cached(rec, texts) for rec, _, texts, _ in chapters]
+    todo = [i for i, r in enumerate(results) if r is None]
+    if len(chapters) > len(todo):
+        log.info("%d of %d chapters aligned by an earlier run (cached)", len(chapters) - len(todo), len(chapters))
+    workers = max(1, min(workers, len(todo)))
+    bar = tqdm(total=len(todo), desc=f"aligning chapters ({workers} process{'es' if workers > 1 else ''})",
+               unit="chapter")
+
+    def done(i: int, verses: dict) -> None:
+        rec, _, texts, _ = chapters[i]
+        aligner.store(rec, texts, verses)
+        results[i] = verses
+        bar.update()
+
+    if workers == 1:
+        for i in todo:
+            done(i, _align_chapter(**aligner.job(*chapters[i])))
+    else:
+        # spawn: the workers need numpy only, and a fork of a process holding CUDA and OpenMP threads is unsafe
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_align_chapter, **aligner.job(*chapters[i])): i for i in todo}
+            for fut in as_completed(futures):
+                done(futures[fut], fut.result())
+    bar.close()
+    return results
 
 
 def prepare_mms_bible(corpus: dict, key: str, num_threads: int, work: Path):
@@ -289,35 +338,39 @@ def prepare_mms_bible(corpus: dict, key: str, num_threads: int, work: Path):
     sups: list[SupervisionSegment] = []
     table = ["language\tchapter\tverse\tstart\tend\tconfidence\tkept\treason\tctc_start\tctc_end\n"]
     dropped: list[str] = []
+    order: list[tuple[str, str, list[dict]]] = []
     for lang in langs:
         by_chapter: dict[str, list[dict]] = {}
         for r in verses[lang]:
             by_chapter.setdefault(r["chapter"], []).append(r)
-        for chapter, rows in tqdm(by_chapter.items(), desc=f"segmenting {lang}", unit="chapter"):
-            rec = by_id.get(f"{lang}-{chapter}")
-            if rec is None:
+        for chapter, rows in by_chapter.items():
+            if f"{lang}-{chapter}" not in by_id:
                 raise CorpusError(f"{chapter_audio[f'{lang}-{chapter}']}: empty recording of chapter {chapter}")
-            result = aligner.chapter(rec, chapter_audio[rec.id], [r["text"] for r in rows], lang)
-            for i, r in enumerate(rows):
-                vid = f"{lang}-{chapter}_{_verse_id(r['verse'])}"
-                seg = result.get(str(i))
-                if seg is None:
-                    reason, start, end, conf, kept, cs, ce = "no_units", 0.0, 0.0, float("nan"), False, 0.0, 0.0
-                else:
-                    start, end, conf, cs, ce = seg
-                    kept = conf >= settings.min_confidence
-                    end = min(end, rec.duration)
-                    reason = "" if kept else "low_confidence"
-                table.append(f"{lang}\t{chapter}\t{r['verse']}\t{start:.3f}\t{end:.3f}\t{conf:.3f}\t{int(kept)}\t"
-                             f"{reason}\t{cs:.3f}\t{ce:.3f}\n")
-                if not kept:
-                    dropped.append(f"{vid} ({reason}, confidence {conf:.2f})")
-                    continue
-                split = r["split"]
-                sups.append(SupervisionSegment(
-                    id=vid, recording_id=rec.id, start=round(start, 3), duration=round(end - start, 3),
-                    channel=_channel(rec), text=r["text"], speaker=r.get("speaker") or lang, language=lang,
-                    custom={"split": f"{split}_{lang}" if split.startswith("test") else split}))
+            order.append((lang, chapter, rows))
+    aligned = _align_all(aligner, [(by_id[f"{lang}-{chapter}"], chapter_audio[f"{lang}-{chapter}"],
+                                    [r["text"] for r in rows], lang) for lang, chapter, rows in order], num_threads)
+    for (lang, chapter, rows), result in zip(order, aligned):
+        rec = by_id[f"{lang}-{chapter}"]
+        for i, r in enumerate(rows):
+            vid = f"{lang}-{chapter}_{_verse_id(r['verse'])}"
+            seg = result.get(str(i))
+            if seg is None:
+                reason, start, end, conf, kept, cs, ce = "no_units", 0.0, 0.0, float("nan"), False, 0.0, 0.0
+            else:
+                start, end, conf, cs, ce = seg
+                kept = conf >= settings.min_confidence
+                end = min(end, rec.duration)
+                reason = "" if kept else "low_confidence"
+            table.append(f"{lang}\t{chapter}\t{r['verse']}\t{start:.3f}\t{end:.3f}\t{conf:.3f}\t{int(kept)}\t"
+                         f"{reason}\t{cs:.3f}\t{ce:.3f}\n")
+            if not kept:
+                dropped.append(f"{vid} ({reason}, confidence {conf:.2f})")
+                continue
+            split = r["split"]
+            sups.append(SupervisionSegment(
+                id=vid, recording_id=rec.id, start=round(start, 3), duration=round(end - start, 3),
+                channel=_channel(rec), text=r["text"], speaker=r.get("speaker") or lang, language=lang,
+                custom={"split": f"{split}_{lang}" if split.startswith("test") else split}))
     write_text(work / "segments.tsv", "".join(table))
     n_verses = sum(len(v) for v in verses.values())
     if dropped:
