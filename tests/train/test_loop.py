@@ -185,3 +185,19 @@ def test_sigkilled_training_process_resumes_bit_identical(tmp_path):
     subprocess.run(cmd(run), check=True, env=env, capture_output=True)
     a, b = ck.load(ref / "model.pt")["model"], ck.load(run / "model.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_diversity_gate_holds_the_diversity_loss_until_the_accuracy_reaches_it(tmp_path):
+    cuts = write_tiny_cuts(tmp_path / "a")
+
+    def run(gate: float, name: str) -> tuple[list[dict], dict]:
+        out = train(_pretrain_cfg(diversity_gate=gate, log_every=2), cuts, tmp_path / name, _cfg())
+        rows = [json.loads(x) for x in (tmp_path / name / "train_log.jsonl").read_text().splitlines()]
+        return rows, ck.load(ck.CheckpointDir(tmp_path / name / "checkpoints").latest())
+
+    rows, state = run(0.999, "closed")  # a tiny model's accuracy never gets there
+    assert [r["update"] for r in rows] == [2, 4, 6] and all(r["weighted_diversity"] == 0 for r in rows)
+    assert state["diversity_opened_at"] is None
+    rows, state = run(1e-6, "opened")  # any accuracy passes: open after the first interval (update 2)
+    assert rows[0]["weighted_diversity"] == 0 and all(r["weighted_diversity"] > 0 for r in rows[1:])
+    assert state["diversity_opened_at"] == 2

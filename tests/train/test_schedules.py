@@ -45,6 +45,19 @@ def test_diversity_weight_ramps_from_zero():
     assert TrainConfig(max_updates=10, diversity_start=5).diversity_weight_at(5) == 0.1  # no ramp: a step
 
 
+def test_diversity_gate_counts_the_delay_and_ramp_from_its_opening():
+    from w2v.train.config import TrainConfig
+
+    gated = TrainConfig(max_updates=1000, diversity_start=0.3, diversity_warmup=0.2, diversity_gate=0.2)
+    assert gated.diversity_weight_at(900, None) == 0.0  # not opened yet: off, whatever the update
+    assert gated.diversity_weight_at(400, 100) == pytest.approx(0.05)  # opened early: diversity_start rules
+    assert gated.diversity_weight_at(600, 500) == pytest.approx(0.05)  # opened late: the ramp starts there
+    assert gated.diversity_weight_at(700, 500) == 0.1
+    assert TrainConfig(max_updates=1000).diversity_weight_at(0, None) == 0.1  # no gate: opened_at is ignored
+    with pytest.raises(ValueError, match="diversity_gate"):
+        TrainConfig.from_dict({"diversity_gate": 1.5})
+
+
 def test_pretrain_step_uses_the_ramped_weight():
     import torch
 

@@ -41,6 +41,7 @@ class TrainConfig:
     diversity_weight: float = 0.1  # fairseq loss_weights[0]
     diversity_start: float = 0.0  # updates without the diversity loss (fraction of max_updates if < 1)
     diversity_warmup: float = 0.0  # then ramp its weight from 0 over this many updates (fraction if < 1)
+    diversity_gate: float = 0.0  # also wait until a log interval's contrastive accuracy reaches this (0: no gate)
     feature_penalty_weight: float = 10.0  # fairseq loss_weights[1]
     log_every: int = 10
     save_every: int = 200  # checkpoint (and validation, when fine-tuning) interval
@@ -80,14 +81,19 @@ class TrainConfig:
             d["adapter"] = {"lang": adapter["lang"], "dim": adapter.get("dim", 16)}
         if d.get("strategy", "ddp") not in ("ddp", "fsdp"):
             raise ValueError(f"{where}: strategy must be ddp or fsdp, got {d['strategy']!r}")
+        if not 0 <= d.get("diversity_gate", 0.0) < 1:
+            raise ValueError(f"{where}: diversity_gate is a contrastive accuracy in [0, 1), got {d['diversity_gate']!r}")
         if d.get("language_alpha", 0.5) < 0:
             raise ValueError(f"{where}: language_alpha must be >= 0")
         return cls(**d)
 
-    def diversity_weight_at(self, num_updates: int) -> float:
+    def diversity_weight_at(self, num_updates: int, opened_at: int | None = 0) -> float:
         """The diversity loss weight at update ``num_updates``: 0 for ``diversity_start``
         updates, then ``diversity_weight`` reached linearly over ``diversity_warmup`` updates.
-        Both default to 0 (fairseq: the full weight from the first update).
+        Both default to 0 (fairseq: the full weight from the first update). With a
+        ``diversity_gate``, ``opened_at`` is the update at which the contrastive accuracy first
+        reached the gate (None: not yet, weight 0); the delay and the ramp then count from
+        the later of the two.
 
         Small-batch runs need the delay. While the contrastive loss sits at chance its gradient
         is near zero, and even a small diversity weight then flattens every frame's code
@@ -95,10 +101,17 @@ class TrainConfig:
         loss stays at ln(1 + K) for good. Without the term the codebook first shrinks to the
         codes the features can predict and the loss leaves chance; the diversity term then
         spreads the codebook out again (egs/demo/RESULTS.md, "Why pre-training sat at chance").
+        A fixed delay can end before the loss has left chance (how long that takes varies from
+        run to run); the gate waits for it (egs/mms_bible/RESULTS.md).
         """
         from w2v.train.schedules import updates
 
-        since = num_updates - updates(self.diversity_start, self.max_updates)
+        start = updates(self.diversity_start, self.max_updates)
+        if self.diversity_gate > 0:
+            if opened_at is None:
+                return 0.0
+            start = max(start, opened_at)
+        since = num_updates - start
         if since < 0:
             return 0.0
         ramp = updates(self.diversity_warmup, self.max_updates)

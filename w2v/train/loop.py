@@ -334,6 +334,9 @@ def _identity_changes(old: dict, new: dict) -> list[str]:
     changed = [k for k in ("cuts", "init", "units") if old.get(k) != new.get(k)]
     for part in ("train", "model"):
         a, b = old.get(part, {}), new.get(part, {})
+        if part == "train":  # a setting added since the checkpoint was written is at its default there
+            defaults = json.loads(json.dumps(TrainConfig().to_dict(), default=str))
+            a = {**{k: v for k, v in defaults.items() if k not in _RESUMABLE_CHANGES}, **a}
         changed += [f"{part}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return changed
 
@@ -453,6 +456,9 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     skipped = SkippedBatches(out_dir / "skipped_batches.jsonl", tcfg.max_bad_updates, write=main)
 
     num_updates, epoch, pos, best = 0, 0, 0, None
+    # the update at which the contrastive accuracy reached diversity_gate (None: not yet)
+    diversity_opened: int | None = 0 if tcfg.diversity_gate <= 0 else None
+    gate_acc, gate_n = 0.0, 0  # contrastive accuracy over the current log interval, on every rank
     lang_seconds: dict[str, float] = {}  # audio seconds trained on, per language (multilingual plans)
     identity = _run_identity(tcfg, cfg, cuts_path, init, units_path)
     latest = ckdir.latest()
@@ -471,6 +477,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             log.warning("%s was written by %d process(es), this run has %d: resuming, but not bit-exactly",
                         latest, ck.get("world_size", 1), info.world_size)
         lang_seconds = dict(ck.get("language_seconds") or {})
+        diversity_opened = ck.get("diversity_opened_at", 0 if tcfg.diversity_gate <= 0 else None)
         log.info("resumed from %s (update %d, epoch %d, batch %d)", latest, num_updates, epoch, pos)
         if main:
             skipped.resume(epoch, pos)
@@ -501,7 +508,8 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
         rng = distributed.gather(_rng_state(), info)  # collectives: every rank calls them
         return {"model": sharding.model_state(raw_model), "optimizer": sharding.optimizer_state(raw_model, opt),
                 "num_updates": num_updates, "epoch": epoch, "batch": pos, "best": best, "rng": rng, "world_size": info.world_size,
-                "language_seconds": dict(lang_seconds), "model_config": cfg.to_dict(),
+                "language_seconds": dict(lang_seconds), "diversity_opened_at": diversity_opened,
+                "model_config": cfg.to_dict(),
                 "train_config": tcfg.to_dict(), "task": task, "identity": identity}
 
     def epoch_batches(e: int) -> list[list[int]]:
@@ -568,7 +576,8 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                     sharding.share_layerdrop(raw_model, _step_generator(tcfg.seed, num_updates)[0])
                 if task == "pretrain":
                     lab = collate_labels(batch_labels).to(dev) if labels is not None else None
-                    loss, stats = pretrain_step(raw_model, wav, lens, g, num_updates, tcfg, lab, forward=model)
+                    loss, stats = pretrain_step(raw_model, wav, lens, g, num_updates, tcfg, lab, forward=model,
+                                                diversity_weight=tcfg.diversity_weight_at(num_updates, diversity_opened))
                 else:
                     tgt, tlens = collate_targets([targets[i] for i in batch])
                     logits, flens = model(wav, lens, apply_mask=True, generator=g, train_encoder=not frozen)
@@ -601,6 +610,16 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 acc[k] = acc.get(k, 0.0) + float(v)
             n_acc += 1
             bar.update(1)
+            if diversity_opened is None and "accuracy" in stats:
+                gate_acc, gate_n = gate_acc + float(stats["accuracy"]), gate_n + 1
+                if num_updates % tcfg.log_every == 0:  # every rank at the same update: one collective
+                    if distributed.any_true(gate_acc / gate_n >= tcfg.diversity_gate, info, dev):
+                        diversity_opened = num_updates
+                        if main:
+                            log.info("update %d: contrastive accuracy %.3f reached diversity_gate %g: the diversity "
+                                     "loss starts (after diversity_start, ramped over diversity_warmup)",
+                                     num_updates, gate_acc / gate_n, tcfg.diversity_gate)
+                    gate_acc, gate_n = 0.0, 0
             if main and (num_updates % tcfg.log_every == 0 or num_updates == tcfg.max_updates):
                 elapsed = max(1e-9, time.time() - t0)
                 row = {"update": num_updates, "epoch": epoch, **{k: round(v / n_acc, 5) for k, v in acc.items()},
@@ -613,7 +632,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 logf.flush()
                 tb.log(row)
                 if task == "pretrain":
-                    ramping = tcfg.diversity_weight_at(num_updates) < tcfg.diversity_weight
+                    ramping = tcfg.diversity_weight_at(num_updates, diversity_opened) < tcfg.diversity_weight
                     chance = math.log(1 + num_candidates) if num_candidates and num_updates > sched.warmup_updates else None
                     for msg in codebook_warnings(row, 0 if ramping else num_codes, tcfg.collapse_fraction,
                                                  tcfg.diversity_ratio, chance):

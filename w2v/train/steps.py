@@ -37,7 +37,8 @@ def fit_labels(labels: Tensor, frames: int) -> Tensor:
 
 def pretrain_step(model: nn.Module, wav: Tensor, lens: Tensor, generator: torch.Generator, num_updates: int,
                   tcfg: TrainConfig, labels: Tensor | None = None,
-                  forward: nn.Module | None = None) -> tuple[Tensor, dict[str, float | Tensor]]:
+                  forward: nn.Module | None = None, diversity_weight: float | None = None
+                  ) -> tuple[Tensor, dict[str, float | Tensor]]:
     """Forward one batch and its objective. Statistics may be floats or 0-dim tensors still on
     the device (wav2vec 2.0: read by the loop in one transfer with the loss and gradient norm).
 
@@ -50,12 +51,14 @@ def pretrain_step(model: nn.Module, wav: Tensor, lens: Tensor, generator: torch.
         labels: (batch, label frames) HuBERT targets, -1 where none.
         forward: what to call for the forward pass when it is not ``model`` itself (the DDP
             wrapper around it, which syncs gradients); ``model`` picks the objective.
+        diversity_weight: wav2vec 2.0's diversity loss weight this update (None:
+            ``tcfg.diversity_weight_at(num_updates)``; the loop passes it when a gate decides).
     """
     model.set_num_updates(num_updates)
     fwd = forward if forward is not None else model
     if isinstance(model, Wav2Vec2ForPreTraining):
         out = fwd(wav, lens, generator=generator)
-        weight = tcfg.diversity_weight_at(num_updates)
+        weight = tcfg.diversity_weight_at(num_updates) if diversity_weight is None else diversity_weight
         loss, stats = pretraining_loss(out, weight, tcfg.feature_penalty_weight, sync=False)
         stats["weighted_diversity"] = weight * stats["diversity"]
         return loss, stats
