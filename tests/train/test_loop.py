@@ -191,7 +191,7 @@ def test_diversity_gate_holds_the_diversity_loss_until_the_accuracy_reaches_it(t
     cuts = write_tiny_cuts(tmp_path / "a")
 
     def run(gate: float, name: str) -> tuple[list[dict], dict]:
-        out = train(_pretrain_cfg(diversity_gate=gate, log_every=2), cuts, tmp_path / name, _cfg())
+        train(_pretrain_cfg(diversity_gate=gate, log_every=2), cuts, tmp_path / name, _cfg())
         rows = [json.loads(x) for x in (tmp_path / name / "train_log.jsonl").read_text().splitlines()]
         return rows, ck.load(ck.CheckpointDir(tmp_path / name / "checkpoints").latest())
 

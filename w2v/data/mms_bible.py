@@ -34,7 +34,8 @@ Evaluation splits: ``test*`` splits are named per language (``test`` of ``spa`` 
 dev set.
 
 Work files go to ``segment/`` beside the manifests directory: the bootstrapped model, one JSON per aligned
-chapter (a rerun reuses it while the model, text and settings are unchanged), and
+chapter (a rerun reuses it while the model, text and settings are unchanged; the chapters' Viterbi
+searches run in ``num_threads`` worker processes), and
 ``segments.tsv`` listing every verse with its times, confidence, whether it was kept and why
 not, and its edges before refinement (``ctc_start``, ``ctc_end``).
 """
