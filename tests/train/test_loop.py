@@ -201,3 +201,15 @@ def test_diversity_gate_holds_the_diversity_loss_until_the_accuracy_reaches_it(t
     rows, state = run(1e-6, "opened")  # any accuracy passes: open after the first interval (update 2)
     assert rows[0]["weighted_diversity"] == 0 and all(r["weighted_diversity"] > 0 for r in rows[1:])
     assert state["diversity_opened_at"] == 2
+
+
+def test_a_setting_added_since_a_checkpoint_counts_at_its_default():
+    from w2v.train.loop import _identity_changes, _run_identity
+
+    cuts = None
+    new = _run_identity(_pretrain_cfg(), _cfg(), cuts, None, None)
+    old = json.loads(json.dumps(new))
+    del old["train"]["diversity_gate"]  # written before the setting existed
+    assert _identity_changes(old, new) == []
+    changed = _run_identity(_pretrain_cfg(diversity_gate=0.2), _cfg(), cuts, None, None)
+    assert _identity_changes(old, changed) == ["train.diversity_gate"]
