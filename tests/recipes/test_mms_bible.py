@@ -222,6 +222,11 @@ def test_chapters_align_in_worker_processes_to_the_same_table(tmp_path):
         tables.append((base / "data" / "segment" / "segments.tsv").read_text())
         assert len(list((base / "data" / "segment" / "chapters").glob("*.json"))) == 4
     assert tables[0] == tables[1] and len(tables[0].splitlines()) == 1 + 8
+    # a chapter that cannot be aligned stops the run with its file named, from a worker too
+    verses = root / "spa" / "verses.tsv"
+    verses.write_text(verses.read_text(encoding="utf-8").replace("creó Dios", "creó Dios " * 80), encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"GEN_00[12]\.flac: cannot align .* too long for the audio"):
+        prepare(_corpus(root, model, min_confidence=-1e9), tmp_path / "bad" / "data" / "manifests", num_threads=2)
 
 
 def test_aligner_bootstrapped_from_seed_clips_once_and_again_when_they_change(tmp_path, caplog):

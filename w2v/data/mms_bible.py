@@ -284,8 +284,12 @@ def _align_all(aligner: _Aligner, chapters: list[tuple[Recording, Path, list[str
         # spawn: the workers need numpy only, and a fork of a process holding CUDA and OpenMP threads is unsafe
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {pool.submit(_align_chapter, **aligner.job(*chapters[i])): i for i in todo}
-            for fut in as_completed(futures):
-                done(futures[fut], fut.result())
+            try:
+                for fut in as_completed(futures):
+                    done(futures[fut], fut.result())
+            except BaseException:  # a chapter that cannot be aligned (or Ctrl-C): the queued ones are not started
+                pool.shutdown(cancel_futures=True)
+                raise
     bar.close()
     return results
 
