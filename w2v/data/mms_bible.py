@@ -213,9 +213,12 @@ class _Aligner:
                                       ensure_ascii=False).encode())
         return h.hexdigest()[:16]
 
+    def _cache(self, rec: Recording) -> Path:
+        return self.work / "chapters" / f"{rec.id}.json"
+
     def cached(self, rec: Recording, texts: list[str]) -> dict[str, list[float]] | None:
         """A chapter's verses from an earlier run's alignment, if its model, text and settings match."""
-        cache = self.work / "chapters" / f"{rec.id}.json"
+        cache = self._cache(rec)
         result = json.loads(cache.read_text()) if cache.is_file() else {}
         return result["verses"] if result.get("key") == self._key(texts) else None
 
@@ -237,7 +240,7 @@ class _Aligner:
                 "source": str(source)}
 
     def store(self, rec: Recording, texts: list[str], verses: dict[str, list[float]]) -> None:
-        write_text(self.work / "chapters" / f"{rec.id}.json", json.dumps({"key": self._key(texts), "verses": verses}) + "\n")
+        write_text(self._cache(rec), json.dumps({"key": self._key(texts), "verses": verses}) + "\n")
 
 
 def _align_chapter(log_probs, units: list[list[int]], hop: int, settings, blank: int, levels, source: str
@@ -343,19 +346,19 @@ def prepare_mms_bible(corpus: dict, key: str, num_threads: int, work: Path):
     sups: list[SupervisionSegment] = []
     table = ["language\tchapter\tverse\tstart\tend\tconfidence\tkept\treason\tctc_start\tctc_end\n"]
     dropped: list[str] = []
-    order: list[tuple[str, str, list[dict]]] = []
+    order: list[tuple[str, str, list[dict], Recording]] = []
     for lang in langs:
         by_chapter: dict[str, list[dict]] = {}
         for r in verses[lang]:
             by_chapter.setdefault(r["chapter"], []).append(r)
         for chapter, rows in by_chapter.items():
-            if f"{lang}-{chapter}" not in by_id:
+            rec = by_id.get(f"{lang}-{chapter}")
+            if rec is None:
                 raise CorpusError(f"{chapter_audio[f'{lang}-{chapter}']}: empty recording of chapter {chapter}")
-            order.append((lang, chapter, rows))
-    aligned = _align_all(aligner, [(by_id[f"{lang}-{chapter}"], chapter_audio[f"{lang}-{chapter}"],
-                                    [r["text"] for r in rows], lang) for lang, chapter, rows in order], num_threads)
-    for (lang, chapter, rows), result in zip(order, aligned):
-        rec = by_id[f"{lang}-{chapter}"]
+            order.append((lang, chapter, rows, rec))
+    aligned = _align_all(aligner, [(rec, chapter_audio[rec.id], [r["text"] for r in rows], lang)
+                                   for lang, _, rows, rec in order], num_threads)
+    for (lang, chapter, rows, rec), result in zip(order, aligned):
         for i, r in enumerate(rows):
             vid = f"{lang}-{chapter}_{_verse_id(r['verse'])}"
             seg = result.get(str(i))

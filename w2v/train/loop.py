@@ -325,9 +325,14 @@ def _fingerprint(path: str | Path | None) -> str | None:
 
 def _run_identity(tcfg: TrainConfig, cfg, cuts_path, init, units_path) -> dict:
     """What a checkpoint's run was: resuming is only right when this is unchanged."""
-    train = {k: v for k, v in tcfg.to_dict().items() if k not in _RESUMABLE_CHANGES}
-    return json.loads(json.dumps({"train": train, "model": cfg.to_dict(), "cuts": _fingerprint(cuts_path),
+    return json.loads(json.dumps({"train": _train_identity(tcfg), "model": cfg.to_dict(), "cuts": _fingerprint(cuts_path),
                                   "init": _fingerprint(init), "units": _fingerprint(units_path)}, default=str))
+
+
+def _train_identity(tcfg: TrainConfig) -> dict:
+    """The settings a checkpoint must share with the run that resumes it, as JSON would store them."""
+    return json.loads(json.dumps({k: v for k, v in tcfg.to_dict().items() if k not in _RESUMABLE_CHANGES},
+                                 default=str))
 
 
 def _identity_changes(old: dict, new: dict) -> list[str]:
@@ -335,8 +340,7 @@ def _identity_changes(old: dict, new: dict) -> list[str]:
     for part in ("train", "model"):
         a, b = old.get(part, {}), new.get(part, {})
         if part == "train":  # a setting added since the checkpoint was written is at its default there
-            defaults = json.loads(json.dumps(TrainConfig().to_dict(), default=str))
-            a = {**{k: v for k, v in defaults.items() if k not in _RESUMABLE_CHANGES}, **a}
+            a = {**_train_identity(TrainConfig()), **a}
         changed += [f"{part}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return changed
 
@@ -458,7 +462,6 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     num_updates, epoch, pos, best = 0, 0, 0, None
     # the update at which the contrastive accuracy reached diversity_gate (None: not yet)
     diversity_opened: int | None = 0 if tcfg.diversity_gate <= 0 else None
-    gate_acc, gate_n = 0.0, 0  # contrastive accuracy over the current log interval, on every rank
     lang_seconds: dict[str, float] = {}  # audio seconds trained on, per language (multilingual plans)
     identity = _run_identity(tcfg, cfg, cuts_path, init, units_path)
     latest = ckdir.latest()
@@ -477,7 +480,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             log.warning("%s was written by %d process(es), this run has %d: resuming, but not bit-exactly",
                         latest, ck.get("world_size", 1), info.world_size)
         lang_seconds = dict(ck.get("language_seconds") or {})
-        diversity_opened = ck.get("diversity_opened_at", 0 if tcfg.diversity_gate <= 0 else None)
+        diversity_opened = ck.get("diversity_opened_at", diversity_opened)
         log.info("resumed from %s (update %d, epoch %d, batch %d)", latest, num_updates, epoch, pos)
         if main:
             skipped.resume(epoch, pos)
@@ -610,17 +613,16 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 acc[k] = acc.get(k, 0.0) + float(v)
             n_acc += 1
             bar.update(1)
-            if diversity_opened is None and "accuracy" in stats:
-                gate_acc, gate_n = gate_acc + float(stats["accuracy"]), gate_n + 1
-                if num_updates % tcfg.log_every == 0:  # every rank at the same update: one collective
-                    if distributed.any_true(gate_acc / gate_n >= tcfg.diversity_gate, info, dev):
-                        diversity_opened = num_updates
-                        if main:
-                            log.info("update %d: contrastive accuracy %.3f reached diversity_gate %g: the diversity "
-                                     "loss starts (after diversity_start, ramped over diversity_warmup)",
-                                     num_updates, gate_acc / gate_n, tcfg.diversity_gate)
-                    gate_acc, gate_n = 0.0, 0
-            if main and (num_updates % tcfg.log_every == 0 or num_updates == tcfg.max_updates):
+            interval_end = num_updates % tcfg.log_every == 0 or num_updates == tcfg.max_updates
+            if diversity_opened is None and interval_end and "accuracy" in acc:
+                accuracy = acc["accuracy"] / n_acc  # every rank at the same update: one collective
+                if distributed.any_true(accuracy >= tcfg.diversity_gate, info, dev):
+                    diversity_opened = num_updates
+                    if main:
+                        log.info("update %d: contrastive accuracy %.3f reached diversity_gate %g: the diversity "
+                                 "loss starts (after diversity_start, ramped over diversity_warmup)",
+                                 num_updates, accuracy, tcfg.diversity_gate)
+            if main and interval_end:
                 elapsed = max(1e-9, time.time() - t0)
                 row = {"update": num_updates, "epoch": epoch, **{k: round(v / n_acc, 5) for k, v in acc.items()},
                        "audio_s_per_s": round(audio_s / elapsed, 2), "data_share": round(data_s / elapsed, 3)}
@@ -639,6 +641,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                         log.warning("update %d: %s", num_updates, msg)
                 show = ("loss", "accuracy", "prob_ppl", "temp") if task == "pretrain" else ("loss",)
                 bar.set_postfix({k: f"{row[k]:.3g}" for k in show if k in row} | {"lr": f"{lr:.1e}"})
+            if interval_end:  # on every rank: the gate above reads the interval's sums
                 acc, n_acc, audio_s, t0, data_s = {}, 0, 0.0, time.time(), 0.0
             if num_updates % tcfg.save_every == 0 or num_updates == tcfg.max_updates:
                 is_best = False
