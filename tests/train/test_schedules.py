@@ -79,3 +79,36 @@ def test_pretrain_step_uses_the_ramped_weight():
     assert weights[0] == 0.0
     assert weights[25] == pytest.approx(0.05)
     assert weights[60] == pytest.approx(0.1)
+
+
+def test_feature_penalty_defaults_to_fairseqs_weight_for_the_architecture():
+    from w2v.models.config import load_model_config
+    from w2v.train.config import TrainConfig
+
+    unset = TrainConfig()
+    # fairseq wav2vec2_base_librispeech.yaml: loss_weights [0.1, 10]; wav2vec2_large_librivox.yaml: [0.1, 0]
+    assert unset.feature_penalty_for(load_model_config("base")) == 10.0
+    assert unset.feature_penalty_for(load_model_config("large")) == 10.0
+    for lv60 in ("large_lv60", "xlsr_53", "xls_r_300m", "mms_1b"):
+        assert unset.feature_penalty_for(load_model_config(lv60)) == 0.0, lv60
+    assert unset.feature_penalty_for(load_model_config("hubert_base")) == 10.0
+    assert TrainConfig(feature_penalty_weight=3.0).feature_penalty_for(load_model_config("large_lv60")) == 3.0
+    assert TrainConfig(feature_penalty_weight=0.0).feature_penalty_for(load_model_config("base")) == 0.0
+
+
+def test_pretrain_step_adds_the_penalty_only_where_the_architecture_has_it():
+    import torch
+
+    from w2v.models import Wav2Vec2ForPreTraining
+    from w2v.models.config import load_model_config
+    from w2v.train.config import TrainConfig
+    from w2v.train.steps import pretrain_step
+
+    wav, lens = torch.randn(2, 16000), torch.tensor([16000, 16000])
+    tcfg = TrainConfig(max_updates=100, diversity_weight=0.0)
+    for mode, weight in (("default", 10.0), ("layer_norm", 0.0)):
+        torch.manual_seed(0)
+        model = Wav2Vec2ForPreTraining(load_model_config("tiny", extractor_mode=mode)).train()
+        loss, stats = pretrain_step(model, wav, lens, torch.Generator().manual_seed(0), 0, tcfg)
+        assert stats["feature_pen"] > 0
+        assert loss.item() == pytest.approx(float(stats["contrastive"]) + weight * float(stats["feature_pen"]), rel=1e-4)

@@ -42,7 +42,7 @@ class TrainConfig:
     diversity_start: float = 0.0  # updates without the diversity loss (fraction of max_updates if < 1)
     diversity_warmup: float = 0.0  # then ramp its weight from 0 over this many updates (fraction if < 1)
     diversity_gate: float = 0.0  # also wait until a log interval's contrastive accuracy reaches this (0: no gate)
-    feature_penalty_weight: float = 10.0  # fairseq loss_weights[1]
+    feature_penalty_weight: float | None = None  # fairseq loss_weights[1]; None: the model's (feature_penalty_for)
     log_every: int = 10
     save_every: int = 200  # checkpoint (and validation, when fine-tuning) interval
     keep_last: int = 2  # numbered checkpoints kept besides the best
@@ -116,6 +116,19 @@ class TrainConfig:
             return 0.0
         ramp = updates(self.diversity_warmup, self.max_updates)
         return self.diversity_weight if ramp <= 0 or since >= ramp else self.diversity_weight * since / ramp
+
+    def feature_penalty_for(self, model_cfg) -> float:
+        """The conv-feature L2 penalty's weight for ``model_cfg``: the setting, or when unset the
+        weight of fairseq's pre-training config for that architecture: 0 for wav2vec 2.0 with the
+        layer-norm conv encoder (``wav2vec2_large_librivox.yaml``, ``loss_weights: [0.1, 0]``:
+        LARGE-LV60, XLSR-53, XLS-R, MMS), else 10 (BASE and LARGE on LibriSpeech, HuBERT).
+        """
+        if self.feature_penalty_weight is not None:
+            return self.feature_penalty_weight
+        from w2v.models.config import Wav2Vec2Config
+
+        lv60 = type(model_cfg) is Wav2Vec2Config and model_cfg.extractor_mode == "layer_norm"
+        return 0.0 if lv60 else 10.0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

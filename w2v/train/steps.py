@@ -59,7 +59,7 @@ def pretrain_step(model: nn.Module, wav: Tensor, lens: Tensor, generator: torch.
     if isinstance(model, Wav2Vec2ForPreTraining):
         out = fwd(wav, lens, generator=generator)
         weight = tcfg.diversity_weight_at(num_updates) if diversity_weight is None else diversity_weight
-        loss, stats = pretraining_loss(out, weight, tcfg.feature_penalty_weight, sync=False)
+        loss, stats = pretraining_loss(out, weight, tcfg.feature_penalty_for(model.cfg), sync=False)
         stats["weighted_diversity"] = weight * stats["diversity"]
         return loss, stats
     if isinstance(model, Wav2Vec1ForPreTraining):
@@ -74,7 +74,7 @@ def pretrain_step(model: nn.Module, wav: Tensor, lens: Tensor, generator: torch.
         out = fwd(wav, lens, generator=generator)
         cfg = model.cfg
         return hubert_loss(out, fit_labels(labels, out.logits.shape[1]), cfg.pred_masked_weight,
-                           cfg.pred_nomask_weight, tcfg.feature_penalty_weight)
+                           cfg.pred_nomask_weight, tcfg.feature_penalty_for(cfg))
     raise TypeError(f"no pre-training step for {type(model).__name__}")
 
 
