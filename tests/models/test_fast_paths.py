@@ -150,6 +150,25 @@ def test_matmul_convolutions_equal_conv1d_with_gradients(mode, layers):
         assert (a - b).norm() <= 1e-10 * a.norm()
 
 
+@pytest.mark.parametrize("mode", ["default", "layer_norm", "wav2vec1"])
+def test_conv_layers_hand_on_the_autocast_dtype(mode):
+    """Under bf16 autocast every conv layer's output is bf16 on both paths, although autocast
+    runs the norms in fp32: the next layer reads bf16 anyway, so no fp32 activation (twice the
+    bytes) is written and copied for each tap slice. Both paths still agree."""
+    torch.manual_seed(0)
+    fe = ConvFeatureEncoder(((16, 10, 5), (16, 3, 2), (16, 2, 2)), mode, bias=mode == "layer_norm")
+    x = torch.randn(2, 4003)
+    outs = []
+    for matmul in (False, True):
+        use_matmul_convolutions(fe, matmul)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y, _ = fe(x)
+            layer = fe.conv_layers[0](x.unsqueeze(1))
+        assert y.dtype == layer.dtype == torch.bfloat16
+        outs.append(y.float())
+    torch.testing.assert_close(outs[0], outs[1], rtol=0.05, atol=0.05)
+
+
 def test_matmul_convolutions_fall_back_for_other_kernel_shapes():
     fe = ConvFeatureEncoder(((8, 5, 3), (8, 3, 2)), "default")  # 5 at stride 3: a stride plus two taps
     use_matmul_convolutions(fe)

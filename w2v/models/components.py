@@ -90,11 +90,12 @@ class _ConvLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv(x)
+        dtype = x.dtype
         if self.norm_kind in ("group", "group1"):
             x = self.layer_norm(x)
         elif self.norm_kind == "layer":
             x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
-        return self.activation(x)
+        return self.activation(x).to(dtype)
 
 
 def _matmul_taps(kernel: int, stride: int) -> list[int] | None:
@@ -130,11 +131,11 @@ def _matmul_layer(layer: "_ConvLayer", x: Tensor) -> Tensor:
         else:  # one tap
             window = x[:, first:first + (frames - 1) * stride + 1:stride] if frames else x[:, :0]
         w = weight[:, :, start:start + taps].transpose(1, 2).reshape(weight.shape[0], taps * c_in)
-        term = F.linear(window, w)
-        out = term if out is None else out + term
+        if out is None:  # the bias in the first product's epilogue: under autocast the sum stays bf16
+            out = F.linear(window, w, conv.bias)
+        else:
+            out = out + F.linear(window, w)
         start += taps
-    if conv.bias is not None:
-        out = out + conv.bias
     return _norm_and_activation(layer, out)
 
 
@@ -170,7 +171,10 @@ def _norm_and_activation(layer: "_ConvLayer", out: Tensor) -> Tensor:
         out = ((y - mean) * torch.rsqrt(var + layer.layer_norm.eps) * layer.layer_norm.weight.to(y.dtype)
                + layer.layer_norm.bias.to(y.dtype)).to(out.dtype)
     elif layer.norm_kind == "layer":
-        out = layer.layer_norm(out)
+        # autocast runs LayerNorm in fp32; the next convolution reads bf16 anyway, so the
+        # activation's output is cast back here: one fused norm-GELU-cast kernel writes half the
+        # bytes, and the next layer's tap slices read it without fp32 copies (LARGE-LV60, XLS-R)
+        return layer.activation(layer.layer_norm(out)).to(out.dtype)
     return layer.activation(out)
 
 
