@@ -34,7 +34,8 @@ import torch
 
 from w2v.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, load_model_config
 from w2v.models.components import ConvPositionalEmbedding, conv_output_lengths
-from w2v.models.accel import compile_model, release_dropped_grads, set_activation_checkpointing, use_matmul_convolutions
+from w2v.models.accel import (compile_model, release_dropped_grads, set_activation_checkpointing, use_matmul_convolutions,
+                              use_triton_positional_conv)
 from w2v.train.losses import ctc_loss, pretraining_loss
 
 SAMPLE_RATE = 16000
@@ -285,6 +286,14 @@ def compare(w: Workload, a, use_compile: bool) -> dict:
         if matmul.audio_s_per_s > ours.audio_s_per_s:
             ours = matmul
         row["matmul_conv"] = ours is matmul
+        if a.triton_posconv:
+            use_triton_positional_conv(model)
+            row["triton_posconv_compile_s"] = first_step_s(step, dev)
+            taps = timed(step, dev, a.steps, a.warmup + 3, w.audio_s, flops)
+            row["ours_triton_posconv_audio_s_per_s"] = round(taps.audio_s_per_s, 1)
+            if taps.audio_s_per_s > ours.audio_s_per_s:
+                ours = taps
+            row["triton_posconv"] = ours is taps
     del model, opt, step
     free(dev)
     torch.manual_seed(0)
@@ -402,6 +411,7 @@ def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int =
         compile_ours(w, model, a)
     if a.matmul_conv:
         use_matmul_convolutions(model)
+        use_triton_positional_conv(model, a.triton_posconv)
     step = w.ours_step(model, optimizer(model, dev))
     for _ in range(a.warmup + 3):
         step()
@@ -415,7 +425,8 @@ def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int =
         wall = (time.perf_counter() - t0) / steps * 1e3
     summary = kernel_summary(prof, steps)
     return {"workload": kind, "size": preset, "batch": batch, "compiled": use_compile, "matmul_conv": a.matmul_conv,
-            "compile_mode": a.compile_mode, "wall_ms_per_step": round(wall, 2), **summary}
+            "triton_posconv": a.matmul_conv and a.triton_posconv, "compile_mode": a.compile_mode,
+            "wall_ms_per_step": round(wall, 2), **summary}
 
 
 def kernel_summary(prof, steps: int, top: int = 30) -> dict:
@@ -456,7 +467,8 @@ def covered_us(spans: list[tuple[int, int]]) -> int:
 def posconv(a, preset: str, batch: int) -> dict:
     """The positional convolution alone (forward + backward, bf16): cuDNN's grouped kernels on
     the preset's groups, groups padded to 64 channels (the default on CUDA), and batched matrix
-    products over tap windows (`--matmul-conv`), eager and compiled."""
+    products over tap windows (`--matmul-conv`), eager and compiled; with `--triton-posconv` also
+    the Triton kernels that read the taps in place, eager and compiled."""
     dev = a.device
     cfg = load_model_config(preset)
     frames = int(conv_output_lengths(torch.tensor([a.samples]), cfg.conv_feature_layers)[0])
@@ -467,11 +479,15 @@ def posconv(a, preset: str, batch: int) -> dict:
     out = {}
     ref = None
     as_matmul = pos.as_matmul
-    for name, padded, matmul in (("cudnn_grouped", False, False), ("groups_padded_to_64", True, False),
-                                 ("matmul_windows", True, True), ("matmul_windows_compiled", True, True)):
+    paths = [("cudnn_grouped", False, False), ("groups_padded_to_64", True, False),
+             ("matmul_windows", True, True), ("matmul_windows_compiled", True, True)]
+    if a.triton_posconv:
+        paths += [("triton_taps", True, True), ("triton_taps_compiled", True, True)]
+    for name, padded, matmul in paths:
         last: list[torch.Tensor] = []
         ConvPositionalEmbedding.pad_groups_on_cuda = padded
         pos.matmul = matmul
+        use_triton_positional_conv(pos, name.startswith("triton"))
         pos.as_matmul = torch.compile(as_matmul) if name.endswith("compiled") else as_matmul
 
         def run():
@@ -487,7 +503,7 @@ def posconv(a, preset: str, batch: int) -> dict:
         out[name] = {"ms": round(m.step_ms, 3), "rel_err": round(float((y - ref).norm() / ref.norm()), 5),
                      "peak_gib": None if m.peak_gib is None else round(m.peak_gib, 2)}
     ConvPositionalEmbedding.pad_groups_on_cuda = True
-    pos.matmul, pos.as_matmul = False, as_matmul
+    pos.matmul, pos.triton, pos.as_matmul = False, False, as_matmul
     return {"size": preset, "batch": batch, "frames": frames, **out}
 
 
@@ -587,6 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compile with a dynamic batch size (the training loop's graphs after its first smaller batch)")
     p.add_argument("--matmul-conv", action="store_true",
                    help="also time ours with the convolutions as matrix products (keeps the faster)")
+    p.add_argument("--triton-posconv", action="store_true",
+                   help="with --matmul-conv: also time ours with the positional conv's Triton kernels (keeps the faster; "
+                        "--trace and --posconv use them too)")
     p.add_argument("--no-compare", action="store_true", help="skip the ours-vs-peer table")
     p.add_argument("--ablation", default="", help="presets to run the lever ablation on (pre-training)")
     p.add_argument("--trace", default="", help="workload:preset pairs to profile, e.g. pretrain:base,infer:base")

@@ -106,6 +106,23 @@ def use_matmul_convolutions(model: nn.Module, enabled: bool = True) -> nn.Module
     return model
 
 
+def use_triton_positional_conv(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """With `use_matmul_convolutions` on: the positional convolution's products (forward, input
+    and weight gradients) as Triton kernels that read each tap from the input instead of
+    copying the k-frame windows out (`w2v.models.triton_conv`), on a GPU in bf16/fp16; fp32 and
+    the CPU keep the batched products. Needs Triton (an ImportError says so)."""
+    from w2v.models.components import ConvPositionalEmbedding
+
+    if enabled:
+        from w2v.models import triton_conv
+
+        triton_conv.register()
+    for module in model.modules():
+        if isinstance(module, ConvPositionalEmbedding):
+            module.triton = enabled
+    return model
+
+
 def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.Module:
     """Recompute Transformer blocks in backward (training only)."""
     if not enabled and not isinstance(getattr(model, "wav2vec2", model), Wav2Vec2Model):
@@ -114,4 +131,5 @@ def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.M
     return model
 
 
-__all__ = ["compile_model", "use_cpp_wrapper", "layerdrop_leaves_parameters_unused", "release_dropped_grads", "set_activation_checkpointing", "use_matmul_convolutions"]
+__all__ = ["compile_model", "use_cpp_wrapper", "layerdrop_leaves_parameters_unused", "release_dropped_grads", "set_activation_checkpointing", "use_matmul_convolutions",
+           "use_triton_positional_conv"]

@@ -317,16 +317,21 @@ class _GroupedConvAsMatmul(torch.autograd.Function):
     convolution of the output gradient with the kernel flipped, each group's in and out
     swapped and the padding mirrored; the weight gradient one batched product of the windows
     (recomputed, not kept: k times the input's memory) with the output gradient. (PyTorch's own
-    backward of `unfold`, a scatter over overlapping windows, is what makes plain im2col slow.)"""
+    backward of `unfold`, a scatter over overlapping windows, is what makes plain im2col slow.)
+    With ``use_triton`` the same three products run as Triton kernels that read the taps from
+    the input instead of copying the windows out (`w2v.models.triton_conv`)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, left: int) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, left: int, use_triton: bool = False) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.left = left
+        ctx.use_triton = use_triton
+        if use_triton:
+            return torch.ops.w2v.window_conv(x.contiguous(), weight.contiguous(), left)
         return _window_conv(x, weight, left)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         x, weight = ctx.saved_tensors
         cg, k = weight.shape[1], weight.shape[2]
         g = weight.shape[0] // cg
@@ -334,12 +339,18 @@ class _GroupedConvAsMatmul(torch.autograd.Function):
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             flipped = weight.reshape(g, cg, cg, k).transpose(1, 2).flip(-1).reshape(g * cg, cg, k)
-            grad_x = _window_conv(grad, flipped, k - 1 - ctx.left)
+            if ctx.use_triton:
+                grad_x = torch.ops.w2v.window_conv(grad, flipped.contiguous(), k - 1 - ctx.left)
+            else:
+                grad_x = _window_conv(grad, flipped, k - 1 - ctx.left)
         if ctx.needs_input_grad[1]:
-            win = _tap_windows(x, k, ctx.left, g).transpose(0, 1)  # (g, M, k*cg)
-            gy = grad.reshape(-1, g, cg).transpose(0, 1)  # (g, M, cg)
-            grad_w = torch.bmm(gy.transpose(1, 2), win).reshape(g, cg, k, cg).transpose(2, 3).reshape(weight.shape)
-        return grad_x, grad_w, None
+            if ctx.use_triton:
+                grad_w = torch.ops.w2v.window_conv_weight_grad(x.contiguous(), grad, g, k, ctx.left).to(weight.dtype)
+            else:
+                win = _tap_windows(x, k, ctx.left, g).transpose(0, 1)  # (g, M, k*cg)
+                gy = grad.reshape(-1, g, cg).transpose(0, 1)  # (g, M, cg)
+                grad_w = torch.bmm(gy.transpose(1, 2), win).reshape(g, cg, k, cg).transpose(2, 3).reshape(weight.shape)
+        return grad_x, grad_w, None, None
 
 
 class ConvPositionalEmbedding(nn.Module):
@@ -360,8 +371,10 @@ class ConvPositionalEmbedding(nn.Module):
         self.num_pad_remove = 1 if kernel % 2 == 0 else 0
         self.activation = nn.GELU()
         # Batched matrix products over tap windows (`_GroupedConvAsMatmul`) instead of cuDNN's
-        # grouped convolution (accel.use_matmul_convolutions)
+        # grouped convolution (accel.use_matmul_convolutions); on a GPU in half precision those
+        # products as Triton kernels without the windows (accel.use_triton_positional_conv)
         self.matmul = False
+        self.triton = False
 
     # On CUDA, groups whose width is not a multiple of 64 channels are zero-padded to one:
     # cuDNN's grouped kernels for BASE's 48 channels per group took 15.7 ms forward + backward
@@ -394,8 +407,10 @@ class ConvPositionalEmbedding(nn.Module):
         of an even kernel is never computed), in autocast's dtype where autocast is on."""
         kind = x.device.type
         dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+        use_triton = self.triton and x.is_cuda and dtype in (torch.bfloat16, torch.float16)
         with torch.autocast(kind, enabled=False):
-            y = _GroupedConvAsMatmul.apply(x.to(dtype), self.normalized_weight().to(dtype), self.conv.padding[0])
+            y = _GroupedConvAsMatmul.apply(x.to(dtype), self.normalized_weight().to(dtype), self.conv.padding[0],
+                                           use_triton)
             return y + self.conv.bias.to(dtype)
 
     def _padded_groups(self, x: Tensor, padded: int) -> Tensor:
