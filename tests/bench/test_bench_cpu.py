@@ -71,3 +71,15 @@ def test_loop_bench_runs_the_training_loop_and_reports_its_rate(tmp_path, capsys
     assert all(r["audio_s_per_s"] > 0 and 0 <= r["data_share"] <= 1 for r in out["intervals"])
     assert out["steady_audio_s_per_s"] == pytest.approx(out["intervals"][1]["audio_s_per_s"], abs=0.05)  # not the first
     assert (tmp_path / "exp" / "model.pt").exists() and len(list((tmp_path / "audio").glob("*.flac"))) == 6
+
+
+def test_compare_times_ours_and_the_peer_and_records_each_lever():
+    import torch
+
+    a = gpu.build_parser().parse_args(["--samples", "16000", "--steps", "1", "--warmup", "0", "--matmul-conv"])
+    a.device = torch.device("cpu")
+    a.ceiling = 1.0
+    row = gpu.compare(gpu.Workload("infer", "tiny", 2, a.samples, a.device), a, False)
+    assert row["ours"]["audio_s_per_s"] > 0 and row["peer"]["audio_s_per_s"] > 0
+    assert row["ours_matmul_conv_audio_s_per_s"] > 0 and isinstance(row["matmul_conv"], bool)
+    assert "triton_posconv" not in row  # only with --triton-posconv
