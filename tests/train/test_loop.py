@@ -45,6 +45,7 @@ def test_pretraining_writes_model_and_log(tmp_path):
     for key in ("loss", "accuracy", "code_ppl", "prob_ppl", "temp", "lr", "gnorm", "audio_s_per_s"):
         assert key in rows[0], key
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    assert m["train_config"]["feature_penalty_weight"] == 10.0  # unset: the group-norm encoder's, written down
 
 
 def test_matmul_conv_setting_trains_the_same_model(tmp_path):

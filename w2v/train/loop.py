@@ -398,8 +398,9 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
 
     units = load_units(units_path) if task == "finetune" else None
     model, cfg, other_adapters = build_model(task, model_cfg, tcfg, len(units) if units else None, init)
-    if task == "pretrain":  # the architecture's weight, written down so that checkpoints and logs carry the number
-        tcfg = replace(tcfg, feature_penalty_weight=tcfg.feature_penalty_for(cfg))
+    # the architecture's feature penalty, written down so that checkpoints and logs carry the number
+    # (fine-tuning too, whose checkpoints from before this default recorded 10)
+    tcfg = replace(tcfg, feature_penalty_weight=tcfg.feature_penalty_for(cfg))
     cuts = _load_cuts(cuts_path)
     if tcfg.adapter:
         cuts = _select_language(cuts, tcfg.adapter["lang"], cuts_path)
