@@ -16,6 +16,7 @@ interpreter where Triton is installed (`TRITON_INTERPRET=1`), else on a GPU, els
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 from torch import Tensor
@@ -31,6 +32,17 @@ def _kernels():
     import triton
     import triton.language as tl
 
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+
+    def tuned(block: str, key: list[str]):
+        """A few tile shapes and pipelines, picked per shape by timing them on the first call on a
+        GPU; Triton's CPU interpreter cannot time them and runs fixed tiles instead."""
+        if interpreted:
+            return lambda fn: fn
+        return triton.autotune(configs=[triton.Config({block: size}, num_warps=w, num_stages=st)
+                                        for size in (64, 128) for w in (4, 8) for st in (3, 4)], key=key)
+
+    @tuned("BLOCK_T", ["T", "C", "CG", "K"])
     @triton.jit
     def conv_kernel(x_ptr, w_ptr, y_ptr, T, C, CG, K, LEFT, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
         # one program: BLOCK_T output frames of one utterance, one group's channels
@@ -53,6 +65,7 @@ def _kernels():
         out = y_ptr + b * T * C + rows[:, None] * C + g * CG + ch[None, :]
         tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=(rows < T)[:, None] & cmask[None, :])
 
+    @tuned("BLOCK_M", ["M", "C", "CG", "K"])
     @triton.jit
     def weight_grad_kernel(x_ptr, gy_ptr, dw_ptr, M, T, C, CG, K, LEFT, BLOCK_M: tl.constexpr,
                            BLOCK_C: tl.constexpr):
@@ -75,7 +88,8 @@ def _kernels():
         tl.store(dw_ptr + ((g * K + j) * CG + ch[:, None]) * CG + ch[None, :], acc,
                  mask=cmask[:, None] & cmask[None, :])
 
-    return triton, conv_kernel, weight_grad_kernel
+    fixed = ({"BLOCK_T": 128}, {"BLOCK_M": 64}) if interpreted else ({}, {})
+    return triton, conv_kernel, weight_grad_kernel, fixed
 
 
 def _blocked_weight(weight: Tensor) -> Tensor:
@@ -93,15 +107,16 @@ def register() -> None:
         return
     from torch.library import triton_op, wrap_triton
 
-    triton, conv_kernel, weight_grad_kernel = _kernels()
+    triton, conv_kernel, weight_grad_kernel, (conv_tile, grad_tile) = _kernels()
 
     @triton_op("w2v::window_conv", mutates_args={})
     def _conv(x: Tensor, weight: Tensor, left: int) -> Tensor:
         b, t, c = x.shape
         cg, k = weight.shape[1], weight.shape[2]
         y = torch.empty_like(x)
-        wrap_triton(conv_kernel)[(b * triton.cdiv(t, 128), c // cg)](
-            x, _blocked_weight(weight), y, t, c, cg, k, left, BLOCK_T=128, BLOCK_C=_block(cg))
+        wrap_triton(conv_kernel)[lambda meta: (b * triton.cdiv(t, meta["BLOCK_T"]), c // cg)](
+            x, _blocked_weight(weight), y, t, c, cg, k, left, BLOCK_C=_block(cg),
+            **conv_tile)
         return y
 
     @triton_op("w2v::window_conv_weight_grad", mutates_args={})
@@ -110,5 +125,6 @@ def register() -> None:
         cg = c // groups
         dw = torch.empty(groups, kernel, cg, cg, device=x.device, dtype=torch.float32)
         wrap_triton(weight_grad_kernel)[(kernel, groups)](
-            x, grad, dw, b * t, t, c, cg, kernel, left, BLOCK_M=64, BLOCK_C=_block(cg))
+            x, grad, dw, b * t, t, c, cg, kernel, left, BLOCK_C=_block(cg),
+            **grad_tile)
         return dw.permute(0, 3, 2, 1).reshape(c, cg, kernel)
