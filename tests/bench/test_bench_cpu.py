@@ -69,7 +69,7 @@ def test_loop_bench_runs_the_training_loop_and_reports_its_rate(tmp_path, capsys
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [r["update"] for r in out["intervals"]] == [2, 4]
     assert all(r["audio_s_per_s"] > 0 and 0 <= r["data_share"] <= 1 for r in out["intervals"])
-    assert out["steady_audio_s_per_s"] == pytest.approx(out["intervals"][1]["audio_s_per_s"], abs=0.05)  # not the first
+    assert out["steady_audio_s_per_s"] == round(out["intervals"][1]["audio_s_per_s"], 1)  # not the first
     assert (tmp_path / "exp" / "model.pt").exists() and len(list((tmp_path / "audio").glob("*.flac"))) == 6
 
 
