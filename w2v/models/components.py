@@ -326,9 +326,7 @@ class _GroupedConvAsMatmul(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.left = left
         ctx.use_triton = use_triton
-        if use_triton:
-            return torch.ops.w2v.window_conv(x.contiguous(), weight.contiguous(), left)
-        return _window_conv(x, weight, left)
+        return (torch.ops.w2v.window_conv if use_triton else _window_conv)(x, weight, left)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
@@ -339,13 +337,10 @@ class _GroupedConvAsMatmul(torch.autograd.Function):
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             flipped = weight.reshape(g, cg, cg, k).transpose(1, 2).flip(-1).reshape(g * cg, cg, k)
-            if ctx.use_triton:
-                grad_x = torch.ops.w2v.window_conv(grad, flipped.contiguous(), k - 1 - ctx.left)
-            else:
-                grad_x = _window_conv(grad, flipped, k - 1 - ctx.left)
+            grad_x = (torch.ops.w2v.window_conv if ctx.use_triton else _window_conv)(grad, flipped, k - 1 - ctx.left)
         if ctx.needs_input_grad[1]:
             if ctx.use_triton:
-                grad_w = torch.ops.w2v.window_conv_weight_grad(x.contiguous(), grad, g, k, ctx.left).to(weight.dtype)
+                grad_w = torch.ops.w2v.window_conv_weight_grad(x, grad, g, k, ctx.left).to(weight.dtype)
             else:
                 win = _tap_windows(x, k, ctx.left, g).transpose(0, 1)  # (g, M, k*cg)
                 gy = grad.reshape(-1, g, cg).transpose(0, 1)  # (g, M, cg)

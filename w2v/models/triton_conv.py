@@ -99,10 +99,10 @@ def _blocked_weight(weight: Tensor) -> Tensor:
 
 
 def register() -> None:
-    """Register `window_conv` and `window_conv_weight_grad` as the custom ops
-    ``torch.ops.w2v.window_conv`` and ``torch.ops.w2v.window_conv_weight_grad`` (Triton ops:
-    torch.compile keeps them in its graphs and launches the kernels itself). Once per process,
-    before a model that uses them is traced."""
+    """Register the kernels as Triton custom ops, which torch.compile keeps in its graphs:
+    ``torch.ops.w2v.window_conv(x, weight, left)`` (`components._window_conv`'s arguments, any
+    strides) and ``torch.ops.w2v.window_conv_weight_grad(x, grad, groups, kernel, left)`` (the
+    weight's gradient, fp32). Once per process, before a model that uses them is traced."""
     if hasattr(torch.ops.w2v, "window_conv"):
         return
     from torch.library import triton_op, wrap_triton
@@ -111,6 +111,7 @@ def register() -> None:
 
     @triton_op("w2v::window_conv", mutates_args={})
     def _conv(x: Tensor, weight: Tensor, left: int) -> Tensor:
+        x = x.contiguous()
         b, t, c = x.shape
         cg, k = weight.shape[1], weight.shape[2]
         y = torch.empty_like(x)
@@ -121,6 +122,7 @@ def register() -> None:
 
     @triton_op("w2v::window_conv_weight_grad", mutates_args={})
     def _weight_grad(x: Tensor, grad: Tensor, groups: int, kernel: int, left: int) -> Tensor:
+        x, grad = x.contiguous(), grad.contiguous()
         b, t, c = x.shape
         cg = c // groups
         dw = torch.empty(groups, kernel, cg, cg, device=x.device, dtype=torch.float32)
