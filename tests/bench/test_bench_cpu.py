@@ -62,6 +62,20 @@ def test_attention_bench_times_the_backends_that_take_the_inputs():
                for k in ("cudnn_attention", "flash_attention", "efficient_attention"))
 
 
+def test_first_layer_bench_times_the_unfused_layer_and_checks_agreement():
+    """On the CPU: the unfused layer eager and compiled (the fused kernels need a GPU); the
+    compiled one computes what the eager one does."""
+    import torch
+
+    a = gpu.build_parser().parse_args(["--samples", "8000", "--steps", "1", "--warmup", "0"])
+    a.device = torch.device("cpu")
+    r = gpu.first_layer(a, "tiny", 2)
+    assert r["frames"] == (8000 - 10) // 5 + 1 and "fused_triton" not in r
+    for name in ("unfused", "unfused_compiled"):
+        assert r[name]["forward_ms"] > 0 and r[name]["train_ms"] > 0
+        assert r[name]["rel_err"] < 1e-4 and r[name]["weight_grad_rel_err"] < 1e-4
+
+
 def test_loop_bench_runs_the_training_loop_and_reports_its_rate(tmp_path, capsys):
     main(["bench", "loop", "--preset", "tiny", "--files", "6", "--seconds", "2.5", "--crop", "2",
           "--max-duration", "4", "--updates", "4", "--log-every", "2", "--workers", "2", "--device", "cpu",
@@ -82,4 +96,4 @@ def test_compare_times_ours_and_the_peer_and_records_each_lever():
     row = gpu.compare(gpu.Workload("infer", "tiny", 2, a.samples, a.device), a, False)
     assert row["ours"]["audio_s_per_s"] > 0 and row["peer"]["audio_s_per_s"] > 0
     assert row["ours_matmul_conv_audio_s_per_s"] > 0 and isinstance(row["matmul_conv"], bool)
-    assert "triton_posconv" not in row  # only with --triton-posconv
+    assert "triton_posconv" not in row and "triton_first_layer" not in row  # --triton auto: GPU only

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from w2v.models.accel import use_matmul_convolutions, use_triton_positional_conv
+from w2v.models.accel import use_matmul_convolutions, use_triton_first_layer, use_triton_positional_conv
 from w2v.models.components import ConvPositionalEmbedding, _GroupedConvAsMatmul
 
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
@@ -61,3 +61,81 @@ def test_positional_embedding_with_triton_equals_it_without_under_autocast():
 def test_switching_the_kernels_on_without_triton_is_an_import_error():
     with pytest.raises(ImportError):
         use_triton_positional_conv(torch.nn.Identity())
+
+
+@needs_kernels
+@pytest.mark.parametrize("norm,bias,channels,samples,offset", [
+    ("group", False, 24, 6000, 3.0),  # BASE: group norm, no conv bias; 1,199 frames = 2 chunks; a DC offset
+    ("layer", True, 40, 2600, 0.0),  # LARGE-LV60: layer norm over 40 channels (padded to 64), conv bias
+])
+def test_fused_first_layer_equals_the_unfused_layer_with_gradients(norm, bias, channels, samples, offset):
+    from w2v.models.components import _ConvLayer, _FusedFirstLayer, _few_taps_layer
+
+    use_triton_first_layer(torch.nn.Identity())  # registers the ops
+    torch.manual_seed(0)
+    layer = _ConvLayer(1, channels, 10, 5, bias, norm).to(DEVICE)
+    with torch.no_grad():
+        layer.layer_norm.weight.uniform_(0.5, 1.5)
+        layer.layer_norm.bias.uniform_(-0.5, 0.5)
+        if bias:
+            layer.conv.bias.uniform_(-0.5, 0.5)
+    wave = torch.randn(2, samples, device=DEVICE) + offset
+    frames = (samples - 10) // 5 + 1
+    gy = torch.randn(2, frames, channels, device=DEVICE)
+    params = [layer.conv.weight, layer.layer_norm.weight, layer.layer_norm.bias] + ([layer.conv.bias] if bias else [])
+    ref = _few_taps_layer(layer, wave.unsqueeze(-1), frames)  # fp32 throughout
+    ref_grads = torch.autograd.grad(ref, params, gy)
+    got = _FusedFirstLayer.apply(wave, layer.conv.weight[:, 0], layer.conv.bias, layer.layer_norm.weight,
+                                 layer.layer_norm.bias, 5, norm == "layer", layer.layer_norm.eps, DTYPE)
+    got_grads = torch.autograd.grad(got, params, gy.to(DTYPE))
+    assert got.dtype == DTYPE and got.shape == ref.shape
+    for r, g in zip([ref, *ref_grads], [got, *got_grads]):
+        assert g.shape == r.shape
+        assert (g.float() - r.float()).norm() <= TOL * r.float().norm()
+
+
+@pytest.mark.skipif(not (HAVE_TRITON and ON_GPU), reason="the module's switch takes effect on a GPU only")
+@pytest.mark.parametrize("mode,bias", [("default", False), ("layer_norm", True)])
+def test_feature_encoder_with_the_fused_first_layer_equals_it_without_under_autocast(mode, bias):
+    from w2v.models.components import ConvFeatureEncoder
+
+    torch.manual_seed(0)
+    fe = ConvFeatureEncoder([(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2, mode, bias).cuda()
+    use_matmul_convolutions(fe, triton=False)
+    wave = torch.randn(3, 32000, device="cuda")
+    outs = []
+    for enabled in (False, True):
+        use_triton_first_layer(fe, enabled)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y, _ = fe(wave)
+        y.float().square().mean().backward()
+        outs.append((y.float(), fe.conv_layers[0].conv.weight.grad.clone()))
+        fe.zero_grad()
+    for ref, got in zip(*outs):
+        assert (got - ref).norm() <= 3e-2 * ref.norm()
+
+
+def test_positional_conv_uses_triton_in_training_only_when_asked():
+    pos = ConvPositionalEmbedding(64, 8, 4)
+    pos.triton = True  # as use_triton_positional_conv(pos, training=False) sets it, without Triton here
+    assert pos.uses_triton(True, torch.bfloat16) is False  # grad mode: the batched products
+    with torch.no_grad():
+        assert pos.uses_triton(True, torch.bfloat16)
+        assert not pos.uses_triton(False, torch.bfloat16) and not pos.uses_triton(True, torch.float32)
+    pos.triton_training = True
+    assert pos.uses_triton(True, torch.bfloat16)
+    pos.triton = False
+    with torch.no_grad():
+        assert not pos.uses_triton(True, torch.bfloat16)
+
+
+@pytest.mark.skipif(not HAVE_TRITON, reason="switching the kernels on registers them (needs Triton)")
+def test_matmul_convolutions_switch_the_triton_positional_conv_on_for_inference_only():
+    """Faster in inference on an H100, slower in the compiled training step (BENCHMARKS.md)."""
+    pos = ConvPositionalEmbedding(64, 8, 4)
+    use_matmul_convolutions(pos)
+    assert pos.matmul and pos.triton and not pos.triton_training
+    use_triton_positional_conv(pos)
+    assert pos.triton and pos.triton_training
+    use_matmul_convolutions(pos, triton=False)
+    assert pos.matmul and not pos.triton

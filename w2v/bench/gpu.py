@@ -34,8 +34,8 @@ import torch
 
 from w2v.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, load_model_config
 from w2v.models.components import ConvPositionalEmbedding, conv_output_lengths
-from w2v.models.accel import (compile_model, release_dropped_grads, set_activation_checkpointing, use_matmul_convolutions,
-                              use_triton_positional_conv)
+from w2v.models.accel import (compile_model, release_dropped_grads, set_activation_checkpointing, triton_available,
+                              use_matmul_convolutions, use_triton_first_layer, use_triton_positional_conv)
 from w2v.train.losses import ctc_loss, pretraining_loss
 
 SAMPLE_RATE = 16000
@@ -250,6 +250,11 @@ def compile_ours(w: Workload, model: torch.nn.Module, a) -> None:
     w.cudagraphs = a.compile_mode == "reduce-overhead"
 
 
+def use_triton(a) -> bool:
+    """Whether this run uses (and times) the Triton kernels: `--triton`, on a GPU by default."""
+    return a.triton in ("on", "posconv") or (a.triton == "auto" and a.device.type == "cuda" and triton_available())
+
+
 def first_step_s(step: Callable[[], object], dev: torch.device) -> float:
     """Seconds of the first step after a (re)compile: the compilation, mostly."""
     t0 = time.perf_counter()
@@ -265,6 +270,8 @@ def _lever(row: dict, name: str, switch_on, model, step, w: Workload, a, flops, 
     row[f"{name}_compile_s"] = first_step_s(step, w.dev)
     m = timed(step, w.dev, a.steps, a.warmup + 3, w.audio_s, flops)
     row[f"ours_{name}_audio_s_per_s"] = round(m.audio_s_per_s, 1)
+    print(json.dumps({"lever": name, "workload": w.kind, "size": w.preset, "compile_s": row[f"{name}_compile_s"],
+                      "audio_s_per_s": row[f"ours_{name}_audio_s_per_s"]}), flush=True)  # kept if a later lever fails
     faster = m if m.audio_s_per_s > best.audio_s_per_s else best
     row[name] = faster is m
     return faster
@@ -291,9 +298,12 @@ def compare(w: Workload, a, use_compile: bool) -> dict:
         ours = compiled if compiled.audio_s_per_s > eager.audio_s_per_s else eager
         use_compile = ours is compiled
     if a.matmul_conv:
-        ours = _lever(row, "matmul_conv", use_matmul_convolutions, model, step, w, a, flops, ours)
-        if a.triton_posconv:
+        ours = _lever(row, "matmul_conv", lambda m: use_matmul_convolutions(m, triton=False), model, step, w, a,
+                      flops, ours)
+        if use_triton(a):  # cumulative: the positional conv's kernels, then the first layer's too
             ours = _lever(row, "triton_posconv", use_triton_positional_conv, model, step, w, a, flops, ours)
+            if a.triton != "posconv":
+                ours = _lever(row, "triton_first_layer", use_triton_first_layer, model, step, w, a, flops, ours)
     del model, opt, step
     free(dev)
     torch.manual_seed(0)
@@ -410,8 +420,8 @@ def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int =
     if use_compile:
         compile_ours(w, model, a)
     if a.matmul_conv:
-        use_matmul_convolutions(model)
-        use_triton_positional_conv(model, a.triton_posconv)
+        use_matmul_convolutions(model, triton=use_triton(a))
+        use_triton_first_layer(model, use_triton(a) and a.triton != "posconv")
     step = w.ours_step(model, optimizer(model, dev))
     for _ in range(a.warmup + 3):
         step()
@@ -425,7 +435,7 @@ def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int =
         wall = (time.perf_counter() - t0) / steps * 1e3
     summary = kernel_summary(prof, steps)
     return {"workload": kind, "size": preset, "batch": batch, "compiled": use_compile, "matmul_conv": a.matmul_conv,
-            "triton_posconv": a.matmul_conv and a.triton_posconv, "compile_mode": a.compile_mode,
+            "triton": a.matmul_conv and use_triton(a), "compile_mode": a.compile_mode,
             "wall_ms_per_step": round(wall, 2), **summary}
 
 
@@ -467,7 +477,7 @@ def covered_us(spans: list[tuple[int, int]]) -> int:
 def posconv(a, preset: str, batch: int) -> dict:
     """The positional convolution alone (forward + backward, bf16): cuDNN's grouped kernels on
     the preset's groups, groups padded to 64 channels (the default on CUDA), and batched matrix
-    products over tap windows (`--matmul-conv`), eager and compiled; with `--triton-posconv` also
+    products over tap windows (`--matmul-conv`), eager and compiled; with Triton (`--triton`) also
     the Triton kernels that read the taps in place, eager and compiled."""
     dev = a.device
     cfg = load_model_config(preset)
@@ -481,7 +491,7 @@ def posconv(a, preset: str, batch: int) -> dict:
     as_matmul = pos.as_matmul
     paths = [("cudnn_grouped", False, False), ("groups_padded_to_64", True, False),
              ("matmul_windows", True, True), ("matmul_windows_compiled", True, True)]
-    if a.triton_posconv:
+    if use_triton(a):
         paths += [("triton_taps", True, True), ("triton_taps_compiled", True, True)]
     for name, padded, matmul in paths:
         last: list[torch.Tensor] = []
@@ -505,6 +515,54 @@ def posconv(a, preset: str, batch: int) -> dict:
     ConvPositionalEmbedding.pad_groups_on_cuda = True
     pos.matmul, pos.triton, pos.as_matmul = False, False, as_matmul
     return {"size": preset, "batch": batch, "frames": frames, **out}
+
+
+def first_layer(a, preset: str, batch: int) -> dict:
+    """The conv encoder's first layer alone (conv, norm, GELU; bf16 autocast): forward, and
+    forward + backward (the weight, bias and norm gradients), as the unfused matrix product
+    (`components._few_taps_layer`), eager and compiled, and with Triton (`--triton`) as the fused
+    kernels (`w2v.models.triton_first_layer`)."""
+    from w2v.models.components import _ConvLayer, _few_taps_layer
+
+    dev = a.device
+    cfg = load_model_config(preset)
+    dim, kernel, stride = cfg.conv_feature_layers[0]
+    norm = "layer" if cfg.extractor_mode == "layer_norm" else "group"
+    torch.manual_seed(0)
+    layer = _ConvLayer(1, dim, kernel, stride, cfg.conv_bias, norm).to(dev)
+    wave = torch.randn(batch, a.samples, 1, device=dev)
+    frames = (a.samples - kernel) // stride + 1
+    amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    grad = torch.randn(batch, frames, dim, device=dev, dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    paths = [("unfused", False, False), ("unfused_compiled", False, True)]
+    if use_triton(a):
+        use_triton_first_layer(layer)
+        paths.append(("fused_triton", True, False))
+    out, ref = {}, None
+    for name, fused, compiled in paths:
+        fn = torch.compile(_few_taps_layer) if compiled else _few_taps_layer
+        last: list[torch.Tensor] = []
+
+        def forward():
+            with torch.inference_mode(), torch.autocast(**amp):
+                fn(layer, wave, frames, fused)
+
+        def train():
+            with torch.autocast(**amp):
+                y = fn(layer, wave, frames, fused)
+            y.backward(grad)
+            last[:] = [y.detach().float(), layer.conv.weight.grad.flatten().clone()]
+            layer.zero_grad(set_to_none=True)
+
+        train()
+        forward()
+        fwd = timed(forward, dev, max(a.steps, 10), a.warmup, 0.0)
+        both = timed(train, dev, max(a.steps, 10), a.warmup, 0.0)
+        ref = last if ref is None else ref
+        out[name] = {"forward_ms": round(fwd.step_ms, 3), "train_ms": round(both.step_ms, 3),
+                     "rel_err": round(float((last[0] - ref[0]).norm() / ref[0].norm()), 5),
+                     "weight_grad_rel_err": round(float((last[1] - ref[1]).norm() / ref[1].norm()), 5)}
+    return {"size": preset, "batch": batch, "frames": frames, "norm": norm, **out}
 
 
 def attention(a, preset: str, batch: int) -> dict:
@@ -603,13 +661,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compile with a dynamic batch size (the training loop's graphs after its first smaller batch)")
     p.add_argument("--matmul-conv", action="store_true",
                    help="also time ours with the convolutions as matrix products (keeps the faster)")
-    p.add_argument("--triton-posconv", action="store_true",
-                   help="with --matmul-conv: also time ours with the positional conv's Triton kernels (keeps the faster; "
-                        "--trace and --posconv use them too)")
+    p.add_argument("--triton", default="auto", choices=("auto", "on", "off", "posconv"),
+                   help="with --matmul-conv: also time ours with the positional conv's Triton kernels, then with the "
+                        "first conv layer's (keeps the fastest; --trace and --posconv use them too); auto: on a GPU "
+                        "where Triton is installed; posconv: the positional conv's alone")
     p.add_argument("--no-compare", action="store_true", help="skip the ours-vs-peer table")
     p.add_argument("--ablation", default="", help="presets to run the lever ablation on (pre-training)")
     p.add_argument("--trace", default="", help="workload:preset pairs to profile, e.g. pretrain:base,infer:base")
     p.add_argument("--posconv", default="", help="presets: time the positional convolution's two paths")
+    p.add_argument("--first-layer", default="",
+                   help="presets: time the first conv layer unfused (eager, compiled) and as the fused Triton kernels")
     p.add_argument("--attention", default="", help="presets: time self-attention through each SDPA backend")
     p.add_argument("--cpp-wrapper", default="auto", choices=("auto", "on", "off"),
                    help="launch compiled kernels from C++ (auto: on a GPU; w2v.models.accel.use_cpp_wrapper)")
@@ -662,6 +723,7 @@ def main(argv: list[str] | None = None) -> dict:
     for key, fn in (("trace", lambda s: trace(a, s.split(":")[0], s.split(":")[1],
                                               pick(batches[s.split(":")[0]], s.split(":")[1]), a.compile)),
                     ("posconv", lambda s: posconv(a, s, pick(batches["pretrain"], s))),
+                    ("first_layer", lambda s: first_layer(a, s, pick(batches["pretrain"], s))),
                     ("attention", lambda s: attention(a, s, pick(batches["pretrain"], s))),
                     ("precision", lambda s: precision_check(a, s, pick(batches["pretrain"], s), a.precision_steps))):
         for size in [s for s in getattr(a, key).split(",") if s]:

@@ -7,7 +7,10 @@
   norms, dropouts and residuals around the matrix products. Shapes that change (fine-tuning
   buckets) recompile, then switch to dynamic shapes; crops of one length compile once.
 - `use_matmul_convolutions`: the conv feature encoder and the positional convolution
-  channels-last as matrix products.
+  channels-last as matrix products; where Triton is installed, on a GPU, the positional
+  convolution's products as Triton kernels in forwards without autograd
+  (`use_triton_positional_conv`). The first conv layer as fused Triton kernels is a separate
+  switch (`use_triton_first_layer`).
 - `set_activation_checkpointing`: recompute each Transformer block during backward instead of
   keeping its activations (LARGE and above: larger batches fit; costs one more forward).
 - `use_cpp_wrapper` (through `compile_model`, on for GPU models): compiled graphs launch their
@@ -93,34 +96,82 @@ def release_dropped_grads(model: nn.Module) -> None:
             module.release_dropped_grads()
 
 
-def use_matmul_convolutions(model: nn.Module, enabled: bool = True) -> nn.Module:
+def triton_available() -> bool:
+    """Whether Triton is installed (it comes with PyTorch's CUDA wheels)."""
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
+
+
+def use_matmul_convolutions(model: nn.Module, enabled: bool = True, triton: bool | None = None) -> nn.Module:
     """Run the conv feature encoder (`components._matmul_layer`) and the Transformer's grouped
     positional convolution (`components._GroupedConvAsMatmul`) channels-last as matrix
     products instead of cuDNN's Conv1d: same weights, same function. Any model with these
-    modules (wav2vec 2.0, HuBERT, wav2vec 1.0's encoder) takes it."""
+    modules (wav2vec 2.0, HuBERT, wav2vec 1.0's encoder) takes it. ``triton`` (None: wherever
+    Triton is installed) also switches `use_triton_positional_conv` on for forwards without
+    autograd, on a GPU in half precision: faster there, slower in training steps (measured on an
+    H100). `use_triton_first_layer` stays a separate switch: no compiled step was faster with it."""
     from w2v.models.components import ConvFeatureEncoder, ConvPositionalEmbedding
 
     for module in model.modules():
         if isinstance(module, (ConvFeatureEncoder, ConvPositionalEmbedding)):
             module.matmul = enabled
+    use_triton = enabled and (triton_available() if triton is None else triton)
+    use_triton_positional_conv(model, use_triton, training=False)
     return model
 
 
-def use_triton_positional_conv(model: nn.Module, enabled: bool = True) -> nn.Module:
+def _switch(model: nn.Module, kind: type, enabled: bool, register, **flags) -> nn.Module:
+    if enabled:
+        register()
+    for module in model.modules():
+        if isinstance(module, kind):
+            module.triton = enabled
+            for name, value in flags.items():
+                setattr(module, name, value)
+    return model
+
+
+def use_triton_positional_conv(model: nn.Module, enabled: bool = True, training: bool = True) -> nn.Module:
     """With `use_matmul_convolutions` on: the positional convolution's products (forward, input
     and weight gradients) as Triton kernels that read each tap from the input instead of
     copying the k-frame windows out (`w2v.models.triton_conv`), on a GPU in bf16/fp16; fp32 and
-    the CPU keep the batched products. Needs Triton (an ImportError says so)."""
+    the CPU keep the batched products. ``training=False`` keeps them to forwards without
+    autograd (inference, validation). Needs Triton (an ImportError says so).
+
+    Measured on an H100 (BENCHMARKS.md): alone, forward + backward compiled, BASE 1.33 ms against
+    the windows' 2.49 and LARGE-LV60 1.26 against 2.56; in the compiled inference step faster
+    (BASE 16,718 -> 17,962 audio-s/s, LARGE-LV60 8,598 -> 9,037), in the compiled pre-training
+    step slower (BASE 4,346 -> 4,179, LARGE-LV60 2,003 -> 1,891), hence inference-only by
+    default (`use_matmul_convolutions`)."""
     from w2v.models.components import ConvPositionalEmbedding
 
-    if enabled:
+    def register():
         from w2v.models import triton_conv
 
         triton_conv.register()
-    for module in model.modules():
-        if isinstance(module, ConvPositionalEmbedding):
-            module.triton = enabled
-    return model
+
+    return _switch(model, ConvPositionalEmbedding, enabled, register, triton_training=training)
+
+
+def use_triton_first_layer(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """With `use_matmul_convolutions` on: the conv feature encoder's first layer (conv, group or
+    layer norm, GELU) as fused Triton kernels that recompute the 10-tap product from the waveform
+    instead of writing and re-reading its output (`w2v.models.triton_first_layer`), on a GPU
+    under bf16/fp16 autocast; elsewhere the unfused layer. Needs Triton. Off by default.
+
+    Measured on an H100 (BENCHMARKS.md, `w2v bench --first-layer`): alone, against the unfused
+    layer compiled, forward 0.71 / 0.90 ms (BASE, batch 8) and 0.54 / 0.60 (LARGE-LV60, batch 6),
+    forward + backward 4.84 / 4.34 and 1.98 / 2.44; inside the compiled steps slower (LARGE-LV60
+    inference 9,037 -> 8,790 audio-s/s, pre-training 1,891 -> 1,835)."""
+    from w2v.models.components import ConvFeatureEncoder
+
+    def register():
+        from w2v.models import triton_first_layer
+
+        triton_first_layer.register()
+
+    return _switch(model, ConvFeatureEncoder, enabled, register)
 
 
 def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.Module:
@@ -131,5 +182,6 @@ def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.M
     return model
 
 
-__all__ = ["compile_model", "use_cpp_wrapper", "layerdrop_leaves_parameters_unused", "release_dropped_grads", "set_activation_checkpointing", "use_matmul_convolutions",
+__all__ = ["compile_model", "use_cpp_wrapper", "layerdrop_leaves_parameters_unused", "release_dropped_grads",
+           "set_activation_checkpointing", "triton_available", "use_matmul_convolutions", "use_triton_first_layer",
            "use_triton_positional_conv"]

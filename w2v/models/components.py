@@ -105,7 +105,7 @@ def _matmul_taps(kernel: int, stride: int) -> list[int] | None:
     return groups if sum(groups) == kernel and groups else None
 
 
-def _matmul_layer(layer: "_ConvLayer", x: Tensor) -> Tensor:
+def _matmul_layer(layer: "_ConvLayer", x: Tensor, use_triton: bool = False) -> Tensor:
     """One `_ConvLayer` on channels-last input (batch, time, C_in) -> (batch, frames, C_out).
 
     Output frame t reads input frames [t*s, t*s + k). Group j of the kernel's taps (`_matmul_taps`)
@@ -120,7 +120,7 @@ def _matmul_layer(layer: "_ConvLayer", x: Tensor) -> Tensor:
     b, t_in, c_in = x.shape
     frames = max(0, (t_in - kernel) // stride + 1)
     if c_in * kernel <= _FEW_TAPS:
-        return _few_taps_layer(layer, x, frames)
+        return _few_taps_layer(layer, x, frames, use_triton)
     weight = conv.weight  # (C_out, C_in, k)
     out = None
     start = 0
@@ -145,18 +145,54 @@ def _matmul_layer(layer: "_ConvLayer", x: Tensor) -> Tensor:
 _FEW_TAPS = 16
 
 
-def _few_taps_layer(layer: "_ConvLayer", x: Tensor, frames: int) -> Tensor:
+def _few_taps_layer(layer: "_ConvLayer", x: Tensor, frames: int, use_triton: bool = False) -> Tensor:
     """`_matmul_layer` for layers with at most `_FEW_TAPS` input values per output frame: one
-    matrix product over the copied windows (batch, frames, C_in * k)."""
+    matrix product over the copied windows (batch, frames, C_in * k). With ``use_triton``, a
+    first layer with a norm and GELU under half-precision autocast on a GPU runs as the fused
+    kernels of `w2v.models.triton_first_layer` (`_FusedFirstLayer`) instead."""
     conv = layer.conv
     kernel, stride = conv.kernel_size[0], conv.stride[0]
     b, _, c_in = x.shape
+    dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
+    if (use_triton and x.is_cuda and c_in == 1 and dtype in (torch.float16, torch.bfloat16)
+            and layer.norm_kind in ("group", "layer") and _exact_gelu(layer.activation)):
+        norm = layer.layer_norm
+        return _FusedFirstLayer.apply(x[..., 0], conv.weight[:, 0], conv.bias, norm.weight, norm.bias, stride,
+                                      layer.norm_kind == "layer", norm.eps, dtype)
     if frames:
         windows = x[:, :(frames - 1) * stride + kernel].unfold(1, kernel, stride)  # (b, frames, C_in, k) view
     else:
         windows = x.new_zeros(b, 0, c_in, kernel)
     out = F.linear(windows.reshape(b, frames, c_in * kernel), conv.weight.reshape(conv.weight.shape[0], -1), conv.bias)
     return _norm_and_activation(layer, out)
+
+
+def _exact_gelu(activation: nn.Module) -> bool:
+    return isinstance(activation, nn.GELU) and activation.approximate == "none"
+
+
+class _FusedFirstLayer(torch.autograd.Function):
+    """A first conv layer (one input channel) with its norm and GELU as the Triton kernels of
+    `w2v.models.triton_first_layer`: the output in ``dtype``, gradients for the conv weight and
+    bias and the norm's weight and bias (none for the waveform)."""
+
+    @staticmethod
+    def forward(ctx, wave: Tensor, weight: Tensor, bias: Tensor | None, norm_weight: Tensor, norm_bias: Tensor,
+                stride: int, per_frame: bool, eps: float, dtype: torch.dtype) -> Tensor:
+        y, mean, rstd = torch.ops.w2v.first_conv_layer(wave, weight, bias, norm_weight, norm_bias, stride, per_frame,
+                                                       eps, dtype)
+        ctx.save_for_backward(wave, weight, bias, norm_weight, norm_bias, mean, rstd)
+        ctx.stride, ctx.per_frame, ctx.eps = stride, per_frame, eps
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        wave, weight, bias, norm_weight, norm_bias, mean, rstd = ctx.saved_tensors
+        grads = torch.ops.w2v.first_conv_layer_backward(grad, wave, weight, bias, norm_weight, norm_bias, mean, rstd,
+                                                        ctx.stride, ctx.per_frame, ctx.eps)
+        d_weight, d_bias, d_norm_weight, d_norm_bias = (g.to(p.dtype) if p is not None else None for g, p in
+                                                        zip(grads, (weight, bias, norm_weight, norm_bias)))
+        return None, d_weight, d_bias, d_norm_weight, d_norm_bias, None, None, None, None
 
 
 def _norm_and_activation(layer: "_ConvLayer", out: Tensor) -> Tensor:
@@ -205,6 +241,7 @@ class ConvFeatureEncoder(nn.Module):
             in_dim = dim
         self.conv_layers = nn.ModuleList(blocks)
         self.matmul = False  # channels-last matrix products instead of Conv1d (accel.use_matmul_convolutions)
+        self.triton = False  # ... the first layer as fused Triton kernels on a GPU (accel.use_triton_first_layer)
 
     @property
     def receptive_field(self) -> int:
@@ -246,7 +283,7 @@ class ConvFeatureEncoder(nn.Module):
         if self.matmul and all(_matmul_taps(k, s) for _, k, s in self.layers_spec):
             x = waveforms.unsqueeze(-1)
             for layer in self.conv_layers:
-                x = _matmul_layer(layer, x)
+                x = _matmul_layer(layer, x, self.triton)
             return x
         x = waveforms.unsqueeze(1)
         for layer in self.conv_layers:
@@ -367,9 +404,11 @@ class ConvPositionalEmbedding(nn.Module):
         self.activation = nn.GELU()
         # Batched matrix products over tap windows (`_GroupedConvAsMatmul`) instead of cuDNN's
         # grouped convolution (accel.use_matmul_convolutions); on a GPU in half precision those
-        # products as Triton kernels without the windows (accel.use_triton_positional_conv)
+        # products as Triton kernels without the windows (accel.use_triton_positional_conv), in
+        # forwards without autograd unless triton_training is set too
         self.matmul = False
         self.triton = False
+        self.triton_training = False
 
     # On CUDA, groups whose width is not a multiple of 64 channels are zero-padded to one:
     # cuDNN's grouped kernels for BASE's 48 channels per group took 15.7 ms forward + backward
@@ -397,15 +436,20 @@ class ConvPositionalEmbedding(nn.Module):
         wide = v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
         return v * (g / wide.square().sum((0, 1), keepdim=True).sqrt().to(v.dtype))
 
+    def uses_triton(self, on_cuda: bool, dtype: torch.dtype) -> bool:
+        """Whether `as_matmul` runs the Triton kernels: switched on, on a GPU, in half precision,
+        and either without autograd (inference, validation) or with ``triton_training`` set."""
+        return bool(self.triton and on_cuda and dtype in (torch.bfloat16, torch.float16)
+                    and (self.triton_training or not torch.is_grad_enabled()))
+
     def as_matmul(self, x: Tensor) -> Tensor:
         """The convolution as `_GroupedConvAsMatmul` (as many frames out as in: the extra frame
         of an even kernel is never computed), in autocast's dtype where autocast is on."""
         kind = x.device.type
         dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
-        use_triton = self.triton and x.is_cuda and dtype in (torch.bfloat16, torch.float16)
         with torch.autocast(kind, enabled=False):
             y = _GroupedConvAsMatmul.apply(x.to(dtype), self.normalized_weight().to(dtype), self.conv.padding[0],
-                                           use_triton)
+                                           self.uses_triton(x.is_cuda, dtype))
             return y + self.conv.bias.to(dtype)
 
     def _padded_groups(self, x: Tensor, padded: int) -> Tensor:

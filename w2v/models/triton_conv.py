@@ -27,22 +27,34 @@ def _block(cg: int) -> int:
     return max(16, 1 << (cg - 1).bit_length())
 
 
+def interpreted() -> bool:
+    """Whether Triton runs its kernels through the CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def autotuned(configs: list[dict], key: list[str], fixed: dict):
+    """A kernel decorator: on a GPU, each config (meta-parameters, plus ``num_warps`` and
+    ``num_stages``) is timed on the first call for each value of the ``key`` arguments and the
+    fastest kept; Triton's CPU interpreter cannot time them and runs ``fixed`` alone."""
+    import triton
+
+    def config(c: dict):
+        meta = {k: v for k, v in c.items() if k not in ("num_warps", "num_stages")}
+        return triton.Config(meta, num_warps=c.get("num_warps", 4), num_stages=c.get("num_stages", 3))
+
+    return triton.autotune(configs=[config(c) for c in ([fixed] if interpreted() else configs)], key=key)
+
+
+def _tiles(block: str) -> list[dict]:
+    return [{block: size, "num_warps": w, "num_stages": st} for size in (64, 128) for w in (4, 8) for st in (3, 4)]
+
+
 @functools.cache
 def _kernels():
     import triton
     import triton.language as tl
 
-    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
-
-    def tuned(block: str, key: list[str]):
-        """A few tile shapes and pipelines, picked per shape by timing them on the first call on a
-        GPU; Triton's CPU interpreter cannot time them and runs fixed tiles instead."""
-        if interpreted:
-            return lambda fn: fn
-        return triton.autotune(configs=[triton.Config({block: size}, num_warps=w, num_stages=st)
-                                        for size in (64, 128) for w in (4, 8) for st in (3, 4)], key=key)
-
-    @tuned("BLOCK_T", ["T", "C", "CG", "K"])
+    @autotuned(_tiles("BLOCK_T"), key=["T", "C", "CG", "K"], fixed={"BLOCK_T": 128})
     @triton.jit
     def conv_kernel(x_ptr, w_ptr, y_ptr, T, C, CG, K, LEFT, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
         # one program: BLOCK_T output frames of one utterance, one group's channels
@@ -65,7 +77,7 @@ def _kernels():
         out = y_ptr + b * T * C + rows[:, None] * C + g * CG + ch[None, :]
         tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=(rows < T)[:, None] & cmask[None, :])
 
-    @tuned("BLOCK_M", ["M", "C", "CG", "K"])
+    @autotuned(_tiles("BLOCK_M"), key=["M", "C", "CG", "K"], fixed={"BLOCK_M": 64})
     @triton.jit
     def weight_grad_kernel(x_ptr, gy_ptr, dw_ptr, M, T, C, CG, K, LEFT, BLOCK_M: tl.constexpr,
                            BLOCK_C: tl.constexpr):
@@ -88,8 +100,7 @@ def _kernels():
         tl.store(dw_ptr + ((g * K + j) * CG + ch[:, None]) * CG + ch[None, :], acc,
                  mask=cmask[:, None] & cmask[None, :])
 
-    fixed = ({"BLOCK_T": 128}, {"BLOCK_M": 64}) if interpreted else ({}, {})
-    return triton, conv_kernel, weight_grad_kernel, fixed
+    return triton, conv_kernel, weight_grad_kernel
 
 
 def _blocked_weight(weight: Tensor) -> Tensor:
@@ -107,7 +118,7 @@ def register() -> None:
         return
     from torch.library import triton_op, wrap_triton
 
-    triton, conv_kernel, weight_grad_kernel, (conv_tile, grad_tile) = _kernels()
+    triton, conv_kernel, weight_grad_kernel = _kernels()
 
     @triton_op("w2v::window_conv", mutates_args={})
     def _conv(x: Tensor, weight: Tensor, left: int) -> Tensor:
@@ -116,8 +127,7 @@ def register() -> None:
         cg, k = weight.shape[1], weight.shape[2]
         y = torch.empty_like(x)
         wrap_triton(conv_kernel)[lambda meta: (b * triton.cdiv(t, meta["BLOCK_T"]), c // cg)](
-            x, _blocked_weight(weight), y, t, c, cg, k, left, BLOCK_C=_block(cg),
-            **conv_tile)
+            x, _blocked_weight(weight), y, t, c, cg, k, left, BLOCK_C=_block(cg))
         return y
 
     @triton_op("w2v::window_conv_weight_grad", mutates_args={})
@@ -127,6 +137,5 @@ def register() -> None:
         cg = c // groups
         dw = torch.empty(groups, kernel, cg, cg, device=x.device, dtype=torch.float32)
         wrap_triton(weight_grad_kernel)[(kernel, groups)](
-            x, grad, dw, b * t, t, c, cg, kernel, left, BLOCK_C=_block(cg),
-            **grad_tile)
+            x, grad, dw, b * t, t, c, cg, kernel, left, BLOCK_C=_block(cg))
         return dw.permute(0, 3, 2, 1).reshape(c, cg, kernel)
