@@ -420,8 +420,10 @@ def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int =
     if use_compile:
         compile_ours(w, model, a)
     if a.matmul_conv:
-        use_matmul_convolutions(model, triton=use_triton(a))
-        use_triton_first_layer(model, use_triton(a) and a.triton != "posconv")
+        use_matmul_convolutions(model, triton=False)
+        if use_triton(a):  # as the levers of `compare`: in training steps too
+            use_triton_positional_conv(model, training=True)
+            use_triton_first_layer(model, a.triton != "posconv")
     step = w.ours_step(model, optimizer(model, dev))
     for _ in range(a.warmup + 3):
         step()
