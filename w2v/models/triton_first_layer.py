@@ -4,25 +4,28 @@ The first layer turns the waveform into 512 channels at 1/5 of the sample rate (
 samples, stride 5), then normalises (group norm: each channel over time, BASE; layer norm: each
 frame over channels, LARGE-LV60 / XLS-R) and applies GELU. Its output is the step's largest
 tensor (8 x 50k x 512 values for a BASE pre-training batch of 8 x 15.6 s). Unfused, the product
-writes it, the norm's statistics read it, the norm-GELU kernel reads it and writes it again
-(under autocast in fp32 first), and backward reads and writes it several times more: ~2.5 ms of
-an H100's BASE pre-training step. The product has only 10 multiply-adds per value, so these
-kernels recompute it from the waveform wherever they need it and touch the big tensor only to
-write the output (forward) and to read its gradient (backward):
+writes it, the norm's statistics read it, the norm-GELU kernel reads it and writes it again,
+and backward reads and writes it several times more: compiled, 4.3 ms forward + backward of an
+H100's 28.8 ms BASE pre-training step. The product has only 10 multiply-adds per value, so
+these kernels recompute it from the waveform wherever they need it (one tf32 tensor-core
+product per tile, the taps and a constant 1 for the bias against the packed weight) and touch
+the big tensor only to write the output (forward) and to read its gradient (backward):
 
 - forward: ``torch.ops.w2v.first_conv_layer`` -> (output, mean, rstd). Group norm first takes
-  per-(utterance, channel) statistics in one pass (each chunk's mean and sum of squared
-  deviations by Chan's update, merged on the host), layer norm takes each frame's in the
-  output kernel. Conv, norm, affine and GELU in fp32; the output in the autocast dtype.
+  per-(utterance, channel) statistics in one pass (each tile slot's running mean and sum of
+  squared deviations, merged per chunk in the kernel and over chunks on the host, by Chan's
+  update); layer norm takes each frame's in the output kernel. Norm, affine and GELU in fp32;
+  the output in the autocast dtype.
 - backward: ``torch.ops.w2v.first_conv_layer_backward`` -> the gradients of the conv weight and
-  bias and of the norm's weight and bias (the waveform needs none). Group norm needs two passes
-  over the output gradient (the per-channel sums its backward subtracts, then the weight
-  gradient), layer norm one.
+  bias and of the norm's weight and bias (the waveform needs none), one pass over the output
+  gradient for either norm. Group norm's input gradient subtracts per-channel means over the
+  whole utterance, which one pass cannot know in time, so the pass sums du (x) taps and
+  xhat (x) taps instead, and the host combines them (`_group_weight_grad`).
 
 Switched on by `accel.use_triton_first_layer` (with `use_matmul_convolutions`), which imports
-this module (and Triton) only then. `components._FusedFirstLayer` is the autograd function; the unfused path
-(`components._few_taps_layer`) is the reference the tests hold the kernels to, through Triton's
-CPU interpreter (`TRITON_INTERPRET=1`) where no GPU is present.
+this module (and Triton) only then. `components._FusedFirstLayer` is the autograd function;
+the unfused path (`components._few_taps_layer`) is the reference the tests hold the kernels to,
+through Triton's CPU interpreter (`TRITON_INTERPRET=1`) where no GPU is present.
 """
 
 from __future__ import annotations
@@ -91,7 +94,8 @@ _BACKWARD_CONFIGS = [{"TILE": 8192, "num_warps": w} for w in (4, 8, 16)]
 def _stats_kernel(wave_ptr, wt_ptr, mean_ptr, m2_ptr, S, T, C, STRIDE, CHUNK, K: tl.constexpr, KP: tl.constexpr,
                   PREC: tl.constexpr, TILE: tl.constexpr, BLOCK_C: tl.constexpr):
     # one program: CHUNK frames of one utterance, BLOCK_C channels -> their mean and sum of
-    # squared deviations, each tile's merged into the running pair by Chan's update
+    # squared deviations. Each slot of the tile keeps its own running pair (Welford), so the loop
+    # has no reduction across the tile's rows; the slots are merged once at the end (Chan).
     BLOCK_T: tl.constexpr = TILE // BLOCK_C
     pid = tl.program_id(0)
     chunks = tl.cdiv(T, CHUNK)
@@ -99,20 +103,21 @@ def _stats_kernel(wave_ptr, wt_ptr, mean_ptr, m2_ptr, S, T, C, STRIDE, CHUNK, K:
     start = (pid % chunks) * CHUNK
     ch = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     wt = _packed_weight(wt_ptr, ch, C, KP)
-    mean = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    m2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    for t0 in range(start, start + CHUNK, BLOCK_T):
+    n_s = tl.zeros((BLOCK_T,), dtype=tl.float32)
+    mean_s = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
+    m2_s = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
+    for t0 in range(start, tl.minimum(start + CHUNK, T), BLOCK_T):
         rows = t0 + tl.arange(0, BLOCK_T)
-        n_before = (t0 - start).to(tl.float32)  # frames of the chunk merged so far (all inside)
-        n_tile = tl.minimum(tl.maximum(T - t0, 0), BLOCK_T).to(tl.float32)
-        if n_tile > 0:
-            y = tl.dot(_taps(wave_ptr, b, rows, S, T, STRIDE, K, KP), wt, input_precision=PREC)
-            tile_mean = tl.sum(y, 0) / n_tile
-            d = tl.where((rows < T)[:, None], y - tile_mean[None, :], 0.0)
-            n = n_before + n_tile
-            delta = tile_mean - mean
-            mean += delta * (n_tile / n)
-            m2 += tl.sum(d * d, 0) + delta * delta * (n_before * n_tile / n)
+        valid = (rows < T)[:, None]
+        y = tl.dot(_taps(wave_ptr, b, rows, S, T, STRIDE, K, KP), wt, input_precision=PREC)
+        n_s += (rows < T).to(tl.float32)
+        delta = y - mean_s
+        mean_s += tl.where(valid, delta / tl.maximum(n_s, 1.0)[:, None], 0.0)
+        m2_s += tl.where(valid, delta * (y - mean_s), 0.0)
+    n = tl.sum(n_s, 0)
+    mean = tl.sum(mean_s * n_s[:, None], 0) / n
+    d = mean_s - mean[None, :]
+    m2 = tl.sum(m2_s + n_s[:, None] * d * d, 0)
     cmask = ch < C
     tl.store(mean_ptr + pid * C + ch, mean, mask=cmask)
     tl.store(m2_ptr + pid * C + ch, m2, mask=cmask)
@@ -149,18 +154,18 @@ def _forward_kernel(wave_ptr, wt_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, y
                  mask=(rows < T)[:, None] & cmask[None, :])
 
 
-@autotuned(_BACKWARD_CONFIGS, key=["T", "C", "BLOCK_C", "PER_FRAME", "PHASE"], fixed={"TILE": 8192})
+@autotuned(_BACKWARD_CONFIGS, key=["T", "C", "BLOCK_C", "PER_FRAME"], fixed={"TILE": 8192})
 @triton.jit
-def _backward_kernel(wave_ptr, wt_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, s1_ptr, s2_ptr, gy_ptr,
-                     dw_ptr, a_ptr, c_ptr, S, T, C, STRIDE, CHUNK, EPS: tl.constexpr, K: tl.constexpr,
-                     KP: tl.constexpr, PREC: tl.constexpr, PER_FRAME: tl.constexpr, PHASE: tl.constexpr,
-                     TILE: tl.constexpr, BLOCK_C: tl.constexpr):
-    # one program: CHUNK frames of one utterance, BLOCK_C channels; its partial sums go to
-    # row pid of the outputs. PER_FRAME (layer norm), one pass: dw (C, KP) the gradient of the
-    # packed weight (the conv's K taps, then its bias), a = sum of du * xhat and c = sum of du
-    # (the norm weight's and bias' gradients; du: the gradient at the norm's affine output).
-    # Group norm, PHASE 0: a and c per utterance and channel; PHASE 1, with their means over
-    # time in s2, s1: dw.
+def _backward_kernel(wave_ptr, wt_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, gy_ptr, dw_ptr, q_ptr, a_ptr, c_ptr,
+                     S, T, C, STRIDE, CHUNK, EPS: tl.constexpr, K: tl.constexpr, KP: tl.constexpr,
+                     PREC: tl.constexpr, PER_FRAME: tl.constexpr, TILE: tl.constexpr, BLOCK_C: tl.constexpr):
+    # one program: CHUNK frames of one utterance, BLOCK_C channels, one pass over the output
+    # gradient; its sums go to row pid of the outputs (du: the gradient at the norm's affine
+    # output, xhat: the normalised conv output). a = sum of du * xhat (the norm weight's
+    # gradient). Layer norm: dw = sum of dy (x) taps, the packed weight's gradient (the conv's K
+    # taps, then its bias), and c = sum of du (the norm bias'). Group norm, whose dy needs
+    # per-channel means over the whole utterance first: dw = sum of du (x) taps and q = sum of
+    # xhat (x) taps, from which the host forms the weight's gradient (`_group_weight_grad`).
     BLOCK_T: tl.constexpr = TILE // BLOCK_C
     pid = tl.program_id(0)
     chunks = tl.cdiv(T, CHUNK)
@@ -175,12 +180,10 @@ def _backward_kernel(wave_ptr, wt_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, 
     if not PER_FRAME:
         mean = tl.load(mean_ptr + b * C + ch, mask=cmask, other=0.0)
         rstd = tl.load(rstd_ptr + b * C + ch, mask=cmask, other=0.0)
-        if PHASE == 1:
-            s1 = tl.load(s1_ptr + b * C + ch, mask=cmask, other=0.0)
-            s2 = tl.load(s2_ptr + b * C + ch, mask=cmask, other=0.0)
     acc_dw = tl.zeros((BLOCK_C, KP), dtype=tl.float32)
-    acc_a = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    acc_c = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    acc_q = tl.zeros((BLOCK_C, KP), dtype=tl.float32)
+    acc_a = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)  # summed over rows once, at the end
+    acc_c = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
     for t0 in range(start, tl.minimum(start + CHUNK, T), BLOCK_T):
         rows = t0 + tl.arange(0, BLOCK_T)
         inside = (rows < T)[:, None] & cmask[None, :]
@@ -189,26 +192,26 @@ def _backward_kernel(wave_ptr, wt_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, 
         if PER_FRAME:
             xhat, rstd_rows = _frame_norm(y, cmask, C, EPS)
         else:
-            xhat = (y - mean[None, :]) * rstd[None, :]
+            xhat = tl.where(inside, (y - mean[None, :]) * rstd[None, :], 0.0)
         gy = tl.load(gy_ptr + (b * T + rows)[:, None] * C + ch[None, :], mask=inside, other=0.0).to(tl.float32)
         du = tl.where(inside, gy * _gelu_grad(xhat * gamma[None, :] + beta[None, :]), 0.0)
-        if PER_FRAME or PHASE == 0:
-            acc_a += tl.sum(du * xhat, 0)
-            acc_c += tl.sum(du, 0)
+        acc_a += du * xhat
         if PER_FRAME:
+            acc_c += du
             dxhat = du * gamma[None, :]
             m1 = tl.sum(dxhat, 1) / C
             m2 = tl.sum(dxhat * xhat, 1) / C
             dy = tl.where(inside, rstd_rows[:, None] * (dxhat - m1[:, None] - xhat * m2[:, None]), 0.0)
             acc_dw += tl.dot(tl.trans(dy), taps, input_precision=PREC)
-        elif PHASE == 1:
-            dy = tl.where(inside, (rstd * gamma)[None, :] * (du - s1[None, :] - xhat * s2[None, :]), 0.0)
-            acc_dw += tl.dot(tl.trans(dy), taps, input_precision=PREC)
-    if PER_FRAME or PHASE == 1:
-        tl.store(dw_ptr + (pid * C + ch)[:, None] * KP + kk[None, :], acc_dw, mask=cmask[:, None])
-    if PER_FRAME or PHASE == 0:
-        tl.store(a_ptr + pid * C + ch, acc_a, mask=cmask)
-        tl.store(c_ptr + pid * C + ch, acc_c, mask=cmask)
+        else:
+            acc_dw += tl.dot(tl.trans(du), taps, input_precision=PREC)
+            acc_q += tl.dot(tl.trans(xhat), taps, input_precision=PREC)
+    tl.store(dw_ptr + (pid * C + ch)[:, None] * KP + kk[None, :], acc_dw, mask=cmask[:, None])
+    tl.store(a_ptr + pid * C + ch, tl.sum(acc_a, 0), mask=cmask)
+    if PER_FRAME:
+        tl.store(c_ptr + pid * C + ch, tl.sum(acc_c, 0), mask=cmask)
+    else:
+        tl.store(q_ptr + (pid * C + ch)[:, None] * KP + kk[None, :], acc_q, mask=cmask[:, None])
 
 
 def _channel_block(c: int, per_frame: bool) -> int:
@@ -299,19 +302,34 @@ def register() -> None:
         chunks = triton.cdiv(frames, CHUNK)
         f32 = dict(device=wave.device, dtype=torch.float32)
         dw = torch.empty(b * chunks, c, kp, **f32)
+        q = torch.empty(b * chunks, c, kp, **f32) if not per_frame else dw.new_empty(0)
         a, cc = torch.empty(b * chunks, c, **f32), torch.empty(b * chunks, c, **f32)
-
-        def launch(phase: int, s1: Tensor, s2: Tensor) -> None:
-            wrap_triton(_backward_kernel)[(b * chunks, triton.cdiv(c, block_c))](
-                wave, wt, norm_weight, norm_bias, mean, rstd, s1, s2, grad, dw, a, cc, s, frames, c, stride, CHUNK,
-                eps, K=k, KP=kp, PREC=_precision(), PER_FRAME=per_frame, PHASE=phase, BLOCK_C=block_c)
-
-        launch(0, mean, rstd)
+        wrap_triton(_backward_kernel)[(b * chunks, triton.cdiv(c, block_c))](
+            wave, wt, norm_weight, norm_bias, mean, rstd, grad, dw, q, a, cc, s, frames, c, stride, CHUNK, eps,
+            K=k, KP=kp, PREC=_precision(), PER_FRAME=per_frame, BLOCK_C=block_c)
         if per_frame:
-            d_norm_weight, d_norm_bias = a.sum(0), cc.sum(0)
+            total, d_norm_weight, d_norm_bias = dw.sum(0), a.sum(0), cc.sum(0)
         else:
-            s2, s1 = a.view(b, chunks, c).sum(1), cc.view(b, chunks, c).sum(1)
-            d_norm_weight, d_norm_bias = s2.sum(0), s1.sum(0)
-            launch(1, (s1 / frames).contiguous(), (s2 / frames).contiguous())
-        total = dw.sum(0)
+            p, q = dw.view(b, chunks, c, kp).sum(1), q.view(b, chunks, c, kp).sum(1)
+            s2 = a.view(b, chunks, c).sum(1)
+            total = _group_weight_grad(wave, k, stride, frames, p, q, s2, rstd, norm_weight)
+            d_norm_weight, d_norm_bias = s2.sum(0), p[..., k].sum(0)
         return total[:, :k].contiguous(), total[:, k].contiguous(), d_norm_weight, d_norm_bias
+
+
+def _group_weight_grad(wave: Tensor, k: int, stride: int, frames: int, p: Tensor, q: Tensor, s2: Tensor,
+                       rstd: Tensor, norm_weight: Tensor) -> Tensor:
+    """The packed weight's gradient (C, KP) under group norm, from the backward kernel's sums per
+    utterance: p = sum_t du (x) taps, q = sum_t xhat (x) taps (b, C, KP), s2 = sum_t du * xhat (b, C).
+    Group norm's input gradient is dy = rstd * gamma * (du - mean_t du - xhat * mean_t(du * xhat));
+    summed against the taps: rstd * gamma * (p - mean_t(du) * m - mean_t(du * xhat) * q), with
+    m = sum_t taps per utterance (p's bias column is sum_t du). The conv bias' column comes out 0:
+    the norm removes a constant."""
+    b, kp = p.shape[0], p.shape[-1]
+    m = torch.zeros(b, kp, device=p.device, dtype=torch.float32)
+    if frames:
+        m[:, :k] = wave[:, :(frames - 1) * stride + k].unfold(1, k, stride).sum(1, dtype=torch.float64).float()
+        m[:, k] = frames
+    s1 = p[..., k]
+    dy_taps = p - (s1 / frames)[..., None] * m[:, None, :] - (s2 / frames)[..., None] * q
+    return ((rstd * norm_weight.float())[..., None] * dy_taps).sum(0)
