@@ -97,3 +97,27 @@ def test_compare_times_ours_and_the_peer_and_records_each_lever():
     assert row["ours"]["audio_s_per_s"] > 0 and row["peer"]["audio_s_per_s"] > 0
     assert row["ours_matmul_conv_audio_s_per_s"] > 0 and isinstance(row["matmul_conv"], bool)
     assert "triton_posconv" not in row and "triton_first_layer" not in row  # --triton auto: GPU only
+
+
+def test_a_failing_lever_is_recorded_and_the_row_keeps_what_was_measured(capsys):
+    import torch
+
+    a = gpu.build_parser().parse_args(["--samples", "16000", "--steps", "1", "--warmup", "0", "--matmul-conv"])
+    a.device = torch.device("cpu")
+    best = gpu.Measure(audio_s_per_s=10.0, step_ms=1.0)
+
+    def broken(model):
+        raise RuntimeError("kernel did not compile")
+
+    import types
+
+    w = types.SimpleNamespace(kind="infer", preset="tiny", dev=a.device, audio_s=1.0)
+    row = {}
+    got = gpu._lever(row, "boom", broken, torch.nn.Identity(), lambda: None, w, a, None, best)
+    assert got is best and row == {"boom_error": "RuntimeError: kernel did not compile", "boom": False}
+    assert json.loads(capsys.readouterr().out)["error"].startswith("RuntimeError")
+    assert [name for name, _ in gpu._levers(a)] == ["matmul_conv"]  # Triton levers on a GPU only
+    a.triton = "on"
+    assert [name for name, _ in gpu._levers(a)] == ["matmul_conv", "triton_posconv", "triton_first_layer"]
+    a.triton = "posconv"
+    assert [name for name, _ in gpu._levers(a)] == ["matmul_conv", "triton_posconv"]

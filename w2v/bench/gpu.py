@@ -265,16 +265,37 @@ def first_step_s(step: Callable[[], object], dev: torch.device) -> float:
 
 def _lever(row: dict, name: str, switch_on, model, step, w: Workload, a, flops, best):
     """Switch a lever on ``model`` for the rest of the run, time ``step`` with it and record
-    it in ``row``; returns the faster of it and ``best``."""
-    switch_on(model)
-    row[f"{name}_compile_s"] = first_step_s(step, w.dev)
-    m = timed(step, w.dev, a.steps, a.warmup + 3, w.audio_s, flops)
+    it in ``row``; returns the faster of it and ``best``. A lever that fails (a kernel that does
+    not compile on this GPU, say) is recorded as ``<name>_error`` and ``best`` returned, so the
+    row keeps what was measured before it."""
+    try:
+        switch_on(model)
+        row[f"{name}_compile_s"] = first_step_s(step, w.dev)
+        m = timed(step, w.dev, a.steps, a.warmup + 3, w.audio_s, flops)
+    except Exception as e:  # noqa: BLE001 - any failure of the lever: report it, keep the row
+        row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:400]}"
+        row[name] = False
+        print(json.dumps({"lever": name, "workload": w.kind, "size": w.preset, "error": row[f"{name}_error"]}),
+              flush=True)
+        return best
     row[f"ours_{name}_audio_s_per_s"] = round(m.audio_s_per_s, 1)
     print(json.dumps({"lever": name, "workload": w.kind, "size": w.preset, "compile_s": row[f"{name}_compile_s"],
                       "audio_s_per_s": row[f"ours_{name}_audio_s_per_s"]}), flush=True)  # kept if a later lever fails
     faster = m if m.audio_s_per_s > best.audio_s_per_s else best
     row[name] = faster is m
     return faster
+
+
+def _levers(a) -> list[tuple[str, Callable[[torch.nn.Module], object]]]:
+    """The optional speed levers `compare` times, cumulatively, in order."""
+    if not a.matmul_conv:
+        return []
+    levers = [("matmul_conv", lambda m: use_matmul_convolutions(m, triton=False))]
+    if use_triton(a):  # the positional conv's kernels (in training too), then the first layer's
+        levers.append(("triton_posconv", use_triton_positional_conv))
+        if a.triton != "posconv":
+            levers.append(("triton_first_layer", use_triton_first_layer))
+    return levers
 
 
 def compare(w: Workload, a, use_compile: bool) -> dict:
@@ -297,13 +318,10 @@ def compare(w: Workload, a, use_compile: bool) -> dict:
         row["ours_compiled_audio_s_per_s"] = round(compiled.audio_s_per_s, 1)
         ours = compiled if compiled.audio_s_per_s > eager.audio_s_per_s else eager
         use_compile = ours is compiled
-    if a.matmul_conv:
-        ours = _lever(row, "matmul_conv", lambda m: use_matmul_convolutions(m, triton=False), model, step, w, a,
-                      flops, ours)
-        if use_triton(a):  # cumulative: the positional conv's kernels, then the first layer's too
-            ours = _lever(row, "triton_posconv", use_triton_positional_conv, model, step, w, a, flops, ours)
-            if a.triton != "posconv":
-                ours = _lever(row, "triton_first_layer", use_triton_first_layer, model, step, w, a, flops, ours)
+    for name, switch_on in _levers(a):
+        ours = _lever(row, name, switch_on, model, step, w, a, flops, ours)
+        if f"{name}_error" in row:
+            break  # the model is left with the failed lever on: later levers would time a broken step
     del model, opt, step
     free(dev)
     torch.manual_seed(0)

@@ -83,6 +83,29 @@ def _frame_norm(y, cmask, C, EPS):
     return d * rstd[:, None], rstd
 
 
+@triton.jit
+def _program_chunk(T, CHUNK, BLOCK_C: tl.constexpr):
+    # this program's row of partial sums, utterance, first frame (CHUNK frames) and channels
+    pid = tl.program_id(0)
+    chunks = tl.cdiv(T, CHUNK)
+    return pid, pid // chunks, (pid % chunks) * CHUNK, tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+
+
+@triton.jit
+def _channel_params(gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, b, ch, C, PER_FRAME: tl.constexpr):
+    # the norm's weight and bias for these channels, and group norm's statistics of utterance b
+    # (zeros for layer norm, which takes each frame's own)
+    cmask = ch < C
+    gamma = tl.load(gamma_ptr + ch, mask=cmask, other=0.0).to(tl.float32)
+    beta = tl.load(beta_ptr + ch, mask=cmask, other=0.0).to(tl.float32)
+    mean = tl.zeros_like(gamma)
+    rstd = tl.zeros_like(gamma)
+    if not PER_FRAME:
+        mean = tl.load(mean_ptr + b * C + ch, mask=cmask, other=0.0)
+        rstd = tl.load(rstd_ptr + b * C + ch, mask=cmask, other=0.0)
+    return gamma, beta, mean, rstd
+
+
 # Tiles of TILE fp32 values: (TILE / BLOCK_C) frames by BLOCK_C channels (a layer norm's 512
 # channels take 16 or 32 frames; more spill registers)
 _CONFIGS = [{"TILE": t, "num_warps": w} for t in (8192, 16384) for w in (4, 8)]
@@ -97,11 +120,7 @@ def _stats_kernel(wave_ptr, wt_ptr, mean_ptr, m2_ptr, S, T, C, STRIDE, CHUNK, K:
     # squared deviations. Each slot of the tile keeps its own running pair (Welford), so the loop
     # has no reduction across the tile's rows; the slots are merged once at the end (Chan).
     BLOCK_T: tl.constexpr = TILE // BLOCK_C
-    pid = tl.program_id(0)
-    chunks = tl.cdiv(T, CHUNK)
-    b = pid // chunks
-    start = (pid % chunks) * CHUNK
-    ch = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    pid, b, start, ch = _program_chunk(T, CHUNK, BLOCK_C)
     wt = _packed_weight(wt_ptr, ch, C, KP)
     n_s = tl.zeros((BLOCK_T,), dtype=tl.float32)
     mean_s = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
@@ -131,18 +150,11 @@ def _forward_kernel(wave_ptr, wt_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, y
     # one program: CHUNK frames of one utterance, BLOCK_C channels (all of them for PER_FRAME),
     # BLOCK_T frames at a time; the weights are read once
     BLOCK_T: tl.constexpr = TILE // BLOCK_C
-    pid = tl.program_id(0)
-    chunks = tl.cdiv(T, CHUNK)
-    b = pid // chunks
-    start = (pid % chunks) * CHUNK
-    ch = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    _, b, start, ch = _program_chunk(T, CHUNK, BLOCK_C)
     cmask = ch < C
     wt = _packed_weight(wt_ptr, ch, C, KP)
-    gamma = tl.load(gamma_ptr + ch, mask=cmask, other=0.0).to(tl.float32)
-    beta = tl.load(beta_ptr + ch, mask=cmask, other=0.0).to(tl.float32)
+    gamma, beta, mean, rstd = _channel_params(gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, b, ch, C, PER_FRAME)
     if not PER_FRAME:
-        mean = tl.load(mean_ptr + b * C + ch, mask=cmask, other=0.0)
-        rstd = tl.load(rstd_ptr + b * C + ch, mask=cmask, other=0.0)
         gamma, beta = gamma * rstd, beta - mean * rstd * gamma  # the norm and affine as one of each
     for t0 in range(start, tl.minimum(start + CHUNK, T), BLOCK_T):
         rows = t0 + tl.arange(0, BLOCK_T)
@@ -167,19 +179,11 @@ def _backward_kernel(wave_ptr, wt_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, 
     # per-channel means over the whole utterance first: dw = sum of du (x) taps and q = sum of
     # xhat (x) taps, from which the host forms the weight's gradient (`_group_weight_grad`).
     BLOCK_T: tl.constexpr = TILE // BLOCK_C
-    pid = tl.program_id(0)
-    chunks = tl.cdiv(T, CHUNK)
-    b = pid // chunks
-    start = (pid % chunks) * CHUNK
-    ch = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    pid, b, start, ch = _program_chunk(T, CHUNK, BLOCK_C)
     cmask = ch < C
     kk = tl.arange(0, KP)
     wt = _packed_weight(wt_ptr, ch, C, KP)
-    gamma = tl.load(gamma_ptr + ch, mask=cmask, other=0.0).to(tl.float32)
-    beta = tl.load(beta_ptr + ch, mask=cmask, other=0.0).to(tl.float32)
-    if not PER_FRAME:
-        mean = tl.load(mean_ptr + b * C + ch, mask=cmask, other=0.0)
-        rstd = tl.load(rstd_ptr + b * C + ch, mask=cmask, other=0.0)
+    gamma, beta, mean, rstd = _channel_params(gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, b, ch, C, PER_FRAME)
     acc_dw = tl.zeros((BLOCK_C, KP), dtype=tl.float32)
     acc_q = tl.zeros((BLOCK_C, KP), dtype=tl.float32)
     acc_a = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)  # summed over rows once, at the end
