@@ -437,11 +437,8 @@ def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int =
     model = w.ours()
     if use_compile:
         compile_ours(w, model, a)
-    if a.matmul_conv:
-        use_matmul_convolutions(model, triton=False)
-        if use_triton(a):  # as the levers of `compare`: in training steps too
-            use_triton_positional_conv(model, training=True)
-            use_triton_first_layer(model, a.triton != "posconv")
+    for _, switch_on in _levers(a):  # all of `compare`'s levers, the Triton kernels in training steps too
+        switch_on(model)
     step = w.ours_step(model, optimizer(model, dev))
     for _ in range(a.warmup + 3):
         step()
@@ -556,7 +553,9 @@ def first_layer(a, preset: str, batch: int) -> dict:
     grad = torch.randn(batch, frames, dim, device=dev, dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
     paths = [("unfused", False, False), ("unfused_compiled", False, True)]
     if use_triton(a):
-        use_triton_first_layer(layer)
+        from w2v.models import triton_first_layer
+
+        triton_first_layer.register()  # the layer alone: no encoder to switch
         paths.append(("fused_triton", True, False))
     out, ref = {}, None
     for name, fused, compiled in paths:

@@ -153,12 +153,13 @@ def _few_taps_layer(layer: "_ConvLayer", x: Tensor, frames: int, use_triton: boo
     conv = layer.conv
     kernel, stride = conv.kernel_size[0], conv.stride[0]
     b, _, c_in = x.shape
-    dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
-    if (use_triton and x.is_cuda and c_in == 1 and dtype in (torch.float16, torch.bfloat16)
+    if (use_triton and x.is_cuda and c_in == 1 and torch.is_autocast_enabled("cuda")
             and layer.norm_kind in ("group", "layer") and _exact_gelu(layer.activation)):
-        norm = layer.layer_norm
-        return _FusedFirstLayer.apply(x[..., 0], conv.weight[:, 0], conv.bias, norm.weight, norm.bias, stride,
-                                      layer.norm_kind == "layer", norm.eps, dtype)
+        dtype = torch.get_autocast_dtype("cuda")
+        if dtype in (torch.float16, torch.bfloat16):
+            norm = layer.layer_norm
+            return _FusedFirstLayer.apply(x[..., 0], conv.weight[:, 0], conv.bias, norm.weight, norm.bias, stride,
+                                          layer.norm_kind == "layer", norm.eps, dtype)
     if frames:
         windows = x[:, :(frames - 1) * stride + kernel].unfold(1, kernel, stride)  # (b, frames, C_in, k) view
     else:
@@ -349,6 +350,11 @@ def _window_conv(x: Tensor, weight: Tensor, left: int) -> Tensor:
     return torch.bmm(win, w.transpose(1, 2)).transpose(0, 1).reshape(b, t, c)
 
 
+def _window_conv_op(use_triton: bool):
+    """`_window_conv`, or the Triton op computing the same (`w2v.models.triton_conv`)."""
+    return torch.ops.w2v.window_conv if use_triton else _window_conv
+
+
 class _GroupedConvAsMatmul(torch.autograd.Function):
     """`_window_conv` with a backward of the same kind: the input gradient is the same
     convolution of the output gradient with the kernel flipped, each group's in and out
@@ -363,7 +369,7 @@ class _GroupedConvAsMatmul(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.left = left
         ctx.use_triton = use_triton
-        return (torch.ops.w2v.window_conv if use_triton else _window_conv)(x, weight, left)
+        return _window_conv_op(use_triton)(x, weight, left)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
@@ -374,7 +380,7 @@ class _GroupedConvAsMatmul(torch.autograd.Function):
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             flipped = weight.reshape(g, cg, cg, k).transpose(1, 2).flip(-1).reshape(g * cg, cg, k)
-            grad_x = (torch.ops.w2v.window_conv if ctx.use_triton else _window_conv)(grad, flipped, k - 1 - ctx.left)
+            grad_x = _window_conv_op(ctx.use_triton)(grad, flipped, k - 1 - ctx.left)
         if ctx.needs_input_grad[1]:
             if ctx.use_triton:
                 grad_w = torch.ops.w2v.window_conv_weight_grad(x, grad, g, k, ctx.left).to(weight.dtype)

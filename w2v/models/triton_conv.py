@@ -8,8 +8,9 @@ accumulated in fp32 (``torch.ops.w2v.window_conv``); the weight gradient sums th
 rows against the output gradient (``torch.ops.w2v.window_conv_weight_grad``). The input gradient
 is the first with the kernel flipped (as `components._GroupedConvAsMatmul`).
 
-Switched on by `accel.use_triton_positional_conv` (off by default until measured faster on a
-GPU); without it Triton is never imported. Tests run the kernels through Triton's CPU
+Switched on by `accel.use_triton_positional_conv` (by `use_matmul_convolutions` for forwards
+without autograd, where Triton is installed: faster there on an H100, slower in the compiled
+training step); without it Triton is never imported. Tests run the kernels through Triton's CPU
 interpreter where Triton is installed (`TRITON_INTERPRET=1`), else on a GPU, else skip.
 """
 
@@ -22,9 +23,10 @@ import torch
 from torch import Tensor
 
 
-def _block(cg: int) -> int:
-    """Channels of one group padded to a power of two of at least 16 (tl.dot's smallest side)."""
-    return max(16, 1 << (cg - 1).bit_length())
+def pow2_block(n: int) -> int:
+    """``n`` padded to a power of two of at least 16 (tl.dot's smallest side): a tile's channels
+    or taps."""
+    return max(16, 1 << (n - 1).bit_length())
 
 
 def interpreted() -> bool:
@@ -127,7 +129,7 @@ def register() -> None:
         cg, k = weight.shape[1], weight.shape[2]
         y = torch.empty_like(x)
         wrap_triton(conv_kernel)[lambda meta: (b * triton.cdiv(t, meta["BLOCK_T"]), c // cg)](
-            x, _blocked_weight(weight), y, t, c, cg, k, left, BLOCK_C=_block(cg))
+            x, _blocked_weight(weight), y, t, c, cg, k, left, BLOCK_C=pow2_block(cg))
         return y
 
     @triton_op("w2v::window_conv_weight_grad", mutates_args={})
@@ -137,5 +139,5 @@ def register() -> None:
         cg = c // groups
         dw = torch.empty(groups, kernel, cg, cg, device=x.device, dtype=torch.float32)
         wrap_triton(weight_grad_kernel)[(kernel, groups)](
-            x, grad, dw, b * t, t, c, cg, kernel, left, BLOCK_C=_block(cg))
+            x, grad, dw, b * t, t, c, cg, kernel, left, BLOCK_C=pow2_block(cg))
         return dw.permute(0, 3, 2, 1).reshape(c, cg, kernel)

@@ -35,15 +35,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from w2v.models.triton_conv import autotuned, interpreted
+from w2v.models.triton_conv import autotuned, interpreted, pow2_block
 
 # rows of output frames each program of the statistics and backward kernels sums over, a
 # multiple of every tile height tried (its partial sums are then added on the host: fixed order)
 CHUNK = 1024
-
-
-def _pow2(n: int, least: int = 16) -> int:
-    return max(least, 1 << (n - 1).bit_length())
 
 
 @triton.jit
@@ -220,14 +216,14 @@ def _backward_kernel(wave_ptr, wt_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, 
 
 def _channel_block(c: int, per_frame: bool) -> int:
     """Channels per program: all of them where each frame is normalised over its channels."""
-    return _pow2(c) if per_frame else min(128, _pow2(c))
+    return pow2_block(c) if per_frame else min(128, pow2_block(c))
 
 
 def _packed(weight: Tensor, bias: Tensor | None) -> Tensor:
     """(KP, C) fp32: the conv weight's taps as rows, then the bias (0 without one), then zeros:
     the right side of each tile's product with `_taps`."""
     c, k = weight.shape
-    wt = weight.new_zeros(_pow2(k + 1), c, dtype=torch.float32)
+    wt = weight.new_zeros(pow2_block(k + 1), c, dtype=torch.float32)
     wt[:k] = weight.t()
     if bias is not None:
         wt[k] = bias
