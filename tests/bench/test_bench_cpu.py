@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from w2v.bench import data, gpu
 from w2v.cli import main
@@ -118,6 +119,20 @@ def test_a_failing_lever_is_recorded_and_the_row_keeps_what_was_measured(capsys)
     assert json.loads(capsys.readouterr().out)["error"].startswith("RuntimeError")
     assert [name for name, _ in gpu._levers(a)] == ["matmul_conv"]  # Triton levers on a GPU only
     a.triton = "on"
-    assert [name for name, _ in gpu._levers(a)] == ["matmul_conv", "triton_posconv", "triton_first_layer"]
+    assert [name for name, _ in gpu._levers(a)] == ["matmul_conv", "triton_first_layer", "triton_posconv"]
     a.triton = "posconv"
     assert [name for name, _ in gpu._levers(a)] == ["matmul_conv", "triton_posconv"]
+
+
+def test_host_summary_gives_host_time_per_step_and_the_calls_that_wait_for_the_device():
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.randn(64, 64)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(2):
+            (x @ x).sum().item()
+    s = gpu.host_summary(prof, steps=2)
+    times = dict(s["host_top_self_ms"])
+    assert "aten::mm" in times and all(v >= 0 for v in times.values())
+    assert set(s["host_waits_ms"]) & {"aten::item", "aten::_local_scalar_dense"}  # .item() waits
+    assert "aten::mm" not in s["host_waits_ms"]

@@ -139,3 +139,28 @@ def test_matmul_convolutions_switch_the_triton_positional_conv_on_for_inference_
     assert pos.triton and pos.triton_training
     use_matmul_convolutions(pos, triton=False)
     assert pos.matmul and not pos.triton
+
+
+@pytest.mark.skipif(not HAVE_TRITON, reason="switching the kernels on registers them (needs Triton)")
+def test_matmul_convolutions_switch_the_fused_first_layer_on_for_group_norm_only(monkeypatch):
+    """Faster in the compiled BASE pre-training step on an H100; LARGE-LV60's (layer norm) steps
+    were slower with it (BENCHMARKS.md)."""
+    import w2v.models.components as components
+
+    asked = []
+    unfused = components._matmul_layer
+    monkeypatch.setattr(components, "_matmul_layer",
+                        lambda layer, x, use_triton=False: asked.append(use_triton) or unfused(layer, x, use_triton))
+    for mode, fused in (("default", True), ("layer_norm", False)):
+        fe = components.ConvFeatureEncoder([(32, 10, 5), (32, 3, 2)], mode, bias=mode == "layer_norm")
+        use_matmul_convolutions(fe)
+        assert fe.matmul and fe.triton
+        fe(torch.randn(1, 400))  # on the CPU the unfused layer runs either way
+        assert asked[0] is fused, mode  # the first layer asks for the kernels with group norm only
+        asked.clear()
+        use_triton_first_layer(fe)  # asked for explicitly: layer norm too
+        fe(torch.randn(1, 400))
+        assert asked[0] is True
+        asked.clear()
+        use_matmul_convolutions(fe, triton=False)
+        assert fe.matmul and not fe.triton

@@ -291,10 +291,10 @@ def _levers(a) -> list[tuple[str, Callable[[torch.nn.Module], object]]]:
     if not a.matmul_conv:
         return []
     levers = [("matmul_conv", lambda m: use_matmul_convolutions(m, triton=False))]
-    if use_triton(a):  # the positional conv's kernels (in training too), then the first layer's
-        levers.append(("triton_posconv", use_triton_positional_conv))
+    if use_triton(a):  # the first layer's kernels, then the positional conv's (in training too)
         if a.triton != "posconv":
             levers.append(("triton_first_layer", use_triton_first_layer))
+        levers.append(("triton_posconv", use_triton_positional_conv))
     return levers
 
 
@@ -450,7 +450,7 @@ def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int =
             step()
         sync(dev)
         wall = (time.perf_counter() - t0) / steps * 1e3
-    summary = kernel_summary(prof, steps)
+    summary = {**kernel_summary(prof, steps), **host_summary(prof, steps)}
     return {"workload": kind, "size": preset, "batch": batch, "compiled": use_compile, "matmul_conv": a.matmul_conv,
             "triton": a.matmul_conv and use_triton(a), "compile_mode": a.compile_mode,
             "wall_ms_per_step": round(wall, 2), **summary}
@@ -477,6 +477,23 @@ def kernel_summary(prof, steps: int, top: int = 30) -> dict:
             "device_any_busy_ms_per_step": round(covered_us(spans) / 1e3 / steps, 2),
             "classes_ms": {k: round(v, 2) for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])},
             "top_kernels_ms": [[n[:120], round(v, 2)] for n, v in heaviest]}
+
+
+# host calls that wait for the device (cudaStreamSynchronize, cudaDeviceSynchronize, ...)
+WAITS = ("Synchronize", "cudaMemcpy", "aten::item", "aten::_local_scalar_dense")
+
+
+def host_summary(prof, steps: int, top: int = 15) -> dict:
+    """Host time per step of a `torch.profiler` run: the `top` host events by self time (CUDA
+    runtime calls among them: a ``cudaStreamSynchronize`` or ``cudaMemcpy`` here is the host
+    waiting for the device), and the calls that wait for the device, in ms per step."""
+    by_name: dict[str, float] = {}
+    for e in prof.key_averages():
+        if e.self_cpu_time_total > 0:
+            by_name[e.key] = by_name.get(e.key, 0.0) + e.self_cpu_time_total / 1e3 / steps
+    waits = {k: round(v, 2) for k, v in by_name.items() if any(w in k for w in WAITS)}
+    heaviest = sorted(by_name.items(), key=lambda kv: -kv[1])[:top]
+    return {"host_top_self_ms": [[n[:120], round(v, 2)] for n, v in heaviest], "host_waits_ms": waits}
 
 
 def covered_us(spans: list[tuple[int, int]]) -> int:

@@ -108,9 +108,11 @@ def use_matmul_convolutions(model: nn.Module, enabled: bool = True, triton: bool
     positional convolution (`components._GroupedConvAsMatmul`) channels-last as matrix
     products instead of cuDNN's Conv1d: same weights, same function. Any model with these
     modules (wav2vec 2.0, HuBERT, wav2vec 1.0's encoder) takes it. ``triton`` (None: wherever
-    Triton is installed) also switches `use_triton_positional_conv` on for forwards without
-    autograd, on a GPU in half precision: faster there, slower in training steps (measured on an
-    H100). `use_triton_first_layer` stays a separate switch: no compiled step was faster with it."""
+    Triton is installed) also switches on, on a GPU in half precision, what was faster there on
+    an H100: `use_triton_positional_conv` for forwards without autograd (slower in training
+    steps), and `use_triton_first_layer` for a first layer with group norm (BASE, LARGE, HuBERT;
+    BASE pre-training 4,383 -> 4,728 audio-s/s). A layer-norm first layer (LARGE-LV60, XLS-R)
+    keeps the compiled unfused layer: its compiled steps were slower with the kernels."""
     from w2v.models.components import ConvFeatureEncoder, ConvPositionalEmbedding
 
     for module in model.modules():
@@ -118,6 +120,7 @@ def use_matmul_convolutions(model: nn.Module, enabled: bool = True, triton: bool
             module.matmul = enabled
     use_triton = enabled and (triton_available() if triton is None else triton)
     use_triton_positional_conv(model, use_triton, training=False)
+    use_triton_first_layer(model, use_triton, norms=("group",))
     return model
 
 
@@ -154,16 +157,19 @@ def use_triton_positional_conv(model: nn.Module, enabled: bool = True, training:
     return _switch(model, ConvPositionalEmbedding, enabled, register, triton_training=training)
 
 
-def use_triton_first_layer(model: nn.Module, enabled: bool = True) -> nn.Module:
+def use_triton_first_layer(model: nn.Module, enabled: bool = True,
+                           norms: tuple[str, ...] = ("group", "layer")) -> nn.Module:
     """With `use_matmul_convolutions` on: the conv feature encoder's first layer (conv, group or
     layer norm, GELU) as fused Triton kernels that recompute the 10-tap product from the waveform
     instead of writing and re-reading its output (`w2v.models.triton_first_layer`), on a GPU
-    under bf16/fp16 autocast; elsewhere the unfused layer. Needs Triton. Off by default.
+    under bf16/fp16 autocast; elsewhere the unfused layer. Only for a first layer with one of
+    ``norms`` ("group": BASE, LARGE; "layer": LARGE-LV60, XLS-R). Needs Triton.
+    `use_matmul_convolutions` switches it on for group norm where Triton is installed.
 
-    Measured on an H100 (BENCHMARKS.md, `w2v bench --first-layer`): alone, against the unfused
-    layer compiled, forward 0.71 / 0.90 ms (BASE, batch 8) and 0.54 / 0.60 (LARGE-LV60, batch 6),
-    forward + backward 4.84 / 4.34 and 1.98 / 2.44; inside the compiled steps slower (LARGE-LV60
-    inference 9,037 -> 8,790 audio-s/s, pre-training 1,891 -> 1,835)."""
+    Measured on an H100 (BENCHMARKS.md, `w2v bench --first-layer`), against the unfused layer
+    compiled, forward + backward: BASE (batch 8) 2.46 / 4.38 ms, LARGE-LV60 (batch 6) 2.11 / 2.48;
+    in the compiled BASE pre-training step 4,383 -> 4,728 audio-s/s. LARGE-LV60's compiled steps
+    were slower with it (inference 9,037 -> 8,790, pre-training 1,891 -> 1,835, tenth session)."""
     from w2v.models.components import ConvFeatureEncoder
 
     def register():
@@ -171,7 +177,7 @@ def use_triton_first_layer(model: nn.Module, enabled: bool = True) -> nn.Module:
 
         triton_first_layer.register()
 
-    return _switch(model, ConvFeatureEncoder, enabled, register)
+    return _switch(model, ConvFeatureEncoder, enabled, register, triton_norms=tuple(norms))
 
 
 def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.Module:

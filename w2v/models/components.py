@@ -243,6 +243,7 @@ class ConvFeatureEncoder(nn.Module):
         self.conv_layers = nn.ModuleList(blocks)
         self.matmul = False  # channels-last matrix products instead of Conv1d (accel.use_matmul_convolutions)
         self.triton = False  # ... the first layer as fused Triton kernels on a GPU (accel.use_triton_first_layer)
+        self.triton_norms: tuple[str, ...] = ("group", "layer")  # ... for a first layer with one of these norms
 
     @property
     def receptive_field(self) -> int:
@@ -284,7 +285,7 @@ class ConvFeatureEncoder(nn.Module):
         if self.matmul and all(_matmul_taps(k, s) for _, k, s in self.layers_spec):
             x = waveforms.unsqueeze(-1)
             for layer in self.conv_layers:
-                x = _matmul_layer(layer, x, self.triton)
+                x = _matmul_layer(layer, x, self.triton and layer.norm_kind in self.triton_norms)
             return x
         x = waveforms.unsqueeze(1)
         for layer in self.conv_layers:
