@@ -142,25 +142,31 @@ def test_matmul_convolutions_switch_the_triton_positional_conv_on_for_inference_
 
 
 @pytest.mark.skipif(not HAVE_TRITON, reason="switching the kernels on registers them (needs Triton)")
-def test_matmul_convolutions_switch_the_fused_first_layer_on_for_group_norm_only(monkeypatch):
-    """Faster in the compiled BASE pre-training step on an H100; LARGE-LV60's (layer norm) steps
-    were slower with it (BENCHMARKS.md)."""
+def test_matmul_convolutions_switch_the_fused_first_layer_on_in_training_for_group_norm_only(monkeypatch):
+    """Faster on an H100 in the compiled BASE pre-training step and in inference; LARGE-LV60's
+    (layer norm) pre-training step was slower with it (BENCHMARKS.md)."""
     import w2v.models.components as components
 
     asked = []
     unfused = components._matmul_layer
     monkeypatch.setattr(components, "_matmul_layer",
                         lambda layer, x, use_triton=False: asked.append(use_triton) or unfused(layer, x, use_triton))
-    for mode, fused in (("default", True), ("layer_norm", False)):
+
+    def first_layer_asks(fe, grad: bool) -> bool:
+        with torch.set_grad_enabled(grad):
+            fe(torch.randn(1, 400))  # on the CPU the unfused layer runs either way
+        first = asked[0]
+        asked.clear()
+        return first
+
+    for mode, in_training in (("default", True), ("layer_norm", False)):
         fe = components.ConvFeatureEncoder([(32, 10, 5), (32, 3, 2)], mode, bias=mode == "layer_norm")
         use_matmul_convolutions(fe)
         assert fe.matmul and fe.triton
-        fe(torch.randn(1, 400))  # on the CPU the unfused layer runs either way
-        assert asked[0] is fused, mode  # the first layer asks for the kernels with group norm only
-        asked.clear()
-        use_triton_first_layer(fe)  # asked for explicitly: layer norm too
-        fe(torch.randn(1, 400))
-        assert asked[0] is True
-        asked.clear()
+        assert first_layer_asks(fe, grad=False) is True, mode
+        assert first_layer_asks(fe, grad=True) is in_training, mode
+        use_triton_first_layer(fe)  # asked for explicitly: in training with layer norm too
+        assert first_layer_asks(fe, grad=True) is True, mode
         use_matmul_convolutions(fe, triton=False)
         assert fe.matmul and not fe.triton
+        assert first_layer_asks(fe, grad=False) is False, mode

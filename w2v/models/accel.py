@@ -110,9 +110,11 @@ def use_matmul_convolutions(model: nn.Module, enabled: bool = True, triton: bool
     modules (wav2vec 2.0, HuBERT, wav2vec 1.0's encoder) takes it. ``triton`` (None: wherever
     Triton is installed) also switches on, on a GPU in half precision, what was faster there on
     an H100: `use_triton_positional_conv` for forwards without autograd (slower in training
-    steps), and `use_triton_first_layer` for a first layer with group norm (BASE, LARGE, HuBERT;
-    BASE pre-training 4,383 -> 4,728 audio-s/s). A layer-norm first layer (LARGE-LV60, XLS-R)
-    keeps the compiled unfused layer: its compiled steps were slower with the kernels."""
+    steps), and `use_triton_first_layer`, in training for a first layer with group norm (BASE,
+    LARGE, HuBERT; BASE pre-training 4,383 -> 4,728 audio-s/s) and in forwards without autograd
+    for layer norm too (inference: BASE 16,521 -> 18,061, LARGE-LV60 8,670 -> 8,941). A
+    layer-norm first layer trains unfused: LARGE-LV60's compiled pre-training step was slower
+    with the kernels."""
     from w2v.models.components import ConvFeatureEncoder, ConvPositionalEmbedding
 
     for module in model.modules():
@@ -120,7 +122,7 @@ def use_matmul_convolutions(model: nn.Module, enabled: bool = True, triton: bool
             module.matmul = enabled
     use_triton = enabled and (triton_available() if triton is None else triton)
     use_triton_positional_conv(model, use_triton, training=False)
-    use_triton_first_layer(model, use_triton, norms=("group",))
+    use_triton_first_layer(model, use_triton, training_norms=("group",))
     return model
 
 
@@ -158,18 +160,20 @@ def use_triton_positional_conv(model: nn.Module, enabled: bool = True, training:
 
 
 def use_triton_first_layer(model: nn.Module, enabled: bool = True,
-                           norms: tuple[str, ...] = ("group", "layer")) -> nn.Module:
+                           training_norms: tuple[str, ...] = ("group", "layer")) -> nn.Module:
     """With `use_matmul_convolutions` on: the conv feature encoder's first layer (conv, group or
     layer norm, GELU) as fused Triton kernels that recompute the 10-tap product from the waveform
     instead of writing and re-reading its output (`w2v.models.triton_first_layer`), on a GPU
-    under bf16/fp16 autocast; elsewhere the unfused layer. Only for a first layer with one of
-    ``norms`` ("group": BASE, LARGE; "layer": LARGE-LV60, XLS-R). Needs Triton.
-    `use_matmul_convolutions` switches it on for group norm where Triton is installed.
+    under bf16/fp16 autocast; elsewhere the unfused layer. In forwards with autograd (training)
+    only for a first layer with one of ``training_norms`` ("group": BASE, LARGE; "layer":
+    LARGE-LV60, XLS-R). Needs Triton. `use_matmul_convolutions` switches it on (training: group
+    norm only) where Triton is installed.
 
     Measured on an H100 (BENCHMARKS.md, `w2v bench --first-layer`), against the unfused layer
-    compiled, forward + backward: BASE (batch 8) 2.46 / 4.38 ms, LARGE-LV60 (batch 6) 2.11 / 2.48;
-    in the compiled BASE pre-training step 4,383 -> 4,728 audio-s/s. LARGE-LV60's compiled steps
-    were slower with it (inference 9,037 -> 8,790, pre-training 1,891 -> 1,835, tenth session)."""
+    compiled, forward + backward: BASE (batch 8) 2.46 / 4.38 ms, LARGE-LV60 (batch 6) 2.11 / 2.48.
+    In the compiled steps: BASE pre-training 4,383 -> 4,728 audio-s/s, inference BASE 16,521 ->
+    18,061 and LARGE-LV60 8,670 -> 8,941; LARGE-LV60 pre-training 1,891 -> 1,835 (tenth session,
+    before the kernels were reworked; not measured since)."""
     from w2v.models.components import ConvFeatureEncoder
 
     def register():
@@ -177,7 +181,7 @@ def use_triton_first_layer(model: nn.Module, enabled: bool = True,
 
         triton_first_layer.register()
 
-    return _switch(model, ConvFeatureEncoder, enabled, register, triton_norms=tuple(norms))
+    return _switch(model, ConvFeatureEncoder, enabled, register, triton_training_norms=tuple(training_norms))
 
 
 def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.Module:

@@ -243,7 +243,8 @@ class ConvFeatureEncoder(nn.Module):
         self.conv_layers = nn.ModuleList(blocks)
         self.matmul = False  # channels-last matrix products instead of Conv1d (accel.use_matmul_convolutions)
         self.triton = False  # ... the first layer as fused Triton kernels on a GPU (accel.use_triton_first_layer)
-        self.triton_norms: tuple[str, ...] = ("group", "layer")  # ... for a first layer with one of these norms
+        # ... in forwards with autograd too for a first layer with one of these norms
+        self.triton_training_norms: tuple[str, ...] = ("group", "layer")
 
     @property
     def receptive_field(self) -> int:
@@ -285,7 +286,8 @@ class ConvFeatureEncoder(nn.Module):
         if self.matmul and all(_matmul_taps(k, s) for _, k, s in self.layers_spec):
             x = waveforms.unsqueeze(-1)
             for layer in self.conv_layers:
-                x = _matmul_layer(layer, x, self.triton and layer.norm_kind in self.triton_norms)
+                x = _matmul_layer(layer, x, self.triton and (not torch.is_grad_enabled()
+                                                             or layer.norm_kind in self.triton_training_norms))
             return x
         x = waveforms.unsqueeze(1)
         for layer in self.conv_layers:
