@@ -93,11 +93,33 @@ def test_unsynced_stats_are_device_tensors_with_the_same_values():
     assert tensors["temp"] == floats["temp"] and tensors["num_masked"] == floats["num_masked"]
 
 
-def test_training_step_reads_loss_norm_and_stats_in_one_transfer():
-    from w2v.train.loop import _read_step
+ON_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 
-    stats = {"contrastive": torch.tensor(2.5), "accuracy": torch.tensor(0.25), "temp": 1.5}
-    loss_value, gnorm_value = _read_step(torch.tensor(3.0, requires_grad=True), torch.tensor(float("inf")), stats)
-    assert (loss_value, gnorm_value) == (3.0, float("inf"))
-    assert stats == {"contrastive": 2.5, "accuracy": 0.25, "temp": 1.5}
-    assert all(type(v) is float for v in stats.values())
+
+@pytest.mark.parametrize("fused", [True, False])  # skipped on the device (found_inf), or after the read
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=ON_GPU)])
+def test_training_step_reads_loss_norm_and_stats_in_one_transfer_and_skips_a_non_finite_update(fused, device):
+    from w2v.train.distributed import DistInfo
+    from w2v.train.loop import _update
+
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(4, device=device))
+    opt = torch.optim.AdamW([p], lr=0.1, fused=fused)
+    for gnorm, skipped in ((float("inf"), True), (2.0, False), (float("nan"), True)):
+        p.grad = torch.randn(4, device=device) if not skipped else torch.full((4,), float("nan"), device=device)
+        before = p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items()}
+        stats = {"contrastive": torch.tensor(2.5, device=device), "accuracy": torch.tensor(0.25), "temp": 1.5}
+        loss_value, gnorm_value, skip = _update(opt, torch.tensor(3.0, requires_grad=True, device=device),
+                                                torch.tensor(gnorm, device=device), stats, DistInfo())
+        assert (loss_value, skip) == (3.0, skipped) and (gnorm_value == gnorm or math.isnan(gnorm))
+        assert stats == {"contrastive": 2.5, "accuracy": 0.25, "temp": 1.5}
+        assert all(type(v) is float for v in stats.values())
+        if skipped:  # parameters, moments and step count as they were
+            assert torch.equal(p.detach(), before[0])
+            assert all(torch.equal(v, opt.state[p][k]) for k, v in before[1].items())
+        else:
+            assert not torch.equal(p.detach(), before[0]) and float(opt.state[p]["step"]) == 1
+    assert not hasattr(opt, "found_inf")  # left as GradScaler would find it
+    loss_value, _, skip = _update(opt, torch.tensor(float("-inf"), device=device), torch.tensor(1.0), {}, DistInfo())
+    assert skip and loss_value == float("-inf") and float(opt.state[p]["step"]) == 1
+

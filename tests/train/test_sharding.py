@@ -43,3 +43,25 @@ def test_more_ranks_than_visible_gpus_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(RuntimeError, match="LOCAL_RANK 1 needs GPU 1, but 1 GPU\\(s\\) are visible.*nproc-per-node 1"):
         distributed.init(DistInfo(rank=1, world_size=2, local_rank=1), torch.device("cuda"), 60.0)
+
+
+def test_a_loaded_optimizer_state_keeps_how_the_optimizer_computes():
+    """A run resumed from a checkpoint written by a non-fused AdamW (FSDP's, another torch's)
+    stays fused, so it can still skip a non-finite step on the device."""
+    from w2v.train import sharding
+    from w2v.train.distributed import DistInfo
+    from w2v.train.loop import _update
+
+    model = torch.nn.Linear(3, 2)
+    written = torch.optim.AdamW(model.parameters(), lr=0.1, foreach=True)
+    model(torch.randn(4, 3)).sum().backward()
+    written.step()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
+    sharding.load_optimizer_state(model, opt, written.state_dict())
+    assert opt.param_groups[0]["fused"] and not opt.param_groups[0]["foreach"]
+    assert float(opt.state[model.weight]["step"]) == 1  # the state itself is the written one
+    assert torch.equal(opt.state[model.weight]["exp_avg"], written.state[model.weight]["exp_avg"])
+    for p in model.parameters():
+        p.grad = torch.full_like(p, float("nan"))
+    _, _, skipped = _update(opt, torch.tensor(1.0), torch.tensor(float("nan")), {}, DistInfo())
+    assert skipped and float(opt.state[model.weight]["step"]) == 1

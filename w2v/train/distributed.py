@@ -91,6 +91,14 @@ def any_true(flag: bool, info: DistInfo, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
+def any_true_on_device(flag: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """``flag`` (a float tensor, nonzero for true) as its maximum over all ranks, in place and
+    left on its device: the all-reduce is queued like a kernel, and the host does not wait."""
+    if info.enabled:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return flag
+
+
 def gather(obj, info: DistInfo) -> list:
     """Every rank's ``obj``, in rank order (a one-item list in a single process)."""
     if not info.enabled:

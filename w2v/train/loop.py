@@ -305,14 +305,53 @@ _RESUMABLE_CHANGES = {"max_updates", "save_every", "log_every", "keep_last", "lo
                       "max_bad_updates", "collapse_fraction", "diversity_ratio"}
 
 
-def _read_step(loss: torch.Tensor, gnorm: torch.Tensor, stats: dict) -> tuple[float, float]:
-    """The loss, the gradient norm and every tensor-valued statistic (replaced by its float in
-    ``stats``) brought to the host in one transfer instead of one synchronisation each."""
+def _update(opt: torch.optim.Optimizer, loss: torch.Tensor, gnorm: torch.Tensor, stats: dict,
+            info: distributed.DistInfo) -> tuple[float, float, bool]:
+    """The optimizer step, unless the loss or the gradient norm is non-finite on any rank.
+    Returns the loss, the gradient norm and whether the update was skipped, and replaces every
+    tensor-valued statistic in ``stats`` by its float: all brought to the host in one transfer,
+    the step's one synchronisation.
+
+    An optimizer that can skip a step on the device (fused AdamW's ``found_inf``, as GradScaler
+    drives it: parameters, moments and step count untouched) is stepped before the host waits,
+    so the host launches the update while the GPU still runs the backward, and the GPU applies
+    it while the host reads the values. Others (FSDP's) are stepped after the read, if finite."""
     keys = [k for k, v in stats.items() if torch.is_tensor(v)]
-    values = torch.stack([loss.detach().float().reshape(()), gnorm.detach().float().reshape(()).to(loss.device),
-                          *(stats[k].float().reshape(()).to(loss.device) for k in keys)]).tolist()
-    stats.update(zip(keys, values[2:]))
-    return values[0], values[1]
+    dev = loss.device
+    values = torch.stack([loss.detach().float().reshape(()), gnorm.detach().float().reshape(()).to(dev),
+                          *(stats[k].float().reshape(()).to(dev) for k in keys)])
+    bad = distributed.any_true_on_device((~torch.isfinite(values[:2]).all()).float(), info)
+    host = torch.cat([values, bad.reshape(1)]).to("cpu", non_blocking=True)  # pinned memory from a GPU
+    copied = None
+    if dev.type == "cuda":
+        copied = torch.cuda.Event()
+        copied.record()
+    on_device = getattr(opt, "_step_supports_amp_scaling", False) and all(g.get("fused") for g in opt.param_groups)
+    if on_device:
+        opt.found_inf = bad
+        opt.step()
+        del opt.found_inf
+    if copied is not None:
+        copied.synchronize()  # the values, not the update queued behind them
+    read = host.tolist()
+    stats.update(zip(keys, read[2:-1]))
+    skip = read[-1] > 0
+    if not skip and not on_device:
+        opt.step()
+    return read[0], read[1], skip
+
+
+def _adamw(params: list, tcfg: TrainConfig, sharded: bool) -> torch.optim.AdamW:
+    """AdamW as configured: fused (one kernel for all parameters, and able to skip a non-finite
+    step on the device, see `_update`) wherever this torch has it for the device, except for
+    FSDP's sharded parameters."""
+    kw = dict(lr=tcfg.lr, betas=tcfg.betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay)
+    if not sharded:
+        try:
+            return torch.optim.AdamW(params, fused=True, **kw)
+        except RuntimeError:  # no fused kernel for this device in this torch (the CPU's before 2.4)
+            pass
+    return torch.optim.AdamW(params, **kw)
 
 
 def _fingerprint(path: str | Path | None) -> str | None:
@@ -504,8 +543,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                           or layerdrop_leaves_parameters_unused(model, getattr(cfg, "layerdrop", 0)))
     sharded = sharding.is_sharded(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=tcfg.lr, betas=tcfg.betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay,
-                            **({"fused": True} if dev.type == "cuda" and not sharded else {}))
+    opt = _adamw(params, tcfg, sharded)
     if latest is not None:
         sharding.load_optimizer_state(raw_model, opt, ck["optimizer"])
         del ck
@@ -594,9 +632,8 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             loss.backward()
             release_dropped_grads(raw_model)
             gnorm = sharding.grad_norm(params, tcfg.clip_norm if tcfg.clip_norm > 0 else math.inf)
-            loss_value, gnorm_value = _read_step(loss, gnorm, stats)  # the step's one host sync
-            bad = not (math.isfinite(loss_value) and math.isfinite(gnorm_value))
-            if distributed.any_true(bad, info, dev):
+            loss_value, gnorm_value, bad = _update(opt, loss, gnorm, stats, info)  # the step's one host sync
+            if bad:
                 ids = [cid for ids in distributed.gather([store.cuts[i].id for i in batch], info) for cid in ids]
                 opt.zero_grad(set_to_none=True)
                 skipped.skip(update=num_updates, epoch=epoch, batch=pos, cut_ids=ids, loss=loss_value,
@@ -604,7 +641,6 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 pos += 1
                 continue
             skipped.ok()
-            opt.step()
             num_updates += 1
             pos += 1
             audio_s += float(lens.sum()) / SAMPLE_RATE

@@ -141,10 +141,22 @@ def optimizer_state(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
 
 
 def load_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, sd: dict) -> None:
-    """Load a state written by :func:`optimizer_state` (any strategy) into this rank's ``opt``."""
+    """Load a state written by :func:`optimizer_state` (any strategy) into this rank's ``opt``.
+    How ``opt`` computes (fused, foreach) stays as it was built, whatever the run that wrote the
+    state used: those flags are part of a param group's state, and loading would adopt them."""
+    how = [{k: g[k] for k in _HOW if k in g} for g in opt.param_groups]
+    # into the state before loading: where the loaded step counts live follows these flags
+    sd = {**sd, "param_groups": [{**g, **flags} for g, flags in zip(sd["param_groups"], how)]}
     if not is_sharded(model):
         opt.load_state_dict(sd)
-        return
+    else:
+        _load_sharded_optimizer_state(model, opt, sd)
+
+
+_HOW = ("fused", "foreach", "capturable", "differentiable")  # how an optimizer computes, not what
+
+
+def _load_sharded_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, sd: dict) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     names = _param_names(model, opt)
