@@ -100,7 +100,7 @@ ON_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=ON_GPU)])
 def test_training_step_reads_loss_norm_and_stats_in_one_transfer_and_skips_a_non_finite_update(fused, device):
     from w2v.train.distributed import DistInfo
-    from w2v.train.loop import _update
+    from w2v.train.optim import update
 
     torch.manual_seed(0)
     p = torch.nn.Parameter(torch.randn(4, device=device))
@@ -109,8 +109,8 @@ def test_training_step_reads_loss_norm_and_stats_in_one_transfer_and_skips_a_non
         p.grad = torch.randn(4, device=device) if not skipped else torch.full((4,), float("nan"), device=device)
         before = p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items()}
         stats = {"contrastive": torch.tensor(2.5, device=device), "accuracy": torch.tensor(0.25), "temp": 1.5}
-        loss_value, gnorm_value, skip = _update(opt, torch.tensor(3.0, requires_grad=True, device=device),
-                                                torch.tensor(gnorm, device=device), stats, DistInfo())
+        loss_value, gnorm_value, skip = update(opt, torch.tensor(3.0, requires_grad=True, device=device),
+                                               torch.tensor(gnorm, device=device), stats, DistInfo())
         assert (loss_value, skip) == (3.0, skipped) and (gnorm_value == gnorm or math.isnan(gnorm))
         assert stats == {"contrastive": 2.5, "accuracy": 0.25, "temp": 1.5}
         assert all(type(v) is float for v in stats.values())
@@ -120,6 +120,6 @@ def test_training_step_reads_loss_norm_and_stats_in_one_transfer_and_skips_a_non
         else:
             assert not torch.equal(p.detach(), before[0]) and float(opt.state[p]["step"]) == 1
     assert not hasattr(opt, "found_inf")  # left as GradScaler would find it
-    loss_value, _, skip = _update(opt, torch.tensor(float("-inf"), device=device), torch.tensor(1.0), {}, DistInfo())
+    loss_value, _, skip = update(opt, torch.tensor(float("-inf"), device=device), torch.tensor(1.0), {}, DistInfo())
     assert skip and loss_value == float("-inf") and float(opt.state[p]["step"]) == 1
 

@@ -50,7 +50,7 @@ def test_a_loaded_optimizer_state_keeps_how_the_optimizer_computes():
     stays fused, so it can still skip a non-finite step on the device."""
     from w2v.train import sharding
     from w2v.train.distributed import DistInfo
-    from w2v.train.loop import _update
+    from w2v.train.optim import update
 
     model = torch.nn.Linear(3, 2)
     written = torch.optim.AdamW(model.parameters(), lr=0.1, foreach=True)
@@ -63,5 +63,5 @@ def test_a_loaded_optimizer_state_keeps_how_the_optimizer_computes():
     assert torch.equal(opt.state[model.weight]["exp_avg"], written.state[model.weight]["exp_avg"])
     for p in model.parameters():
         p.grad = torch.full_like(p, float("nan"))
-    _, _, skipped = _update(opt, torch.tensor(1.0), torch.tensor(float("nan")), {}, DistInfo())
+    _, _, skipped = update(opt, torch.tensor(1.0), torch.tensor(float("nan")), {}, DistInfo())
     assert skipped and float(opt.state[model.weight]["step"]) == 1

@@ -38,7 +38,7 @@ from w2v.models.accel import (
 from w2v.models.adapters import adapter_weights, freeze_base, is_adapter_key
 from w2v.models.families import build_ctc_model, build_pretraining_model, config_from_dict, family_of
 from w2v.train.checkpoint import CheckpointDir, load, save_atomic
-from w2v.train import distributed, sharding
+from w2v.train import distributed, optim, sharding
 from w2v.train.config import TrainConfig
 from w2v.train.guards import SkippedBatches, codebook_warnings
 from w2v.train.losses import ctc_loss
@@ -305,55 +305,6 @@ _RESUMABLE_CHANGES = {"max_updates", "save_every", "log_every", "keep_last", "lo
                       "max_bad_updates", "collapse_fraction", "diversity_ratio"}
 
 
-def _update(opt: torch.optim.Optimizer, loss: torch.Tensor, gnorm: torch.Tensor, stats: dict,
-            info: distributed.DistInfo) -> tuple[float, float, bool]:
-    """The optimizer step, unless the loss or the gradient norm is non-finite on any rank.
-    Returns the loss, the gradient norm and whether the update was skipped, and replaces every
-    tensor-valued statistic in ``stats`` by its float: all brought to the host in one transfer,
-    the step's one synchronisation.
-
-    An optimizer that can skip a step on the device (fused AdamW's ``found_inf``, as GradScaler
-    drives it: parameters, moments and step count untouched) is stepped before the host waits,
-    so the host launches the update while the GPU still runs the backward, and the GPU applies
-    it while the host reads the values. Others (FSDP's) are stepped after the read, if finite."""
-    keys = [k for k, v in stats.items() if torch.is_tensor(v)]
-    dev = loss.device
-    values = torch.stack([loss.detach().float().reshape(()), gnorm.detach().float().reshape(()).to(dev),
-                          *(stats[k].float().reshape(()).to(dev) for k in keys)])
-    bad = distributed.any_true_on_device((~torch.isfinite(values[:2]).all()).float(), info)
-    host = torch.cat([values, bad.reshape(1)]).to("cpu", non_blocking=True)  # pinned memory from a GPU
-    copied = None
-    if dev.type == "cuda":
-        copied = torch.cuda.Event()
-        copied.record()
-    on_device = getattr(opt, "_step_supports_amp_scaling", False) and all(g.get("fused") for g in opt.param_groups)
-    if on_device:
-        opt.found_inf = bad
-        opt.step()
-        del opt.found_inf
-    if copied is not None:
-        copied.synchronize()  # the values, not the update queued behind them
-    read = host.tolist()
-    stats.update(zip(keys, read[2:-1]))
-    skip = read[-1] > 0
-    if not skip and not on_device:
-        opt.step()
-    return read[0], read[1], skip
-
-
-def _adamw(params: list, tcfg: TrainConfig, sharded: bool) -> torch.optim.AdamW:
-    """AdamW as configured: fused (one kernel for all parameters, and able to skip a non-finite
-    step on the device, see `_update`) wherever this torch has it for the device, except for
-    FSDP's sharded parameters."""
-    kw = dict(lr=tcfg.lr, betas=tcfg.betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay)
-    if not sharded:
-        try:
-            return torch.optim.AdamW(params, fused=True, **kw)
-        except RuntimeError:  # no fused kernel for this device in this torch (the CPU's before 2.4)
-            pass
-    return torch.optim.AdamW(params, **kw)
-
-
 def _fingerprint(path: str | Path | None) -> str | None:
     """Size and modification time: a re-made input (new cuts, a re-run pre-training) differs."""
     if path is None:
@@ -543,7 +494,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                           or layerdrop_leaves_parameters_unused(model, getattr(cfg, "layerdrop", 0)))
     sharded = sharding.is_sharded(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = _adamw(params, tcfg, sharded)
+    opt = optim.adamw(params, tcfg, sharded)
     if latest is not None:
         sharding.load_optimizer_state(raw_model, opt, ck["optimizer"])
         del ck
@@ -632,7 +583,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             loss.backward()
             release_dropped_grads(raw_model)
             gnorm = sharding.grad_norm(params, tcfg.clip_norm if tcfg.clip_norm > 0 else math.inf)
-            loss_value, gnorm_value, bad = _update(opt, loss, gnorm, stats, info)  # the step's one host sync
+            loss_value, gnorm_value, bad = optim.update(opt, loss, gnorm, stats, info)  # the step's one host sync
             if bad:
                 ids = [cid for ids in distributed.gather([store.cuts[i].id for i in batch], info) for cid in ids]
                 opt.zero_grad(set_to_none=True)
