@@ -45,3 +45,25 @@ def test_normalisation_matches_each_utterance_alone_and_leaves_padding_zero():
     assert torch.allclose(same, x[[0, 3]], atol=1e-6)
     raw, _ = collate_audio(w, normalize=False)
     assert torch.equal(raw[1, :250], torch.from_numpy(w[1])) and lens.tolist() == [400, 250, 1, 400]
+
+
+def test_to_device_copies_to_a_gpu_through_pinned_memory_and_leaves_the_cpu_alone(monkeypatch):
+    from w2v.data.batching import to_device
+
+    t = torch.arange(6.0).reshape(2, 3)
+    assert to_device(t, "cpu") is t
+    if not torch.cuda.is_available():  # what it asks of a GPU: a pinned source, a copy queued on the stream
+        calls = []
+
+        class Pinned(torch.Tensor):
+            def to(self, *args, **kw):
+                calls.append((args, kw))
+                return torch.Tensor.to(self, "cpu")
+
+        monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self.as_subclass(Pinned))
+        out = to_device(t, "cuda")
+        assert calls == [((torch.device("cuda"),), {"non_blocking": True})] and torch.equal(out, t)
+        return
+    out = to_device(t, "cuda")
+    torch.cuda.synchronize()
+    assert out.is_cuda and torch.equal(out.cpu(), t)

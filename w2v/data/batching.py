@@ -176,14 +176,25 @@ def collate_audio(waves: list[np.ndarray], normalize: bool,
         for i, w in enumerate(waves):
             out[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
     if device is not None:
-        out = out.to(device)
+        out = to_device(out, device)
     return (normalize_waveforms(out, lengths) if normalize else out), lengths
+
+
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``t`` (on the CPU) on ``device``. To a GPU through pinned memory, queued on the stream:
+    a copy from pageable memory makes the host wait until the GPU has finished all its queued
+    work (PyTorch synchronises the stream after it), so a training loop's next batch could not
+    be sent while the last step still ran."""
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def normalize_waveforms(wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Zero mean, unit variance per row over its first ``lengths[i]`` samples; the padding
     after them stays zero, and rows of fewer than 2 samples are left as they are."""
-    n = lengths.to(wav.device)
+    n = to_device(lengths, wav.device)
     valid = torch.arange(wav.shape[1], device=wav.device) < n[:, None]
     count = n.clamp(min=1).unsqueeze(1).to(wav.dtype)
     mean = wav.masked_fill(~valid, 0).sum(1, keepdim=True) / count

@@ -94,7 +94,7 @@ def _zero_padded_samples(waveforms: Tensor, lengths: Tensor | None) -> Tensor:
     """Padding content must not matter, even where group norm sees the whole time axis."""
     if lengths is None:
         return waveforms
-    pad = lengths_to_padding_mask(lengths.to(waveforms.device), waveforms.shape[1])
+    pad = lengths_to_padding_mask(lengths.to(waveforms.device, non_blocking=True), waveforms.shape[1])
     return waveforms.masked_fill(pad, 0.0)
 
 

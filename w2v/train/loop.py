@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from w2v.data.batching import BatchPlan, collate_audio, collate_targets
+from w2v.data.batching import BatchPlan, collate_audio, collate_targets, to_device
 from w2v.data.cuts import cut_language, transcript
 from w2v.data.prefetch import Prefetcher, resolve_kind
 from w2v.decode.ctc import load_units
@@ -570,13 +570,13 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 if info.enabled:
                     sharding.share_layerdrop(raw_model, _step_generator(tcfg.seed, num_updates)[0])
                 if task == "pretrain":
-                    lab = collate_labels(batch_labels).to(dev) if labels is not None else None
+                    lab = to_device(collate_labels(batch_labels), dev) if labels is not None else None
                     loss, stats = pretrain_step(raw_model, wav, lens, g, num_updates, tcfg, lab, forward=model,
                                                 diversity_weight=tcfg.diversity_weight_at(num_updates, diversity_opened))
                 else:
                     tgt, tlens = collate_targets([targets[i] for i in batch])
                     logits, flens = model(wav, lens, apply_mask=True, generator=g, train_encoder=not frozen)
-                    loss = ctc_loss(logits, flens, tgt.to(dev), tlens.to(dev))
+                    loss = ctc_loss(logits, flens, to_device(tgt, dev), to_device(tlens, dev))
                     stats = {"loss": loss.detach()}
             opt.zero_grad(set_to_none=True)
             # backward even on a bad loss: with several processes every rank must join the all-reduce
