@@ -136,3 +136,17 @@ def test_host_summary_gives_host_time_per_step_and_the_calls_that_wait_for_the_d
     assert "aten::mm" in times and all(v >= 0 for v in times.values())
     assert set(s["host_waits_ms"]) & {"aten::item", "aten::_local_scalar_dense"}  # .item() waits
     assert "aten::mm" not in s["host_waits_ms"]
+
+
+@pytest.mark.parametrize("choice,expected", [("on", True), ("off", False), ("auto", False)])  # auto: C++ on a GPU
+def test_paths_timed_alone_compile_with_the_launcher_asked_for(choice, expected, monkeypatch):
+    import torch._inductor.config as inductor
+
+    monkeypatch.delenv("TORCHINDUCTOR_CPP_WRAPPER", raising=False)
+    before = inductor.cpp_wrapper
+    inductor.cpp_wrapper = not expected
+    try:
+        gpu.main(["--no-compare", "--sizes", "", "--cpp-wrapper", choice])
+        assert inductor.cpp_wrapper is expected
+    finally:
+        inductor.cpp_wrapper = before

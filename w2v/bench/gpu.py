@@ -34,8 +34,9 @@ import torch
 
 from w2v.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, load_model_config
 from w2v.models.components import ConvPositionalEmbedding, conv_output_lengths
-from w2v.models.accel import (compile_model, release_dropped_grads, set_activation_checkpointing, triton_available,
-                              use_matmul_convolutions, use_triton_first_layer, use_triton_positional_conv)
+from w2v.models.accel import (compile_model, default_cpp_wrapper, release_dropped_grads, set_activation_checkpointing,
+                              triton_available, use_cpp_wrapper, use_matmul_convolutions, use_triton_first_layer,
+                              use_triton_positional_conv)
 from w2v.train.losses import ctc_loss, pretraining_loss
 
 SAMPLE_RATE = 16000
@@ -709,7 +710,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="presets: time the first conv layer unfused (eager, compiled) and as the fused Triton kernels")
     p.add_argument("--attention", default="", help="presets: time self-attention through each SDPA backend")
     p.add_argument("--cpp-wrapper", default="auto", choices=("auto", "on", "off"),
-                   help="launch compiled kernels from C++ (auto: on a GPU; w2v.models.accel.use_cpp_wrapper)")
+                   help="launch compiled kernels from C++ (auto: on a GPU; w2v.models.accel.use_cpp_wrapper), "
+                        "the model's graphs and the paths timed alone (--posconv, --first-layer, --attention)")
     p.add_argument("--repeats", type=int, default=1, help="run the lever ablation this many times (spread)")
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="let cuDNN time its algorithms (ours and the peer alike); the ablation measures it")
@@ -756,6 +758,8 @@ def main(argv: list[str] | None = None) -> dict:
                 row = compare(Workload(kind, size, pick(batches[kind], size), a.samples, dev), a, a.compile)
                 res["rows"].append(row)
                 print(json.dumps(row), flush=True)
+    # the paths alone compile with the launcher the model's graphs use (compile_model's default)
+    use_cpp_wrapper({"on": True, "off": False}.get(a.cpp_wrapper, default_cpp_wrapper(dev.type == "cuda")))
     for key, fn in (("trace", lambda s: trace(a, s.split(":")[0], s.split(":")[1],
                                               pick(batches[s.split(":")[0]], s.split(":")[1]), a.compile)),
                     ("posconv", lambda s: posconv(a, s, pick(batches["pretrain"], s))),

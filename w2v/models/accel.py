@@ -46,6 +46,13 @@ def use_cpp_wrapper(enabled: bool) -> None:
     torch._inductor.config.cpp_wrapper = enabled
 
 
+def default_cpp_wrapper(on_gpu: bool) -> bool:
+    """`compile_model`'s launcher when none is asked for: C++ for a model on a GPU, unless an
+    explicit TORCHINDUCTOR_CPP_WRAPPER=0/1 in the environment says otherwise."""
+    env = os.environ.get("TORCHINDUCTOR_CPP_WRAPPER")
+    return env == "1" if env is not None else on_gpu
+
+
 def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = True,
                   cpp_wrapper: bool | None = None) -> nn.Module:
     """Compile the hot blocks of `model` in place (and return it): the conv stack, and the
@@ -55,9 +62,8 @@ def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = T
     calls past). `cpp_wrapper` (`use_cpp_wrapper`; None: on for a model on a GPU, unless
     TORCHINDUCTOR_CPP_WRAPPER says otherwise) launches the kernels from C++; it makes the first
     compile slower (BASE pre-training ~45 s on an H100 with a warm cache)."""
-    if cpp_wrapper is None:  # an explicit TORCHINDUCTOR_CPP_WRAPPER=0/1 in the environment wins
-        env = os.environ.get("TORCHINDUCTOR_CPP_WRAPPER")
-        cpp_wrapper = env == "1" if env is not None else any(p.is_cuda for p in model.parameters())
+    if cpp_wrapper is None:
+        cpp_wrapper = default_cpp_wrapper(any(p.is_cuda for p in model.parameters()))
     use_cpp_wrapper(cpp_wrapper)
     enc = _encoder(model)
     fe = enc.feature_extractor
@@ -192,6 +198,6 @@ def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.M
     return model
 
 
-__all__ = ["compile_model", "use_cpp_wrapper", "layerdrop_leaves_parameters_unused", "release_dropped_grads",
-           "set_activation_checkpointing", "triton_available", "use_matmul_convolutions", "use_triton_first_layer",
-           "use_triton_positional_conv"]
+__all__ = ["compile_model", "default_cpp_wrapper", "use_cpp_wrapper", "layerdrop_leaves_parameters_unused",
+           "release_dropped_grads", "set_activation_checkpointing", "triton_available", "use_matmul_convolutions",
+           "use_triton_first_layer", "use_triton_positional_conv"]
