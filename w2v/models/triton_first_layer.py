@@ -22,9 +22,10 @@ the big tensor only to write the output (forward) and to read its gradient (back
   whole utterance, which one pass cannot know in time, so the pass sums du (x) taps and
   xhat (x) taps instead, and the host combines them (`_group_weight_grad`).
 
-Switched on by `accel.use_triton_first_layer` (by `use_matmul_convolutions` for a group-norm
-first layer where Triton is installed), which imports this module (and Triton) only then. `components._FusedFirstLayer` is the autograd function;
-the unfused path (`components._few_taps_layer`) is the reference the tests hold the kernels to,
+Switched on by `accel.use_triton_first_layer` (by `use_matmul_convolutions` where Triton is
+installed: in training for group norm, without autograd for either norm), which imports this
+module (and Triton) only then. `components._FusedFirstLayer` is the autograd function; the
+unfused path (`components._few_taps_layer`) is the reference the tests hold the kernels to,
 through Triton's CPU interpreter (`TRITON_INTERPRET=1`) where no GPU is present.
 """
 
