@@ -299,17 +299,27 @@ def _levers(a) -> list[tuple[str, Callable[[torch.nn.Module], object]]]:
     return levers
 
 
+def _seeded(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """A model built from seed 0 (ours and the peer start from the same generator state)."""
+    torch.manual_seed(0)
+    return build()
+
+
+def _timed_eager(w: Workload, a, model: torch.nn.Module, make_step) -> tuple:
+    """``model``'s optimizer and step, the step's FLOPs (after a first step) and its eager timing."""
+    opt = optimizer(model, w.dev)
+    step = make_step(model, opt)
+    step()
+    flops = count_flops(w, step)
+    return opt, step, flops, timed(step, w.dev, a.steps, a.warmup, w.audio_s, flops)
+
+
 def compare(w: Workload, a, use_compile: bool) -> dict:
     """Ours and the peer on one workload: throughput, FLOPs, memory."""
     dev = w.dev
     row = {"workload": w.kind, "size": w.preset, "batch": w.batch, "seconds": w.samples / SAMPLE_RATE}
-    torch.manual_seed(0)
-    model = w.ours()
-    opt = optimizer(model, dev)
-    step = w.ours_step(model, opt)
-    step()
-    flops = count_flops(w, step)
-    eager = timed(step, dev, a.steps, a.warmup, w.audio_s, flops)
+    model = _seeded(w.ours)
+    opt, step, flops, eager = _timed_eager(w, a, model, w.ours_step)
     ours = eager
     if use_compile:
         compile_ours(w, model, a)
@@ -325,14 +335,7 @@ def compare(w: Workload, a, use_compile: bool) -> dict:
             break  # the model is left with the failed lever on: later levers would time a broken step
     del model, opt, step
     free(dev)
-    torch.manual_seed(0)
-    model = w.peer()
-    opt = optimizer(model, dev)
-    step = w.peer_step(model, opt)
-    step()
-    flops = count_flops(w, step)
-    peer = timed(step, dev, a.steps, a.warmup, w.audio_s, flops)
-    del model, opt, step
+    *_, peer = _timed_eager(w, a, _seeded(w.peer), w.peer_step)
     free(dev)
     for name, m in (("ours", ours), ("peer", peer)):
         row[name] = {"audio_s_per_s": round(m.audio_s_per_s, 1), "step_ms": round(m.step_ms, 2),
