@@ -702,8 +702,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--matmul-conv", action="store_true",
                    help="also time ours with the convolutions as matrix products (keeps the faster)")
     p.add_argument("--triton", default="auto", choices=("auto", "on", "off", "posconv"),
-                   help="with --matmul-conv: also time ours with the positional conv's Triton kernels, then with the "
-                        "first conv layer's (keeps the fastest; --trace and --posconv use them too); auto: on a GPU "
+                   help="with --matmul-conv: also time ours with the first conv layer's Triton kernels, then with the "
+                        "positional conv's (keeps the fastest; --trace and --posconv use them too); auto: on a GPU "
                         "where Triton is installed; posconv: the positional conv's alone")
     p.add_argument("--no-compare", action="store_true", help="skip the ours-vs-peer table")
     p.add_argument("--ablation", default="", help="presets to run the lever ablation on (pre-training)")

@@ -7,10 +7,10 @@
   norms, dropouts and residuals around the matrix products. Shapes that change (fine-tuning
   buckets) recompile, then switch to dynamic shapes; crops of one length compile once.
 - `use_matmul_convolutions`: the conv feature encoder and the positional convolution
-  channels-last as matrix products; where Triton is installed, on a GPU, the positional
-  convolution's products as Triton kernels in forwards without autograd
-  (`use_triton_positional_conv`). The first conv layer as fused Triton kernels is a separate
-  switch (`use_triton_first_layer`).
+  channels-last as matrix products; where Triton is installed, on a GPU, the first conv layer
+  as fused Triton kernels (`use_triton_first_layer`: in training for group norm, without
+  autograd for either norm) and the positional convolution's products as Triton kernels in
+  forwards without autograd (`use_triton_positional_conv`).
 - `set_activation_checkpointing`: recompute each Transformer block during backward instead of
   keeping its activations (LARGE and above: larger batches fit; costs one more forward).
 - `use_cpp_wrapper` (through `compile_model`, on for GPU models): compiled graphs launch their

@@ -278,6 +278,12 @@ class ConvFeatureEncoder(nn.Module):
         frame_lengths = None if lengths is None else self.output_lengths(lengths)
         return x, frame_lengths
 
+    def uses_triton(self, layer: "_ConvLayer") -> bool:
+        """Whether `layer` asks for the fused Triton kernels (the first layer takes them where
+        they apply, `_few_taps_layer`): switched on, and either without autograd or with one of
+        ``triton_training_norms``."""
+        return self.triton and (not torch.is_grad_enabled() or layer.norm_kind in self.triton_training_norms)
+
     def convolve(self, waveforms: Tensor) -> Tensor:
         """(batch, samples) -> (batch, frames, channels): the layers alone, one graph for
         `torch.compile` (`w2v.models.accel`). With `matmul` set (and every layer's kernel
@@ -286,8 +292,7 @@ class ConvFeatureEncoder(nn.Module):
         if self.matmul and all(_matmul_taps(k, s) for _, k, s in self.layers_spec):
             x = waveforms.unsqueeze(-1)
             for layer in self.conv_layers:
-                x = _matmul_layer(layer, x, self.triton and (not torch.is_grad_enabled()
-                                                             or layer.norm_kind in self.triton_training_norms))
+                x = _matmul_layer(layer, x, self.uses_triton(layer))
             return x
         x = waveforms.unsqueeze(1)
         for layer in self.conv_layers:

@@ -86,9 +86,7 @@ def any_true(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """True on every rank if ``flag`` is true on any (so that all ranks take the same branch)."""
     if not info.enabled:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return bool(any_true_on_device(torch.tensor([1.0 if flag else 0.0], device=device), info).item() > 0)
 
 
 def any_true_on_device(flag: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -140,6 +140,9 @@ def optimizer_state(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
             "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in full["param_groups"]]}
 
 
+_HOW = ("fused", "foreach", "capturable", "differentiable")  # how an optimizer computes, not what
+
+
 def load_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, sd: dict) -> None:
     """Load a state written by :func:`optimizer_state` (any strategy) into this rank's ``opt``.
     How ``opt`` computes (fused, foreach) stays as it was built, whatever the run that wrote the
@@ -151,9 +154,6 @@ def load_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, sd: dict)
         opt.load_state_dict(sd)
     else:
         _load_sharded_optimizer_state(model, opt, sd)
-
-
-_HOW = ("fused", "foreach", "capturable", "differentiable")  # how an optimizer computes, not what
 
 
 def _load_sharded_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, sd: dict) -> None:
