@@ -117,11 +117,50 @@ def test_a_failing_lever_is_recorded_and_the_row_keeps_what_was_measured(capsys)
     got = gpu._lever(row, "boom", broken, torch.nn.Identity(), lambda: None, w, a, None, best)
     assert got is best and row == {"boom_error": "RuntimeError: kernel did not compile", "boom": False}
     assert json.loads(capsys.readouterr().out)["error"].startswith("RuntimeError")
-    assert [name for name, _ in gpu._levers(a)] == ["matmul_conv"]  # Triton levers on a GPU only
-    a.triton = "on"
-    assert [name for name, _ in gpu._levers(a)] == ["matmul_conv", "triton_first_layer", "triton_posconv"]
+
+
+def test_levers_in_order_and_the_ones_not_picked_on_from_the_start():
+    a = gpu.build_parser().parse_args(["--matmul-conv"])
+    a.device = torch.device("cpu")
+
+    def names(levers):
+        return [lv.name for lv in levers]
+
+    timed, fixed = gpu._levers(a, "pretrain", 0.05)
+    assert names(timed) == ["matmul_conv", "fused_qkv"] and fixed == []  # Triton levers on a GPU only
+    a.triton, a.compile = "on", True
+    assert names(gpu._levers(a, "pretrain", 0.05)[0]) == ["matmul_conv", "triton_first_layer", "triton_posconv",
+                                                          "fused_qkv", "layerdrop_skip"]
+    assert names(gpu._levers(a, "infer", 0.05)[0])[-1] == "fused_qkv"  # no LayerDrop without training
+    assert names(gpu._levers(a, "pretrain", 0.0)[0])[-1] == "fused_qkv"
     a.triton = "posconv"
-    assert [name for name, _ in gpu._levers(a)] == ["matmul_conv", "triton_posconv"]
+    assert names(gpu._levers(a)[0]) == ["matmul_conv", "triton_posconv", "fused_qkv"]
+    a.triton = "first-layer"
+    a.levers = "fused_qkv,layerdrop_skip"
+    timed, fixed = gpu._levers(a, "pretrain", 0.05)
+    assert names(timed) == ["fused_qkv", "layerdrop_skip"] and names(fixed) == ["matmul_conv", "triton_first_layer"]
+    a.levers = "fused_qkv,bogus"
+    with pytest.raises(SystemExit, match="bogus"):
+        gpu._levers(a)
+    assert gpu.build_parser().parse_args([]).levers == "all"
+
+
+def test_a_lever_slower_than_the_best_so_far_is_switched_back_off(monkeypatch):
+    """Each lever is timed on top of the fastest model so far: a losing one is switched off."""
+    import types
+
+    a = gpu.build_parser().parse_args(["--steps", "1", "--warmup", "0"])
+    w = types.SimpleNamespace(kind="infer", preset="tiny", dev=torch.device("cpu"), audio_s=1.0,
+                              cfg=types.SimpleNamespace(layerdrop=0.0), cycle=1)
+    state = []
+    for rate, kept in ((5.0, False), (20.0, True)):
+        monkeypatch.setattr(gpu, "timed", lambda *args, rate=rate, **kw: gpu.Measure(audio_s_per_s=rate, step_ms=1.0))
+        best = gpu.Measure(audio_s_per_s=10.0, step_ms=1.0)
+        row = {}
+        got = gpu._lever(row, "x", lambda m: state.append("on"), None, lambda: None, w, a, None, best,
+                         lambda m: state.append("off"))
+        assert row["x"] is kept and (got is best) is not kept
+    assert state == ["on", "off", "on"]
 
 
 def test_host_summary_gives_host_time_per_step_and_the_calls_that_wait_for_the_device():

@@ -180,9 +180,10 @@ def test_matmul_convolutions_fall_back_for_other_kernel_shapes():
 
 @pytest.mark.parametrize("layerdrop,pre_ln", [(0.0, False), (0.4, False), (0.4, True)])
 def test_blocks_as_one_stack_equal_the_block_loop_layerdrop_included(layerdrop, pre_ln):
-    """The path `compile_model` compiles (`run_stack`, uncompiled here): LayerDrop's blocks are
-    computed and discarded instead of skipped, and after `release_dropped_grads` every
-    parameter has the gradient (or None) that skipping gives."""
+    """The path `compile_model` compiles (`run_stack`, uncompiled here), in each of its LayerDrop
+    modes: dropped blocks skipped (the stack over the kept blocks, or each kept block's own call
+    when more than `max_stack_skips` are dropped), or computed and discarded (DDP), which after
+    `release_dropped_grads` leaves every parameter the gradient (or None) that skipping gives."""
     from w2v.models.accel import release_dropped_grads
 
     cfg = small_cfg(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, dropout_input=0.0,
@@ -191,9 +192,13 @@ def test_blocks_as_one_stack_equal_the_block_loop_layerdrop_included(layerdrop, 
     model = Wav2Vec2ForPreTraining(cfg).train()
     encoder = model.wav2vec2.encoder
     x = torch.randn(2, 30, cfg.encoder_embed_dim)
+    calls = []
     results = []
-    for stacked in (False, True):
-        encoder.compiled_stack = encoder.run_stack if stacked else None
+    for mode in ("loop", "discard", "skip", "skip_per_block"):
+        encoder.compiled_stack = None if mode == "loop" else (
+            lambda *args: calls.append(len(args[3]) if len(args) > 3 else None) or encoder.run_stack(*args))
+        encoder.skip_dropped = mode.startswith("skip")
+        encoder.max_stack_skips = 0 if mode == "skip_per_block" else 2
         encoder.layerdrop_generator = torch.Generator().manual_seed(11)
         model.zero_grad(set_to_none=True)
         y, _ = encoder(x)
@@ -201,13 +206,44 @@ def test_blocks_as_one_stack_equal_the_block_loop_layerdrop_included(layerdrop, 
         dropped = list(encoder.dropped_layers)
         release_dropped_grads(model)
         results.append((y.detach(), [p.grad for p in encoder.parameters()], dropped))
-    (y0, g0, _), (y1, g1, dropped) = results
-    assert bool(dropped) == (layerdrop > 0)  # seed 11 drops some of the 6 blocks
-    torch.testing.assert_close(y1, y0)
-    for a, b in zip(g0, g1):
-        assert (a is None) == (b is None)
-        if a is not None:
-            torch.testing.assert_close(b, a)
+    assert bool(results[1][2]) == (layerdrop > 0)  # seed 11 drops some of the 6 blocks (1 or 2)
+    assert results[2][2] == results[3][2] == []  # skipped: nothing computed to discard
+    kept = 6 - len(results[1][2])
+    # discard: the whole stack; skip: the stack over the kept blocks; skip_per_block: no stack call when any is dropped
+    assert calls == [None, kept] + ([] if layerdrop else [kept])
+    y0, g0, _ = results[0]
+    for y1, g1, _ in results[1:]:
+        torch.testing.assert_close(y1, y0)
+        for a, b in zip(g0, g1):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(b, a)
+
+
+def test_compiled_stack_skips_dropped_blocks_with_a_graph_per_count(monkeypatch):
+    """Compiled (CPU, eager backend): the stack over the kept blocks compiles once per number of
+    blocks, whichever blocks those are (their parameters are the graph's inputs, not its
+    constants), and equals the block loop."""
+    from torch._dynamo.utils import counters
+
+    cfg = small_cfg(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, dropout_input=0.0,
+                    dropout_features=0.0, layerdrop=0.0, encoder_layers=4)
+    torch.manual_seed(0)
+    encoder = Wav2Vec2ForPreTraining(cfg).train().wav2vec2.encoder
+    x = torch.randn(2, 12, cfg.encoder_embed_dim)
+    torch._dynamo.reset()
+    counters.clear()
+    encoder.compiled_stack = torch.compile(encoder.run_stack, backend="eager")
+    for keeps in ([True] * 4, [True, False, True, True], [False, True, True, True], [True, True, True, False]):
+        monkeypatch.setattr(encoder, "_layerdrop_skips", iter([not k for k in keeps]).__next__)
+        y, _ = encoder(x)
+        expected = x + encoder.pos_conv_embed(x)
+        expected = encoder.layer_norm(expected)
+        for layer, k in zip(encoder.layers, keeps):
+            expected = layer(expected) if k else expected
+        torch.testing.assert_close(y, expected)
+    assert counters["stats"]["unique_graphs"] == 2  # 4 blocks, then 3 (three different sets)
+    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("dim,kernel,groups", [(48, 16, 4), (30, 9, 3), (24, 8, 1)])
@@ -336,16 +372,25 @@ def test_static_head_trains():
 
 
 def test_ddp_looks_for_unused_parameters_only_when_layerdrop_skips_blocks():
-    """The compiled stack runs every block (dropped ones discarded), so DDP need not walk the
-    graph for unused parameters; the block loop skips them, so it must."""
+    """The compiled stack as DDP compiles it runs every block (dropped ones discarded), so DDP
+    need not walk the graph for unused parameters; the block loop and the stack that skips
+    dropped blocks (the default) leave some unused, so it must."""
     from w2v.models.accel import compile_model, layerdrop_leaves_parameters_unused
+    from w2v.train.distributed import DistInfo
+    from w2v.train.sharding import compile_for
 
     model = Wav2Vec2ForPreTraining(small_cfg(layerdrop=0.1))
     assert layerdrop_leaves_parameters_unused(model, 0.1)
     assert not layerdrop_leaves_parameters_unused(model, 0.0)
-    compile_model(model)  # lazily
+    compile_model(model, skip_dropped=False)  # lazily
     assert not layerdrop_leaves_parameters_unused(model, 0.1)
+    assert layerdrop_leaves_parameters_unused(compile_model(Wav2Vec2ForPreTraining(small_cfg())), 0.1)
     assert layerdrop_leaves_parameters_unused(compile_model(Wav2Vec2ForPreTraining(small_cfg()), one_graph=False), 0.1)
+    ddp = DistInfo(rank=0, world_size=2, local_rank=0)
+    with torch._dynamo.config.patch(optimize_ddp=True):  # compile_for switches it off for the process
+        compiled = compile_for(Wav2Vec2ForPreTraining(small_cfg()), "ddp", ddp)
+    assert not layerdrop_leaves_parameters_unused(compiled, 0.1)
+    assert layerdrop_leaves_parameters_unused(compile_for(Wav2Vec2ForPreTraining(small_cfg()), "ddp", DistInfo()), 0.1)
 
 
 def test_compiling_switches_the_cpp_wrapper_on_for_gpu_models_only(monkeypatch):
@@ -370,3 +415,28 @@ def test_compiling_switches_the_cpp_wrapper_on_for_gpu_models_only(monkeypatch):
         assert inductor_config.cpp_wrapper is True
     finally:
         inductor_config.cpp_wrapper = before
+
+
+def test_fused_qkv_projection_equals_three_products_with_gradients():
+    """`SelfAttention.fused_qkv` (the default): one product with the stacked weights gives the
+    three projections' outputs and each projection's own weight and bias gradients."""
+    from w2v.models.components import SelfAttention
+
+    torch.manual_seed(0)
+    attn = SelfAttention(24, 4, 0.0)
+    x = torch.randn(2, 9, 24, requires_grad=True)
+    results = []
+    for fused in (False, True):
+        attn.fused_qkv = fused
+        attn.zero_grad(set_to_none=True)
+        x.grad = None
+        y = attn(x)
+        y.square().sum().backward()
+        results.append((y.detach(), x.grad.clone(), [p.grad.clone() for p in attn.parameters()]))
+    (y0, gx0, g0), (y1, gx1, g1) = results
+    torch.testing.assert_close(y1, y0)
+    torch.testing.assert_close(gx1, gx0)
+    assert len(g0) == len(g1) == 8
+    for a, b in zip(g0, g1):
+        torch.testing.assert_close(b, a)
+    assert attn.fused_qkv and SelfAttention(24, 4, 0.0).fused_qkv

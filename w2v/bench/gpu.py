@@ -117,8 +117,9 @@ def timed(step: Callable[[], object], dev: torch.device, steps: int, warmup: int
 class Workload:
     """Builds ours and the peer for one (workload, size) and makes their step functions."""
 
-    def __init__(self, kind: str, preset: str, batch: int, samples: int, dev: torch.device):
+    def __init__(self, kind: str, preset: str, batch: int, samples: int, dev: torch.device, cycle: int = 10):
         self.kind, self.preset, self.batch, self.samples, self.dev = kind, preset, batch, samples, dev
+        self.cycle = cycle  # our LayerDrop draws repeat every `cycle` steps (layerdrop_seed)
         overrides = {"mask_prob": 0.05} if kind == "finetune" else {}
         self.cfg = load_model_config(preset, **overrides)
         g = torch.Generator().manual_seed(0)
@@ -148,15 +149,34 @@ class Workload:
             logits, _ = model(self.x, lengths)
             logits.argmax(-1)
 
+        encoder = model.wav2vec2.encoder
+
         def loss():
             self.step_no += 1
             g = torch.Generator().manual_seed(self.step_no)
+            encoder.layerdrop_generator = torch.Generator().manual_seed(self.layerdrop_seed())
             if self.kind == "pretrain":
                 return pretraining_loss(model(self.x, lengths, generator=g), sync=False)[0]
             logits, flens = model(self.x, lengths, apply_mask=True, generator=g)
             return ctc_loss(logits, flens, self.labels, self.label_lengths)
 
         return self._step(opt, infer, loss, lambda: release_dropped_grads(model))
+
+    def layerdrop_seed(self) -> int:
+        """The seed of this step's LayerDrop draws: they repeat every `cycle` steps, so that the
+        warm-up (`compiled_warmup`) compiles every graph the timed steps run (a graph per
+        number of blocks) and the timed steps (`cycle` of them) draw each pattern once."""
+        return self.step_no % self.cycle
+
+    def blocks_dropped_per_step(self) -> float:
+        """Mean number of blocks our LayerDrop drops over one cycle of its draws (the draws of
+        `TransformerEncoder._layerdrop_skips`, replayed)."""
+        p, layers = self.cfg.layerdrop, self.cfg.encoder_layers
+        drops = 0
+        for seed in range(self.cycle):
+            g = torch.Generator().manual_seed(seed)
+            drops += sum(bool(torch.rand((), generator=g) < p) for _ in range(layers))
+        return drops / self.cycle
 
     def _step(self, opt, infer: Callable[[], None], loss: Callable[[], torch.Tensor],
               after_backward: Callable[[], None] = lambda: None) -> Callable[[], torch.Tensor | None]:
@@ -253,7 +273,7 @@ def compile_ours(w: Workload, model: torch.nn.Module, a) -> None:
 
 def use_triton(a) -> bool:
     """Whether this run uses (and times) the Triton kernels: `--triton`, on a GPU by default."""
-    return a.triton in ("on", "posconv") or (a.triton == "auto" and a.device.type == "cuda" and triton_available())
+    return a.triton in ("on", "posconv", "first-layer") or (a.triton == "auto" and a.device.type == "cuda" and triton_available())
 
 
 def first_step_s(step: Callable[[], object], dev: torch.device) -> float:
@@ -264,15 +284,17 @@ def first_step_s(step: Callable[[], object], dev: torch.device) -> float:
     return round(time.perf_counter() - t0, 1)
 
 
-def _lever(row: dict, name: str, switch_on, model, step, w: Workload, a, flops, best):
-    """Switch a lever on ``model`` for the rest of the run, time ``step`` with it and record
-    it in ``row``; returns the faster of it and ``best``. A lever that fails (a kernel that does
-    not compile on this GPU, say) is recorded as ``<name>_error`` and ``best`` returned, so the
-    row keeps what was measured before it."""
+def _lever(row: dict, name: str, switch_on, model, step, w: Workload, a, flops, best,
+           switch_off: Callable[[torch.nn.Module], object] | None = None):
+    """Switch a lever on ``model``, time ``step`` with it and record it in ``row``; returns the
+    faster of it and ``best``. A lever slower than ``best`` is switched back off (``switch_off``)
+    before the next is timed, so each lever is timed on top of the fastest model so far. A lever
+    that fails (a kernel that does not compile on this GPU, say) is recorded as ``<name>_error``
+    and ``best`` returned, so the row keeps what was measured before it."""
     try:
         switch_on(model)
         row[f"{name}_compile_s"] = first_step_s(step, w.dev)
-        m = timed(step, w.dev, a.steps, a.warmup + 3, w.audio_s, flops)
+        m = timed(step, w.dev, a.steps, compiled_warmup(w, a), w.audio_s, flops)
     except Exception as e:  # noqa: BLE001 - any failure of the lever: report it, keep the row
         row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:400]}"
         row[name] = False
@@ -284,19 +306,71 @@ def _lever(row: dict, name: str, switch_on, model, step, w: Workload, a, flops, 
                       "audio_s_per_s": row[f"ours_{name}_audio_s_per_s"]}), flush=True)  # kept if a later lever fails
     faster = m if m.audio_s_per_s > best.audio_s_per_s else best
     row[name] = faster is m
+    if not row[name] and switch_off is not None:
+        switch_off(model)
     return faster
 
 
-def _levers(a) -> list[tuple[str, Callable[[torch.nn.Module], object]]]:
-    """The optional speed levers `compare` times, cumulatively, in order."""
-    if not a.matmul_conv:
-        return []
-    levers = [("matmul_conv", lambda m: use_matmul_convolutions(m, triton=False))]
+@dataclass
+class Lever:
+    """One speed switch the bench times on its own (`compare`), with how to switch it off: the
+    model the lever table starts from has it off."""
+
+    name: str
+    on: Callable[[torch.nn.Module], object]
+    off: Callable[[torch.nn.Module], object]
+
+
+def _set_all(kind: type, attr: str, value: bool) -> Callable[[torch.nn.Module], None]:
+    def switch(model: torch.nn.Module) -> None:
+        for module in model.modules():
+            if isinstance(module, kind):
+                setattr(module, attr, value)
+
+    return switch
+
+
+def _all_levers(a, kind: str = "pretrain", layerdrop: float = 0.0) -> list[Lever]:
+    """Every lever that applies to this run, in the order `compare` times them."""
+    from w2v.models.components import SelfAttention, TransformerEncoder
+
+    levers = [Lever("matmul_conv", lambda m: use_matmul_convolutions(m, triton=False),
+                    lambda m: use_matmul_convolutions(m, False))]
     if use_triton(a):  # the first layer's kernels, then the positional conv's (in training too)
         if a.triton != "posconv":
-            levers.append(("triton_first_layer", use_triton_first_layer))
-        levers.append(("triton_posconv", use_triton_positional_conv))
+            levers.append(Lever("triton_first_layer", use_triton_first_layer,
+                                lambda m: use_triton_first_layer(m, False)))
+        if a.triton != "first-layer":
+            levers.append(Lever("triton_posconv", use_triton_positional_conv,
+                                lambda m: use_triton_positional_conv(m, False)))
+    levers.append(Lever("fused_qkv", _set_all(SelfAttention, "fused_qkv", True),
+                        _set_all(SelfAttention, "fused_qkv", False)))
+    if kind != "infer" and layerdrop > 0 and a.compile:  # the compiled stack's LayerDrop
+        levers.append(Lever("layerdrop_skip", _set_all(TransformerEncoder, "skip_dropped", True),
+                            _set_all(TransformerEncoder, "skip_dropped", False)))
     return levers
+
+
+def _levers(a, kind: str = "pretrain", layerdrop: float = 0.0) -> tuple[list[Lever], list[Lever]]:
+    """(timed, fixed): the levers `compare` times, cumulatively, in order (with --matmul-conv;
+    --levers picks some), and those it switches on before the first compile instead."""
+    if not a.matmul_conv:
+        return [], []
+    levers = _all_levers(a, kind, layerdrop)
+    if a.levers == "all":
+        return levers, []
+    names = [n for n in a.levers.split(",") if n]
+    unknown = set(names) - {lv.name for lv in _all_levers(a, "pretrain", 1.0)} - {"layerdrop_skip"}
+    if unknown:
+        raise SystemExit(f"--levers: unknown {sorted(unknown)}")
+    return [lv for lv in levers if lv.name in names], [lv for lv in levers if lv.name not in names]
+
+
+def compiled_warmup(w: "Workload", a) -> int:
+    """Warm-up steps of a compiled configuration: `--warmup` + 3, and with LayerDrop a whole cycle
+    of its draws (`Workload.layerdrop_seed`), so that every graph the timed steps need (one
+    per number of blocks run) is compiled before they start."""
+    return a.warmup + 3 + (w.cycle if w.cfg.layerdrop > 0 and w.kind != "infer" else 0)
 
 
 def _seeded(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
@@ -319,20 +393,33 @@ def compare(w: Workload, a, use_compile: bool) -> dict:
     dev = w.dev
     row = {"workload": w.kind, "size": w.preset, "batch": w.batch, "seconds": w.samples / SAMPLE_RATE}
     model = _seeded(w.ours)
+    timed_levers, fixed = _levers(a, w.kind, w.cfg.layerdrop)
+
+    def start(m: torch.nn.Module) -> None:  # the levers' starting point: the timed ones off, the others on
+        for lv in timed_levers:
+            lv.off(m)
+        for lv in fixed:
+            lv.on(m)
+
+    start(model)
     opt, step, flops, eager = _timed_eager(w, a, model, w.ours_step)
     ours = eager
     if use_compile:
         compile_ours(w, model, a)
+        start(model)  # compile_model's defaults (LayerDrop skipped) back to the starting point
         row["compile_s"] = first_step_s(step, dev)
-        compiled = timed(step, dev, a.steps, a.warmup + 3, w.audio_s, flops)
+        compiled = timed(step, dev, a.steps, compiled_warmup(w, a), w.audio_s, flops)
         row["ours_eager_audio_s_per_s"] = round(eager.audio_s_per_s, 1)
         row["ours_compiled_audio_s_per_s"] = round(compiled.audio_s_per_s, 1)
         ours = compiled if compiled.audio_s_per_s > eager.audio_s_per_s else eager
         use_compile = ours is compiled
-    for name, switch_on in _levers(a):
-        ours = _lever(row, name, switch_on, model, step, w, a, flops, ours)
-        if f"{name}_error" in row:
+    row["levers_fixed"] = [lv.name for lv in fixed]
+    for lv in timed_levers:
+        ours = _lever(row, lv.name, lv.on, model, step, w, a, flops, ours, lv.off)
+        if f"{lv.name}_error" in row:
             break  # the model is left with the failed lever on: later levers would time a broken step
+    if w.kind != "infer" and w.cfg.layerdrop > 0:
+        row["layerdrop_blocks_dropped_per_step"] = w.blocks_dropped_per_step()
     del model, opt, step
     free(dev)
     *_, peer = _timed_eager(w, a, _seeded(w.peer), w.peer_step)
@@ -355,7 +442,7 @@ def ablation(a, preset: str, batch: int) -> list[dict]:
     import w2v.models.wav2vec2 as w2v_mod
 
     dev = a.device
-    w = Workload("pretrain", preset, batch, a.samples, dev)
+    w = Workload("pretrain", preset, batch, a.samples, dev, a.steps)
     original_gen = w2v_mod.device_generator
     original_logits = Wav2Vec2ForPreTraining.sampled_contrastive_logits
 
@@ -397,8 +484,8 @@ def ablation(a, preset: str, batch: int) -> list[dict]:
                 set_activation_checkpointing(model)
             opt = optimizer(model, dev, fused=lv["fused"])
             lengths = w.lengths.to(dev) if lv["mask"] else w.lengths
-            m = timed(w.ours_step(model, opt, lengths), dev, a.steps, a.warmup + (3 if lv.get("compile") else 0),
-                      w.audio_s)
+            m = timed(w.ours_step(model, opt, lengths), dev, a.steps,
+                      compiled_warmup(w, a) if lv.get("compile") else a.warmup, w.audio_s)
             rows.append({"lever": name, "audio_s_per_s": round(m.audio_s_per_s, 1), "step_ms": round(m.step_ms, 2),
                          "peak_gib": None if m.peak_gib is None else round(m.peak_gib, 2)})
             del model, opt
@@ -436,15 +523,16 @@ def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int =
     from torch.profiler import ProfilerActivity, profile
 
     dev = a.device
-    w = Workload(kind, preset, batch, a.samples, dev)
+    w = Workload(kind, preset, batch, a.samples, dev, steps)
     torch.manual_seed(0)
     model = w.ours()
     if use_compile:
         compile_ours(w, model, a)
-    for _, switch_on in _levers(a):  # all of `compare`'s levers, the Triton kernels in training steps too
-        switch_on(model)
+    timed_levers, fixed = _levers(a, kind, w.cfg.layerdrop)
+    for lv in timed_levers + fixed:  # all of `compare`'s levers, the Triton kernels in training steps too
+        lv.on(model)
     step = w.ours_step(model, optimizer(model, dev))
-    for _ in range(a.warmup + 3):
+    for _ in range(compiled_warmup(w, a)):
         step()
     sync(dev)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
@@ -701,10 +789,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compile with a dynamic batch size (the training loop's graphs after its first smaller batch)")
     p.add_argument("--matmul-conv", action="store_true",
                    help="also time ours with the convolutions as matrix products (keeps the faster)")
-    p.add_argument("--triton", default="auto", choices=("auto", "on", "off", "posconv"),
+    p.add_argument("--triton", default="auto", choices=("auto", "on", "off", "posconv", "first-layer"),
                    help="with --matmul-conv: also time ours with the first conv layer's Triton kernels, then with the "
                         "positional conv's (keeps the fastest; --trace and --posconv use them too); auto: on a GPU "
-                        "where Triton is installed; posconv: the positional conv's alone")
+                        "where Triton is installed; posconv / first-layer: that one alone")
+    p.add_argument("--levers", default="all",
+                   help="with --matmul-conv: the levers to time, comma-separated (matmul_conv, triton_first_layer, "
+                        "triton_posconv, fused_qkv, layerdrop_skip); the others that apply are on from the start")
     p.add_argument("--no-compare", action="store_true", help="skip the ours-vs-peer table")
     p.add_argument("--ablation", default="", help="presets to run the lever ablation on (pre-training)")
     p.add_argument("--trace", default="", help="workload:preset pairs to profile, e.g. pretrain:base,infer:base")
@@ -758,7 +849,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not a.no_compare:
         for kind in [k for k in a.workloads.split(",") if k]:
             for size in sizes:
-                row = compare(Workload(kind, size, pick(batches[kind], size), a.samples, dev), a, a.compile)
+                row = compare(Workload(kind, size, pick(batches[kind], size), a.samples, dev, a.steps), a, a.compile)
                 res["rows"].append(row)
                 print(json.dumps(row), flush=True)
     # the paths alone compile with the launcher the model's graphs use (compile_model's default)

@@ -54,12 +54,14 @@ def default_cpp_wrapper(on_gpu: bool) -> bool:
 
 
 def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = True,
-                  cpp_wrapper: bool | None = None) -> nn.Module:
+                  cpp_wrapper: bool | None = None, skip_dropped: bool = True) -> nn.Module:
     """Compile the hot blocks of `model` in place (and return it): the conv stack, and the
     Transformer blocks as one graph (`TransformerEncoder.run_stack`) and each on its own (for
     hidden states and activation checkpointing, and for FSDP: `one_graph=False`, since FSDP
     gathers a block's sharded weights in hooks of the block's own call, which the one graph
-    calls past). `cpp_wrapper` (`use_cpp_wrapper`; None: on for a model on a GPU, unless
+    calls past). Blocks LayerDrop drops are skipped by the one graph (a graph per number of
+    blocks run), or with `skip_dropped=False` (DDP: no parameter left unused) computed and their
+    output discarded (`TransformerEncoder.skip_dropped`). `cpp_wrapper` (`use_cpp_wrapper`; None: on for a model on a GPU, unless
     TORCHINDUCTOR_CPP_WRAPPER says otherwise) launches the kernels from C++; it makes the first
     compile slower (BASE pre-training ~45 s on an H100 with a warm cache)."""
     if cpp_wrapper is None:
@@ -70,6 +72,7 @@ def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = T
     fe.convolve = torch.compile(fe.convolve, mode=mode)
     if one_graph:
         enc.encoder.compiled_stack = torch.compile(enc.encoder.run_stack, mode=mode)
+        enc.encoder.skip_dropped = skip_dropped
     pos = enc.encoder.pos_conv_embed
     pos.as_matmul = torch.compile(pos.as_matmul, mode=mode)  # the tap windows as one Triton copy
     for layer in enc.encoder.layers:
@@ -86,9 +89,10 @@ def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = T
 def layerdrop_leaves_parameters_unused(model: nn.Module, layerdrop: float) -> bool:
     """Whether LayerDrop (at rate `layerdrop`) can leave a block's parameters out of the autograd
     graph, so that DDP must look for unused parameters every step (a walk of the whole graph on
-    the host): not when the compiled stack runs every block and discards the dropped ones."""
+    the host): not when the compiled stack runs every block and discards the dropped ones
+    (`compile_model(skip_dropped=False)`)."""
     encoder = getattr(getattr(model, "wav2vec2", model), "encoder", None)
-    return layerdrop > 0 and getattr(encoder, "compiled_stack", None) is None
+    return layerdrop > 0 and (getattr(encoder, "compiled_stack", None) is None or encoder.skip_dropped)
 
 
 def release_dropped_grads(model: nn.Module) -> None:

@@ -73,12 +73,16 @@ def compile_for(model: nn.Module, strategy: str, info: DistInfo, per_block: bool
       so that all-reduces overlap the backward, but on BASE pre-training over 2 H100s the split
       graphs cost more than the overlap saved (52-76 ms a step split, 44-46 ms whole; one GPU
       38-42 ms; BENCHMARKS.md). The all-reduce of the whole gradient takes 1.3 ms there.
+    - Under DDP the one graph computes LayerDrop's dropped blocks and discards their output
+      (every parameter gets a gradient, so DDP need not search for unused ones every step);
+      otherwise it skips them.
     """
     from w2v.models.accel import compile_model
 
     if info.enabled and strategy == "ddp":
         torch._dynamo.config.optimize_ddp = False
-    return compile_model(model, one_graph=not (per_block or (info.enabled and strategy == "fsdp")))
+    return compile_model(model, one_graph=not (per_block or (info.enabled and strategy == "fsdp")),
+                         skip_dropped=not (info.enabled and strategy == "ddp"))
 
 
 def share_layerdrop(model: nn.Module, generator: torch.Generator) -> None:
