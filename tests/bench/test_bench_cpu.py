@@ -127,19 +127,19 @@ def test_levers_in_order_and_the_ones_not_picked_on_from_the_start():
         return [lv.name for lv in levers]
 
     timed, fixed = gpu._levers(a, "pretrain", 0.05)
-    assert names(timed) == ["matmul_conv", "fused_qkv"] and fixed == []  # Triton levers on a GPU only
+    assert names(timed) == ["matmul_conv"] and fixed == []  # Triton levers on a GPU only
     a.triton, a.compile = "on", True
     assert names(gpu._levers(a, "pretrain", 0.05)[0]) == ["matmul_conv", "triton_first_layer", "triton_posconv",
-                                                          "fused_qkv", "layerdrop_skip"]
-    assert names(gpu._levers(a, "infer", 0.05)[0])[-1] == "fused_qkv"  # no LayerDrop without training
-    assert names(gpu._levers(a, "pretrain", 0.0)[0])[-1] == "fused_qkv"
+                                                          "layerdrop_skip"]
+    assert names(gpu._levers(a, "infer", 0.05)[0])[-1] == "triton_posconv"  # no LayerDrop without training
+    assert names(gpu._levers(a, "pretrain", 0.0)[0])[-1] == "triton_posconv"
     a.triton = "posconv"
-    assert names(gpu._levers(a)[0]) == ["matmul_conv", "triton_posconv", "fused_qkv"]
+    assert names(gpu._levers(a)[0]) == ["matmul_conv", "triton_posconv"]
     a.triton = "first-layer"
-    a.levers = "fused_qkv,layerdrop_skip"
+    a.levers = "layerdrop_skip"
     timed, fixed = gpu._levers(a, "pretrain", 0.05)
-    assert names(timed) == ["fused_qkv", "layerdrop_skip"] and names(fixed) == ["matmul_conv", "triton_first_layer"]
-    a.levers = "fused_qkv,bogus"
+    assert names(timed) == ["layerdrop_skip"] and names(fixed) == ["matmul_conv", "triton_first_layer"]
+    a.levers = "layerdrop_skip,bogus"
     with pytest.raises(SystemExit, match="bogus"):
         gpu._levers(a)
     assert gpu.build_parser().parse_args([]).levers == "all"

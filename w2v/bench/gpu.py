@@ -332,7 +332,7 @@ def _set_all(kind: type, attr: str, value: bool) -> Callable[[torch.nn.Module], 
 
 def _all_levers(a, kind: str = "pretrain", layerdrop: float = 0.0) -> list[Lever]:
     """Every lever that applies to this run, in the order `compare` times them."""
-    from w2v.models.components import SelfAttention, TransformerEncoder
+    from w2v.models.components import TransformerEncoder
 
     levers = [Lever("matmul_conv", lambda m: use_matmul_convolutions(m, triton=False),
                     lambda m: use_matmul_convolutions(m, False))]
@@ -343,8 +343,6 @@ def _all_levers(a, kind: str = "pretrain", layerdrop: float = 0.0) -> list[Lever
         if a.triton != "first-layer":
             levers.append(Lever("triton_posconv", use_triton_positional_conv,
                                 lambda m: use_triton_positional_conv(m, False)))
-    levers.append(Lever("fused_qkv", _set_all(SelfAttention, "fused_qkv", True),
-                        _set_all(SelfAttention, "fused_qkv", False)))
     if kind != "infer" and layerdrop > 0 and a.compile:  # the compiled stack's LayerDrop
         levers.append(Lever("layerdrop_skip", _set_all(TransformerEncoder, "skip_dropped", True),
                             _set_all(TransformerEncoder, "skip_dropped", False)))
@@ -795,7 +793,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "where Triton is installed; posconv / first-layer: that one alone")
     p.add_argument("--levers", default="all",
                    help="with --matmul-conv: the levers to time, comma-separated (matmul_conv, triton_first_layer, "
-                        "triton_posconv, fused_qkv, layerdrop_skip); the others that apply are on from the start")
+                        "triton_posconv, layerdrop_skip); the others that apply are on from the start")
     p.add_argument("--no-compare", action="store_true", help="skip the ours-vs-peer table")
     p.add_argument("--ablation", default="", help="presets to run the lever ablation on (pre-training)")
     p.add_argument("--trace", default="", help="workload:preset pairs to profile, e.g. pretrain:base,infer:base")

@@ -485,12 +485,10 @@ class ConvPositionalEmbedding(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head self-attention through `scaled_dot_product_attention`.
 
-    Padded keys are masked with a boolean mask, so their weight is exactly zero. The query, key
-    and value projections keep their own parameters (fairseq's and HF's names) and run as one
-    matrix product with the three weights stacked (`fused_qkv`): one product three times as
-    wide instead of three, which fills the GPU better (BASE's 8 x 15.6 s batch is 6,240 rows by
-    768 outputs, about two waves of an H100's tiles), and in backward one product for the
-    input's gradient instead of three and their sum.
+    Padded keys are masked with a boolean mask, so their weight is exactly zero. (The query, key
+    and value projections as one product over stacked weights made BASE's compiled pre-training
+    step 23% slower on an H100: the three outputs interleaved in one tensor are strided in a
+    way SDPA's fastest backend does not take.)
     """
 
     def __init__(self, dim: int, heads: int, dropout: float):
@@ -502,16 +500,6 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(dim, dim)
         self.q_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
-        self.fused_qkv = True  # False: three products (what the bench's lever table starts from)
-
-    def projections(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """q, k, v (batch, frames, dim) of x."""
-        projs = (self.q_proj, self.k_proj, self.v_proj)
-        if not self.fused_qkv:
-            return tuple(p(x) for p in projs)
-        weight = torch.cat([p.weight for p in projs])
-        bias = torch.cat([p.bias for p in projs])
-        return F.linear(x, weight, bias).chunk(3, dim=-1)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         """x (batch, frames, dim); attn_mask (batch, 1, 1, frames) bool, True = attend."""
@@ -520,7 +508,7 @@ class SelfAttention(nn.Module):
         def heads(y: Tensor) -> Tensor:
             return y.view(b, t, self.heads, self.head_dim).transpose(1, 2)
 
-        q, k, v = (heads(y) for y in self.projections(x))
+        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
@@ -619,7 +607,7 @@ class TransformerEncoder(nn.Module):
         # `release_dropped_grads` gives their parameters no gradient, as skipping does.
         self.compiled_stack = None
         self.skip_dropped = True
-        self.max_stack_skips = 2
+        self.max_stack_skips = 1
         self.dropped_layers: list[int] = []
         self.pos_conv_embed = ConvPositionalEmbedding(dim, conv_pos, conv_pos_groups, dropout)
         self.layer_norm = nn.LayerNorm(dim, eps=1e-5)
@@ -690,10 +678,10 @@ class TransformerEncoder(nn.Module):
         """The blocks through `compiled_stack`, LayerDrop's `keeps` (one bool per block) applied
         as `skip_dropped` says."""
         dropped = keeps.count(False)
-        if not self.skip_dropped:
+        if not self.skip_dropped or not dropped:  # every block: the same graph either way when none is dropped
             self.dropped_layers = [i for i, kept in enumerate(keeps) if not kept]
             keep = None if not dropped else torch.tensor(keeps).to(x.device, non_blocking=True)
-            return self.compiled_stack(x, attn_mask, keep)
+            return self.compiled_stack(x, attn_mask, keep, list(self.layers))
         kept = [layer for layer, k in zip(self.layers, keeps) if k]
         if dropped <= self.max_stack_skips:  # a graph per number of blocks: its parameters are its inputs
             return self.compiled_stack(x, attn_mask, None, kept)
