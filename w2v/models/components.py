@@ -486,9 +486,9 @@ class SelfAttention(nn.Module):
     """Multi-head self-attention through `scaled_dot_product_attention`.
 
     Padded keys are masked with a boolean mask, so their weight is exactly zero. (The query, key
-    and value projections as one product over stacked weights made BASE's compiled pre-training
-    step 23% slower on an H100: the three outputs interleaved in one tensor are strided in a
-    way SDPA's fastest backend does not take.)
+    and value projections as one product over stacked weights were no faster in BASE's compiled
+    pre-training step on an H100: 3,626 audio-s/s against 3,666 for three products, two machines
+    of the same kind; BENCHMARKS.md, twelfth session.)
     """
 
     def __init__(self, dim: int, heads: int, dropout: float):
@@ -681,9 +681,9 @@ class TransformerEncoder(nn.Module):
         if not self.skip_dropped or not dropped:  # every block: the same graph either way when none is dropped
             self.dropped_layers = [i for i, kept in enumerate(keeps) if not kept]
             keep = None if not dropped else torch.tensor(keeps).to(x.device, non_blocking=True)
-            return self.compiled_stack(x, attn_mask, keep, list(self.layers))
+            return self.compiled_stack(x, attn_mask, keep)
         kept = [layer for layer, k in zip(self.layers, keeps) if k]
-        if dropped <= self.max_stack_skips:  # a graph per number of blocks: its parameters are its inputs
+        if dropped <= self.max_stack_skips:  # a graph per number of blocks: their parameters are its inputs
             return self.compiled_stack(x, attn_mask, None, kept)
         for layer in kept:  # rare (several dropped at once): each block's own compiled call
             x = layer(x, attn_mask)
