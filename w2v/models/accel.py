@@ -2,7 +2,8 @@
 
 - `compile_model`: `torch.compile` the feature encoder's convolution stack, the
   Transformer blocks as one graph (per-block graphs cost so much host time per call that
-  the step was host-bound) and, for pre-training, the contrastive head with static shapes. Inductor
+  the step was host-bound; LayerDrop's dropped blocks skipped, a graph per number of blocks run)
+  and, for pre-training, the contrastive head with static shapes. Inductor
   fuses the fp32 group/layer norms, GELUs and dtype casts around the convolutions and the
   norms, dropouts and residuals around the matrix products. Shapes that change (fine-tuning
   buckets) recompile, then switch to dynamic shapes; crops of one length compile once.
