@@ -273,7 +273,8 @@ def compile_ours(w: Workload, model: torch.nn.Module, a) -> None:
 
 def use_triton(a) -> bool:
     """Whether this run uses (and times) the Triton kernels: `--triton`, on a GPU by default."""
-    return a.triton in ("on", "posconv", "first-layer") or (a.triton == "auto" and a.device.type == "cuda" and triton_available())
+    return a.triton in ("on", "posconv", "first-layer") or (
+        a.triton == "auto" and a.device.type == "cuda" and triton_available())
 
 
 def first_step_s(step: Callable[[], object], dev: torch.device) -> float:
@@ -309,6 +310,9 @@ def _lever(row: dict, name: str, switch_on, model, step, w: Workload, a, flops, 
     if not row[name] and switch_off is not None:
         switch_off(model)
     return faster
+
+
+LEVERS = ("matmul_conv", "triton_first_layer", "triton_posconv", "layerdrop_skip")  # in the order timed
 
 
 @dataclass
@@ -358,7 +362,7 @@ def _levers(a, kind: str = "pretrain", layerdrop: float = 0.0) -> tuple[list[Lev
     if a.levers == "all":
         return levers, []
     names = [n for n in a.levers.split(",") if n]
-    unknown = set(names) - {lv.name for lv in _all_levers(a, "pretrain", 1.0)} - {"layerdrop_skip"}
+    unknown = set(names) - set(LEVERS)
     if unknown:
         raise SystemExit(f"--levers: unknown {sorted(unknown)}")
     return [lv for lv in levers if lv.name in names], [lv for lv in levers if lv.name not in names]
@@ -792,8 +796,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "positional conv's (keeps the fastest; --trace and --posconv use them too); auto: on a GPU "
                         "where Triton is installed; posconv / first-layer: that one alone")
     p.add_argument("--levers", default="all",
-                   help="with --matmul-conv: the levers to time, comma-separated (matmul_conv, triton_first_layer, "
-                        "triton_posconv, layerdrop_skip); the others that apply are on from the start")
+                   help=f"with --matmul-conv: the levers to time, comma-separated ({', '.join(LEVERS)}); the others "
+                        "that apply are on from the start")
     p.add_argument("--no-compare", action="store_true", help="skip the ours-vs-peer table")
     p.add_argument("--ablation", default="", help="presets to run the lever ablation on (pre-training)")
     p.add_argument("--trace", default="", help="workload:preset pairs to profile, e.g. pretrain:base,infer:base")

@@ -62,9 +62,10 @@ def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = T
     gathers a block's sharded weights in hooks of the block's own call, which the one graph
     calls past). Blocks LayerDrop drops are skipped by the one graph (a graph per number of
     blocks run), or with `skip_dropped=False` (DDP: no parameter left unused) computed and their
-    output discarded (`TransformerEncoder.skip_dropped`). `cpp_wrapper` (`use_cpp_wrapper`; None: on for a model on a GPU, unless
-    TORCHINDUCTOR_CPP_WRAPPER says otherwise) launches the kernels from C++; it makes the first
-    compile slower (BASE pre-training ~45 s on an H100 with a warm cache)."""
+    output discarded (`TransformerEncoder.skip_dropped`). `cpp_wrapper` (`use_cpp_wrapper`; None:
+    on for a model on a GPU, unless TORCHINDUCTOR_CPP_WRAPPER says otherwise) launches the kernels
+    from C++; it makes the first compile slower (BASE pre-training ~45 s on an H100 with a warm
+    cache)."""
     if cpp_wrapper is None:
         cpp_wrapper = default_cpp_wrapper(any(p.is_cuda for p in model.parameters()))
     use_cpp_wrapper(cpp_wrapper)
