@@ -168,14 +168,18 @@ class Workload:
         number of blocks) and the timed steps (`cycle` of them) draw each pattern once."""
         return self.step_no % self.cycle
 
-    def blocks_dropped_per_step(self) -> float:
-        """Mean number of blocks our LayerDrop drops over one cycle of its draws (the draws of
-        `TransformerEncoder._layerdrop_skips`, replayed)."""
-        p, layers = self.cfg.layerdrop, self.cfg.encoder_layers
+    @property
+    def draws_layerdrop(self) -> bool:
+        return _draws_layerdrop(self.kind, self.cfg.layerdrop)
+
+    def blocks_dropped_per_step(self, model: torch.nn.Module) -> float:
+        """Mean number of blocks our LayerDrop drops over one cycle of its draws (``model``'s
+        encoder drawing them again, from the same seeds)."""
+        encoder = model.wav2vec2.encoder
         drops = 0
         for seed in range(self.cycle):
-            g = torch.Generator().manual_seed(seed)
-            drops += sum(bool(torch.rand((), generator=g) < p) for _ in range(layers))
+            encoder.layerdrop_generator = torch.Generator().manual_seed(seed)
+            drops += encoder.layerdrop_keeps().count(False)
         return drops / self.cycle
 
     def _step(self, opt, infer: Callable[[], None], loss: Callable[[], torch.Tensor],
@@ -334,6 +338,11 @@ def _set_all(kind: type, attr: str, value: bool) -> Callable[[torch.nn.Module], 
     return switch
 
 
+def _draws_layerdrop(kind: str, layerdrop: float) -> bool:
+    """Whether our steps of this workload draw LayerDrop (training with a rate above 0)."""
+    return kind != "infer" and layerdrop > 0
+
+
 def _all_levers(a, kind: str = "pretrain", layerdrop: float = 0.0) -> list[Lever]:
     """Every lever that applies to this run, in the order `compare` times them."""
     from w2v.models.components import TransformerEncoder
@@ -347,7 +356,7 @@ def _all_levers(a, kind: str = "pretrain", layerdrop: float = 0.0) -> list[Lever
         if a.triton != "first-layer":
             levers.append(Lever("triton_posconv", use_triton_positional_conv,
                                 lambda m: use_triton_positional_conv(m, False)))
-    if kind != "infer" and layerdrop > 0 and a.compile:  # the compiled stack's LayerDrop
+    if _draws_layerdrop(kind, layerdrop) and a.compile:  # the compiled stack's LayerDrop
         levers.append(Lever("layerdrop_skip", _set_all(TransformerEncoder, "skip_dropped", True),
                             _set_all(TransformerEncoder, "skip_dropped", False)))
     return levers
@@ -372,7 +381,7 @@ def compiled_warmup(w: "Workload", a) -> int:
     """Warm-up steps of a compiled configuration: `--warmup` + 3, and with LayerDrop a whole cycle
     of its draws (`Workload.layerdrop_seed`), so that every graph the timed steps need (one
     per number of blocks run) is compiled before they start."""
-    return a.warmup + 3 + (w.cycle if w.cfg.layerdrop > 0 and w.kind != "infer" else 0)
+    return a.warmup + 3 + (w.cycle if _draws_layerdrop(w.kind, w.cfg.layerdrop) else 0)
 
 
 def _seeded(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
@@ -420,8 +429,8 @@ def compare(w: Workload, a, use_compile: bool) -> dict:
         ours = _lever(row, lv.name, lv.on, model, step, w, a, flops, ours, lv.off)
         if f"{lv.name}_error" in row:
             break  # the model is left with the failed lever on: later levers would time a broken step
-    if w.kind != "infer" and w.cfg.layerdrop > 0:
-        row["layerdrop_blocks_dropped_per_step"] = w.blocks_dropped_per_step()
+    if w.draws_layerdrop:
+        row["layerdrop_blocks_dropped_per_step"] = w.blocks_dropped_per_step(model)
     del model, opt, step
     free(dev)
     *_, peer = _timed_eager(w, a, _seeded(w.peer), w.peer_step)

@@ -650,8 +650,7 @@ class TransformerEncoder(nn.Module):
         hidden: list[Tensor] | None = [] if output_hidden_states else None
         checkpointing = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         if self.compiled_stack is not None and hidden is None and not checkpointing:
-            keeps = [not self._layerdrop_skips() for _ in self.layers]
-            x = self._run_compiled(x, attn_mask, keeps)
+            x = self._run_compiled(x, attn_mask, self.layerdrop_keeps())
             return (self.layer_norm(x) if self.layer_norm_first else x), None
         for layer in self.layers:
             if hidden is not None:
@@ -674,12 +673,16 @@ class TransformerEncoder(nn.Module):
         return self.training and self.layerdrop > 0 and bool(
             torch.rand((), generator=self.layerdrop_generator) < self.layerdrop)
 
+    def layerdrop_keeps(self) -> list[bool]:
+        """This forward's LayerDrop draws, one per block in order: whether it runs."""
+        return [not self._layerdrop_skips() for _ in self.layers]
+
     def _run_compiled(self, x: Tensor, attn_mask: Tensor | None, keeps: list[bool]) -> Tensor:
         """The blocks through `compiled_stack`, LayerDrop's `keeps` (one bool per block) applied
         as `skip_dropped` says."""
         dropped = keeps.count(False)
+        self.dropped_layers = [] if self.skip_dropped else [i for i, kept in enumerate(keeps) if not kept]
         if not self.skip_dropped or not dropped:  # every block: the same graph either way when none is dropped
-            self.dropped_layers = [i for i, kept in enumerate(keeps) if not kept]
             keep = None if not dropped else torch.tensor(keeps).to(x.device, non_blocking=True)
             return self.compiled_stack(x, attn_mask, keep)
         kept = [layer for layer, k in zip(self.layers, keeps) if k]
