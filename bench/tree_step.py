@@ -6,7 +6,8 @@ its parent on the same machine, in one command. Each version (a git revision, ex
 `git archive`, or a directory holding a `w2v` package) runs in a process of its own, as
 `w2v.bench.gpu` of that version builds and steps it (`Workload`, `ours_step`): our model only,
 bf16 autocast on a GPU, `compile_model` and `use_matmul_convolutions` as the training loop
-applies them (`--no-compile`, `--no-matmul-conv` switch them off). The versions run in turn,
+applies them (`--no-compile`, `--no-matmul-conv` switch them off; `--cuda-graphs` replays the
+stack as CUDA graphs). The versions run in turn,
 `--rounds` times (so drift of the machine shows), each process timing `--repeats` windows of
 `--steps` steps after its warm-up; one JSON line per process, then a summary line with each
 version's median.
@@ -45,7 +46,7 @@ model = w.ours()
 if a["matmul_conv"]:
     use_matmul_convolutions(model)
 if a["compile"]:
-    compile_model(model)
+    compile_model(model, **({"cuda_graphs": True} if a["cuda_graphs"] else {}))  # versions before it: no flag
 step = w.ours_step(model, optimizer(model, dev))
 compile_s = first_step_s(step, dev)
 rates = [round(timed(step, dev, a["steps"], a["warmup"] if i == 0 else 2, w.audio_s).audio_s_per_s, 1)
@@ -99,10 +100,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--rounds", type=int, default=1, help="times each version runs, in turn")
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--no-matmul-conv", dest="matmul_conv", action="store_false")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="compile_model(cuda_graphs=True): the stack replayed as CUDA graphs (versions that have it)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds allowed to each process")
     a = p.parse_args(argv)
     child = {k: getattr(a, k) for k in ("preset", "workload", "batch", "samples", "steps", "warmup", "repeats",
-                                        "compile", "matmul_conv")}
+                                        "compile", "matmul_conv", "cuda_graphs")}
     rates: dict[str, list[float]] = {v: [] for v in a.versions}
     with tempfile.TemporaryDirectory(prefix="tree_step_") as tmp:
         trees = {v: export(v, Path(tmp)) for v in a.versions}

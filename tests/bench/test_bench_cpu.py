@@ -143,6 +143,29 @@ def test_levers_in_order_and_the_ones_not_picked_on_from_the_start():
     with pytest.raises(SystemExit, match="bogus"):
         gpu._levers(a)
     assert gpu.build_parser().parse_args([]).levers == "all"
+    a.levers, a.device = "all", torch.device("cuda")  # a device object only: nothing runs on it
+    assert names(gpu._levers(a, "infer")[0])[-1] == "stack_cuda_graphs"  # compiled on a GPU: every workload
+    a.compile = False
+    assert "stack_cuda_graphs" not in names(gpu._levers(a, "pretrain", 0.05)[0])
+
+
+def test_the_stack_cuda_graph_lever_waits_for_the_compile():
+    """`compare` switches its levers before compiling and again after: the CUDA-graph lever acts
+    on the compiled stack only."""
+    from w2v.models import Wav2Vec2ForPreTraining, load_model_config
+    from w2v.models.accel import compile_model
+
+    a = gpu.build_parser().parse_args(["--matmul-conv", "--compile"])
+    a.device = torch.device("cuda")
+    lever = gpu._all_levers(a)[-1]
+    model = Wav2Vec2ForPreTraining(load_model_config("tiny"))
+    lever.on(model)  # before compiling: nothing to replay yet
+    assert model.wav2vec2.encoder.compiled_stack is None and not model.wav2vec2.encoder.cuda_graphs
+    compile_model(model, cpp_wrapper=False)  # lazily
+    lever.on(model)
+    assert model.wav2vec2.encoder.cuda_graphs
+    lever.off(model)
+    assert not model.wav2vec2.encoder.cuda_graphs and model.wav2vec2.encoder.compiled_stack is not None
 
 
 def test_a_lever_slower_than_the_best_so_far_is_switched_back_off(monkeypatch):

@@ -48,6 +48,23 @@ def test_pretraining_writes_model_and_log(tmp_path):
     assert m["train_config"]["feature_penalty_weight"] == 10.0  # unset: the group-norm encoder's, written down
 
 
+def test_cuda_graphs_setting_marks_each_update(tmp_path, monkeypatch):
+    """`cuda_graphs: true` reaches the compile (one process) and marks every update's start for
+    the replays; it needs `compile` (a clear error naming the settings)."""
+    import pytest
+
+    from w2v.train import loop, sharding
+
+    compiled, marks = [], []
+    monkeypatch.setattr(sharding, "compile_for", lambda model, strategy, info, **kw: compiled.append(kw))
+    monkeypatch.setattr(loop, "step_begins", lambda: marks.append(1))
+    cuts = write_tiny_cuts(tmp_path / "a")
+    train(_pretrain_cfg(max_updates=3, compile=True, cuda_graphs=True), cuts, tmp_path / "exp", _cfg())
+    assert compiled == [{"cuda_graphs": True}] and len(marks) == 3
+    with pytest.raises(ValueError, match="recipe.yaml: cuda_graphs .* needs compile: true"):
+        TrainConfig.from_dict({"cuda_graphs": True}, "recipe.yaml")
+
+
 def test_matmul_conv_setting_trains_the_same_model(tmp_path):
     cuts = write_tiny_cuts(tmp_path / "a")
     runs = {}

@@ -26,6 +26,17 @@ def test_compile_for_picks_graphs_by_strategy(strategy, world, per_block, one_gr
     assert model.static_head  # the pre-training head compiled with static shapes
 
 
+def test_cuda_graphs_in_one_process_only():
+    model = Wav2Vec2ForPreTraining(load_model_config("tiny"))
+    sharding.compile_for(model, "ddp", DistInfo(), cuda_graphs=True)  # lazily: nothing compiled yet
+    assert model.wav2vec2.encoder.cuda_graphs
+    for strategy, world, per_block in (("ddp", 2, False), ("fsdp", 2, False), ("ddp", 1, True)):
+        with pytest.raises(ValueError, match="cuda_graphs"):
+            sharding.compile_for(Wav2Vec2ForPreTraining(load_model_config("tiny")), strategy,
+                                 DistInfo(rank=0, world_size=world), per_block=per_block, cuda_graphs=True)
+    torch._inductor.config.cpp_wrapper = False
+
+
 def test_share_layerdrop_reaches_through_a_wrapper():
     model = Wav2Vec2ForPreTraining(load_model_config("tiny"))
     g = torch.Generator().manual_seed(3)

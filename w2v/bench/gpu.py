@@ -35,8 +35,8 @@ import torch
 from w2v.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, load_model_config
 from w2v.models.components import ConvPositionalEmbedding, conv_output_lengths
 from w2v.models.accel import (compile_model, default_cpp_wrapper, release_dropped_grads, set_activation_checkpointing,
-                              triton_available, use_cpp_wrapper, use_matmul_convolutions, use_triton_first_layer,
-                              use_triton_positional_conv)
+                              step_begins, triton_available, use_cpp_wrapper, use_matmul_convolutions,
+                              use_stack_cuda_graphs, use_triton_first_layer, use_triton_positional_conv)
 from w2v.train.losses import ctc_loss, pretraining_loss
 
 SAMPLE_RATE = 16000
@@ -131,7 +131,6 @@ class Workload:
         self.audio_s = batch * samples / SAMPLE_RATE
         self.step_no = 0
         self.inference = torch.inference_mode  # FLOP counting swaps in no_grad (see count_flops)
-        self.cudagraphs = False  # set when compiled with mode="reduce-overhead"
 
     # --- ours ---
     def ours(self) -> torch.nn.Module:
@@ -187,8 +186,7 @@ class Workload:
         """One timed step, the same for ours and the peer: the forward alone (inference), or
         forward + backward + optimizer step under bf16 autocast."""
         def step():
-            if self.cudagraphs:  # a new iteration: outputs of the last one may be overwritten
-                torch.compiler.cudagraph_mark_step_begin()
+            step_begins()  # CUDA graphs (reduce-overhead, the stack's): the last step's outputs may be overwritten
             if self.kind == "infer":
                 with self.inference(), torch.autocast(**self.amp):
                     infer()
@@ -272,7 +270,6 @@ def compile_ours(w: Workload, model: torch.nn.Module, a) -> None:
     if a.dynamic:
         torch._dynamo.mark_dynamic(w.x, 0)
     compile_model(model, mode=a.compile_mode, cpp_wrapper={"on": True, "off": False}.get(a.cpp_wrapper))
-    w.cudagraphs = a.compile_mode == "reduce-overhead"
 
 
 def use_triton(a) -> bool:
@@ -316,7 +313,7 @@ def _lever(row: dict, name: str, switch_on, model, step, w: Workload, a, flops, 
     return faster
 
 
-LEVERS = ("matmul_conv", "triton_first_layer", "triton_posconv", "layerdrop_skip")  # in the order timed
+LEVERS = ("matmul_conv", "triton_first_layer", "triton_posconv", "layerdrop_skip", "stack_cuda_graphs")  # in the order timed
 
 
 @dataclass
@@ -336,6 +333,16 @@ def _set_all(kind: type, attr: str, value: bool) -> Callable[[torch.nn.Module], 
                 setattr(module, attr, value)
 
     return switch
+
+
+def _once_compiled(switch: Callable[[torch.nn.Module, bool], object], enabled: bool) -> Callable[[torch.nn.Module], None]:
+    """``switch(model, enabled)`` for a lever of the compiled stack: nothing before `compile_model`
+    (`compare` sets its levers once before compiling and again after)."""
+    def apply(model: torch.nn.Module) -> None:
+        if model.wav2vec2.encoder.compiled_stack is not None:
+            switch(model, enabled)
+
+    return apply
 
 
 def _draws_layerdrop(kind: str, layerdrop: float) -> bool:
@@ -359,6 +366,9 @@ def _all_levers(a, kind: str = "pretrain", layerdrop: float = 0.0) -> list[Lever
     if _draws_layerdrop(kind, layerdrop) and a.compile:  # the compiled stack's LayerDrop
         levers.append(Lever("layerdrop_skip", _set_all(TransformerEncoder, "skip_dropped", True),
                             _set_all(TransformerEncoder, "skip_dropped", False)))
+    if a.compile and a.device.type == "cuda":  # the one-graph stack replayed as CUDA graphs (none on the CPU)
+        levers.append(Lever("stack_cuda_graphs", _once_compiled(use_stack_cuda_graphs, True),
+                            _once_compiled(use_stack_cuda_graphs, False)))
     return levers
 
 

@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", action="store_true", help="keep decoded audio in memory (cache_audio)")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--matmul-conv", action="store_true")
+    p.add_argument("--cuda-graphs", action="store_true", help="with --compile: the stack as CUDA graphs (cuda_graphs)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--dir", default=None, help="keep files and the run here (default: a temporary folder)")
     return p
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
         tcfg = TrainConfig(task="pretrain", max_updates=a.updates, lr=2e-4, warmup=0.1, max_duration=a.max_duration,
                            crop_seconds=a.crop, cache_audio=a.cache, log_every=a.log_every,
                            save_every=a.updates, loader_workers=a.workers, loader=a.loader, compile=a.compile,
-                           matmul_conv=a.matmul_conv)
+                           matmul_conv=a.matmul_conv, cuda_graphs=a.cuda_graphs)
         t0 = time.time()
         train(tcfg, cuts, root / "exp", load_model_config(a.preset), device=a.device)
         rows = [json.loads(x) for x in (root / "exp" / "train_log.jsonl").read_text().splitlines()]
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
         steady = [r["audio_s_per_s"] for r in rows[1:]]
         result = {"preset": a.preset, "files": a.files, "seconds": a.seconds, "crop": a.crop, "workers": a.workers,
                   "loader": a.loader, "cache": a.cache, "compile": a.compile, "matmul_conv": a.matmul_conv,
+                  "cuda_graphs": a.cuda_graphs,
                   "updates": a.updates, "wall_s": round(time.time() - t0, 1),
                   "intervals": [{"update": r["update"], "audio_s_per_s": r["audio_s_per_s"],
                                  "data_share": r.get("data_share")} for r in rows],

@@ -606,6 +606,7 @@ class TransformerEncoder(nn.Module):
         # for unused parameters every step) computed and discarded: `dropped_layers` names them,
         # `release_dropped_grads` gives their parameters no gradient, as skipping does.
         self.compiled_stack = None
+        self.cuda_graphs = False  # compiled_stack replayed as CUDA graphs (accel.use_stack_cuda_graphs)
         self.skip_dropped = True
         self.max_stack_skips = 1
         self.dropped_layers: list[int] = []

@@ -33,6 +33,7 @@ from w2v.models.accel import (
     layerdrop_leaves_parameters_unused,
     release_dropped_grads,
     set_activation_checkpointing,
+    step_begins,
     use_matmul_convolutions,
 )
 from w2v.models.adapters import adapter_weights, freeze_base, is_adapter_key
@@ -301,7 +302,7 @@ def evaluate_ctc(model, store: AudioStore, refs: list[str], units: list[str], tc
 # Settings a resumed run may change without invalidating its checkpoints: how long it runs, how
 # often it logs and saves, and how the work is spread and computed (not what is computed).
 _RESUMABLE_CHANGES = {"max_updates", "save_every", "log_every", "keep_last", "loader_workers", "loader", "prefetch_batches",
-                      "compile", "matmul_conv", "activation_checkpointing", "strategy", "dist_timeout",
+                      "compile", "matmul_conv", "cuda_graphs", "activation_checkpointing", "strategy", "dist_timeout",
                       "max_bad_updates", "collapse_fraction", "diversity_ratio"}
 
 
@@ -444,7 +445,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     set_activation_checkpointing(model, tcfg.activation_checkpointing)
     use_matmul_convolutions(model, tcfg.matmul_conv)
     if tcfg.compile:
-        sharding.compile_for(model, tcfg.strategy, info)
+        sharding.compile_for(model, tcfg.strategy, info, cuda_graphs=tcfg.cuda_graphs)
     sched = Schedule(tcfg.schedule, tcfg.lr, tcfg.max_updates, warmup=tcfg.warmup, hold=tcfg.hold,
                      end_lr=tcfg.end_lr, final_lr_scale=tcfg.final_lr_scale)
     use_bf16 = tcfg.precision == "bf16" or (tcfg.precision == "auto" and dev.type == "cuda")
@@ -564,6 +565,8 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             for group in opt.param_groups:
                 group["lr"] = lr
             frozen = task == "finetune" and num_updates < tcfg.freeze_transformer_updates
+            if tcfg.cuda_graphs:  # the stack's replays may now overwrite the last step's outputs
+                step_begins()
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 # every rank must skip the same blocks: FSDP's collectives, and the compiled
                 # stack's released gradients (accel.release_dropped_grads) after DDP's all-reduce

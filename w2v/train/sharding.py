@@ -62,7 +62,8 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
     return model
 
 
-def compile_for(model: nn.Module, strategy: str, info: DistInfo, per_block: bool = False) -> nn.Module:
+def compile_for(model: nn.Module, strategy: str, info: DistInfo, per_block: bool = False,
+                cuda_graphs: bool = False) -> nn.Module:
     """``accel.compile_model`` as ``strategy`` over ``info.world_size`` processes needs it (call
     before :func:`wrap`).
 
@@ -76,13 +77,19 @@ def compile_for(model: nn.Module, strategy: str, info: DistInfo, per_block: bool
     - Under DDP the one graph computes LayerDrop's dropped blocks and discards their output
       (every parameter gets a gradient, so DDP need not search for unused ones every step);
       otherwise it skips them.
+    - ``cuda_graphs`` (the one-graph stack replayed as CUDA graphs, `accel.use_stack_cuda_graphs`)
+      in one process only: it was measured on one GPU, not yet under DDP, and FSDP has no one graph.
     """
     from w2v.models.accel import compile_model
+
+    if cuda_graphs and (info.enabled or per_block):
+        raise ValueError("cuda_graphs: the Transformer stack as CUDA graphs runs in one process with the stack as "
+                         "one graph; switch it off for several processes (ddp, fsdp) or per-block graphs")
 
     if info.enabled and strategy == "ddp":
         torch._dynamo.config.optimize_ddp = False
     return compile_model(model, one_graph=not (per_block or (info.enabled and strategy == "fsdp")),
-                         skip_dropped=not (info.enabled and strategy == "ddp"))
+                         skip_dropped=not (info.enabled and strategy == "ddp"), cuda_graphs=cuda_graphs)
 
 
 def share_layerdrop(model: nn.Module, generator: torch.Generator) -> None:
