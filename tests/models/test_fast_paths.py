@@ -413,6 +413,11 @@ def test_compiling_switches_the_cpp_wrapper_on_for_gpu_models_only(monkeypatch):
         monkeypatch.setenv("TORCHINDUCTOR_CPP_WRAPPER", "1")
         compile_model(Wav2Vec2ForPreTraining(small_cfg()))
         assert inductor_config.cpp_wrapper is True
+        # CUDA graphs for every graph: inductor records none for C++-launched code, so the C++ launcher goes off
+        compile_model(Wav2Vec2ForPreTraining(small_cfg()), mode="reduce-overhead")
+        assert inductor_config.cpp_wrapper is False
+        with pytest.raises(ValueError, match="exclude each other"):
+            compile_model(Wav2Vec2ForPreTraining(small_cfg()), mode="reduce-overhead", cpp_wrapper=True)
     finally:
         inductor_config.cpp_wrapper = before
 

@@ -429,6 +429,7 @@ def compare(w: Workload, a, use_compile: bool) -> dict:
         compile_ours(w, model, a)
         start(model)  # compile_model's defaults (LayerDrop skipped) back to the starting point
         row["compile_s"] = first_step_s(step, dev)
+        row["cpp_wrapper"] = bool(torch._inductor.config.cpp_wrapper)  # the launcher the graphs got (reduce-overhead: off)
         compiled = timed(step, dev, a.steps, compiled_warmup(w, a), w.audio_s, flops)
         row["ours_eager_audio_s_per_s"] = round(eager.audio_s_per_s, 1)
         row["ours_compiled_audio_s_per_s"] = round(compiled.audio_s_per_s, 1)

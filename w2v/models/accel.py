@@ -69,9 +69,16 @@ def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = T
     output discarded (`TransformerEncoder.skip_dropped`). `cpp_wrapper` (`use_cpp_wrapper`; None:
     on for a model on a GPU, unless TORCHINDUCTOR_CPP_WRAPPER says otherwise) launches the kernels
     from C++; it makes the first compile slower (BASE pre-training ~45 s on an H100 with a warm
-    cache). `cuda_graphs` replays the one-graph stack as CUDA graphs (`use_stack_cuda_graphs`)."""
+    cache); `mode="reduce-overhead"` (CUDA graphs for every graph) switches it off, since inductor
+    records no CUDA graph for a graph launched from C++. `cuda_graphs` replays the one-graph stack
+    alone as CUDA graphs (`use_stack_cuda_graphs`); the other graphs keep the C++ launcher."""
     if cuda_graphs and not one_graph:
         raise ValueError("compile_model: cuda_graphs needs the Transformer stack as one graph (one_graph=True)")
+    if mode == "reduce-overhead":  # CUDA graphs for every graph: inductor records none for C++-launched code
+        if cpp_wrapper:
+            raise ValueError("compile_model: mode='reduce-overhead' (CUDA graphs) and cpp_wrapper=True exclude each "
+                             "other (inductor records no CUDA graph for a graph launched from C++)")
+        cpp_wrapper = False
     if cpp_wrapper is None:
         cpp_wrapper = default_cpp_wrapper(any(p.is_cuda for p in model.parameters()))
     use_cpp_wrapper(cpp_wrapper)
@@ -122,6 +129,7 @@ def use_stack_cuda_graphs(model: nn.Module, enabled: bool = True) -> nn.Module:
         raise ValueError("use_stack_cuda_graphs: compile the model first (compile_model, with one_graph=True)")
     if encoder.cuda_graphs == enabled:
         return model
+    # switched off: inductor's default mode, whatever mode compile_model was given
     encoder.compiled_stack = torch.compile(encoder.run_stack, options=STACK_CUDA_GRAPH_OPTIONS if enabled else None)
     encoder.cuda_graphs = enabled
     return model
