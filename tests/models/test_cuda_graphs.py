@@ -38,6 +38,16 @@ def test_the_stack_compiles_with_cuda_graphs_and_the_python_launcher(monkeypatch
     torch._inductor.config.cpp_wrapper = False  # compile_model set it process-wide (CPU model: off)
 
 
+def test_compiling_again_leaves_a_plain_stack_that_can_replay_again():
+    model = compile_model(Wav2Vec2ForPreTraining(small_cfg()), cuda_graphs=True)  # lazily
+    compile_model(model)
+    assert not model.wav2vec2.encoder.cuda_graphs  # the stack compile_model just built is plain
+    plain = model.wav2vec2.encoder.compiled_stack
+    use_stack_cuda_graphs(model)
+    assert model.wav2vec2.encoder.cuda_graphs and model.wav2vec2.encoder.compiled_stack is not plain
+    torch._inductor.config.cpp_wrapper = False
+
+
 def test_cuda_graphs_need_the_compiled_one_graph_stack():
     with pytest.raises(ValueError, match="compile the model first"):
         use_stack_cuda_graphs(Wav2Vec2ForPreTraining(small_cfg()))

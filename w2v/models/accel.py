@@ -87,6 +87,7 @@ def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = T
     fe.convolve = torch.compile(fe.convolve, mode=mode)
     if one_graph:
         enc.encoder.compiled_stack = torch.compile(enc.encoder.run_stack, mode=mode)
+        enc.encoder.cuda_graphs = False  # a plain stack again, whatever an earlier compile_model made it
         enc.encoder.skip_dropped = skip_dropped
     pos = enc.encoder.pos_conv_embed
     pos.as_matmul = torch.compile(pos.as_matmul, mode=mode)  # the tap windows as one Triton copy
