@@ -63,6 +63,8 @@ def test_cuda_graphs_setting_marks_each_update(tmp_path, monkeypatch):
     assert compiled == [{"cuda_graphs": True}] and len(marks) == 3
     with pytest.raises(ValueError, match="recipe.yaml: cuda_graphs .* needs compile: true"):
         TrainConfig.from_dict({"cuda_graphs": True}, "recipe.yaml")
+    with pytest.raises(ValueError, match="recipe.yaml: cuda_graphs is a pre-training setting"):
+        TrainConfig.from_dict({"cuda_graphs": True, "compile": True, "task": "finetune"}, "recipe.yaml")
 
 
 def test_matmul_conv_setting_trains_the_same_model(tmp_path):

@@ -106,11 +106,12 @@ def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = T
 
 # Inductor's CUDA graph trees for the stack's graphs. They keep the Python launcher: inductor
 # records no CUDA graph for a graph with the C++ wrapper (torch 2.11: "skipping cudagraphs due to
-# cpp wrapper enabled"), and a replay launches nothing per kernel anyway. A graph of dynamic shapes
-# (fine-tuning's buckets, after their first recompile) is not recorded: it would record one CUDA
-# graph, and keep its memory, per shape.
-STACK_CUDA_GRAPH_OPTIONS = {"triton.cudagraphs": True, "cpp_wrapper": False,
-                            "triton.cudagraph_skip_dynamic_graphs": True}
+# cpp wrapper enabled"), and a replay launches nothing per kernel anyway. Not
+# `triton.cudagraph_skip_dynamic_graphs`: on torch 2.11 it cut the stack's static graph into 23
+# partitions (every cast of a parameter counted as a "dynamic shape op"), whose recordings were
+# redone every step ("static input data pointer changed"): 450 ms a BASE step instead of 28.
+# A graph of dynamic shapes (fine-tuning's buckets) records one CUDA graph per shape it meets.
+STACK_CUDA_GRAPH_OPTIONS = {"triton.cudagraphs": True, "cpp_wrapper": False}
 
 
 def use_stack_cuda_graphs(model: nn.Module, enabled: bool = True) -> nn.Module:
@@ -122,9 +123,9 @@ def use_stack_cuda_graphs(model: nn.Module, enabled: bool = True) -> nn.Module:
 
     The replays reuse their output memory, so the caller marks each training step's (or each
     forward's) start with `step_begins()`; what a step kept of the last step's stack outputs is
-    then invalid, and torch raises on its use. Measured on one H100 (BASE pre-training, batch 8 x
-    15.6 s, same machine, medians of three windows): 4,094 -> 4,944 audio-s/s; memory 6.21 -> 5.85
-    GiB."""
+    then invalid, and torch raises on its use. A graph of another batch shape records its own
+    graphs. Measured on H100s (BASE pre-training, batch 8 x 15.6 s, each pair on one machine):
+    4,094 -> 4,944 and 4,024 -> 4,182 audio-s/s; memory 6.21 -> 5.85 GiB."""
     encoder = _encoder(model).encoder
     if encoder.compiled_stack is None:
         raise ValueError("use_stack_cuda_graphs: compile the model first (compile_model, with one_graph=True)")

@@ -56,7 +56,7 @@ class TrainConfig:
     activation_checkpointing: bool = False  # recompute each Transformer block in backward (LARGE and above)
     compile: bool = False  # torch.compile the conv stack and Transformer blocks (w2v.models.accel)
     matmul_conv: bool = False  # conv encoder and positional conv as matrix products (same function; GPU speed)
-    cuda_graphs: bool = False  # with compile, one process: the Transformer stack replayed as CUDA graphs (fixed crops)
+    cuda_graphs: bool = False  # with compile, one process, pre-training: the Transformer stack replayed as CUDA graphs
     model_overrides: dict = field(default_factory=dict)  # e.g. mask_prob, layerdrop when fine-tuning
     language_alpha: float = 0.5  # XLSR language sampling p_l ∝ (n_l/N)^α, used when the cuts hold 2+ languages
     adapter: dict | None = None  # fine-tuning: {lang: xx, dim: 16} trains only MMS adapters + head of language xx
@@ -86,6 +86,9 @@ class TrainConfig:
             raise ValueError(f"{where}: diversity_gate is a contrastive accuracy in [0, 1), got {d['diversity_gate']!r}")
         if d.get("cuda_graphs") and not d.get("compile"):
             raise ValueError(f"{where}: cuda_graphs replays the compiled Transformer stack: it needs compile: true")
+        if d.get("cuda_graphs") and d.get("task", "pretrain") == "finetune":
+            raise ValueError(f"{where}: cuda_graphs is a pre-training setting: fine-tuning's batches come in many "
+                             "lengths, and a CUDA graph would be recorded (and its memory kept) for each")
         if d.get("language_alpha", 0.5) < 0:
             raise ValueError(f"{where}: language_alpha must be >= 0")
         return cls(**d)
