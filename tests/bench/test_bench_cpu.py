@@ -98,6 +98,19 @@ def test_compare_times_ours_and_the_peer_and_records_each_lever():
     assert row["ours"]["audio_s_per_s"] > 0 and row["peer"]["audio_s_per_s"] > 0
     assert row["ours_matmul_conv_audio_s_per_s"] > 0 and isinstance(row["matmul_conv"], bool)
     assert "triton_posconv" not in row and "triton_first_layer" not in row  # --triton auto: GPU only
+    assert len(row["ours"]["windows"]) == a.windows == 3 and len(row["peer"]["windows"]) == 3
+    assert len(row["ours_matmul_conv_windows"]) == 3
+
+
+def test_timed_keeps_the_window_of_median_throughput():
+    """Windows whose steps take 50, 5 and 20 ms: the 20 ms one is kept, all three are listed."""
+    import time
+
+    pauses = iter([0.05, 0.005, 0.02])
+    m = gpu.timed(lambda: time.sleep(next(pauses)), torch.device("cpu"), 1, 0, 1.0, windows=3)
+    assert 15 < m.step_ms < 50
+    assert len(m.windows) == 3 and m.windows[0] < m.audio_s_per_s < m.windows[1]
+    assert m.audio_s_per_s == pytest.approx(sorted(m.windows)[1], rel=0.01)
 
 
 def test_a_failing_lever_is_recorded_and_the_row_keeps_what_was_measured(capsys):
