@@ -157,7 +157,9 @@ def test_levers_in_order_and_the_ones_not_picked_on_from_the_start():
         gpu._levers(a)
     assert gpu.build_parser().parse_args([]).levers == "all"
     a.levers, a.device = "all", torch.device("cuda")  # a device object only: nothing runs on it
-    assert names(gpu._levers(a, "infer")[0])[-1] == "stack_cuda_graphs"  # compiled on a GPU: every workload
+    assert names(gpu._levers(a, "infer")[0])[-1] == "stack_cuda_graphs"  # compiled on a GPU
+    assert names(gpu._levers(a, "pretrain", 0.05)[0])[-1] == "stack_cuda_graphs"
+    assert "stack_cuda_graphs" not in names(gpu._levers(a, "finetune", 0.05)[0])  # the trainer refuses it there
     a.compile = False
     assert "stack_cuda_graphs" not in names(gpu._levers(a, "pretrain", 0.05)[0])
 

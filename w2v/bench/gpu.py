@@ -381,7 +381,9 @@ def _all_levers(a, kind: str = "pretrain", layerdrop: float = 0.0) -> list[Lever
     if _draws_layerdrop(kind, layerdrop) and a.compile:  # the compiled stack's LayerDrop
         levers.append(Lever("layerdrop_skip", _set_all(TransformerEncoder, "skip_dropped", True),
                             _set_all(TransformerEncoder, "skip_dropped", False)))
-    if a.compile and a.device.type == "cuda":  # the one-graph stack replayed as CUDA graphs (none on the CPU)
+    # the one-graph stack replayed as CUDA graphs (none on the CPU; the training settings refuse it
+    # for fine-tuning, whose batches come in many lengths, so its row does without)
+    if a.compile and a.device.type == "cuda" and kind != "finetune":
         levers.append(Lever("stack_cuda_graphs", _once_compiled(use_stack_cuda_graphs, True),
                             _once_compiled(use_stack_cuda_graphs, False)))
     return levers
