@@ -104,6 +104,11 @@ SCHEMA: dict[str, Any] = {
                 "lm_weights": {"type": "array", "items": {"type": "number"}, "minItems": 1},
                 "word_scores": {"type": "array", "items": {"type": "number"}, "minItems": 1},
                 "max_duration": {"type": "number"},
+                "matmul_conv": {"type": "boolean",
+                                "description": "the acoustic model's convolutions as matrix products (the "
+                                               "same function; default: as the model was trained)"},
+                "compile": {"type": "boolean", "description": "torch.compile the acoustic model (wav2vec 2.0 "
+                                                              "family; pays on long test sets)"},
                 "decoders": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern":
                              r"^(greedy|beam\+\d+gram|hlg|hlg\+nbest-\d+gram(\+transformer-lm)?)$"}},
                 "wfst_backend": {"enum": ["kaldi", "k2"]},

@@ -8,9 +8,9 @@ import torch
 
 from test_families import MODELS
 from test_loop import SMALL
-from w2v.decode.emissions import compute_emissions
+from w2v.decode.emissions import compute_emissions, use_fast_paths
 from w2v.models import load_model_config
-from w2v.models.components import padding_invariant
+from w2v.models.components import ConvFeatureEncoder, ConvPositionalEmbedding, padding_invariant
 from w2v.models.families import build_ctc_model, config_from_dict
 
 
@@ -73,3 +73,48 @@ def test_too_short_utterance_alone_gets_no_frames():
     model = tiny_ctc("wav2vec1")
     em = compute_emissions(model, _audio(400, 6000), True, ids=["short", "ok"])
     assert em[0].shape == (0, 9) and em[1].shape[0] > 0
+
+
+def test_fast_paths_give_the_same_emissions():
+    """Decoding with the convolutions as matrix products (`decode.matmul_conv`) is the same function."""
+    model = tiny_ctc("layer_norm")
+    audio = _audio(6000, 16000)
+    plain = compute_emissions(model, audio, True)
+    use_fast_paths(model, matmul_conv=True, compile=False)
+    convs = [m for m in model.modules() if isinstance(m, (ConvFeatureEncoder, ConvPositionalEmbedding))]
+    assert len(convs) == 2 and all(m.matmul for m in convs)
+    for fast, ref in zip(compute_emissions(model, audio, True), plain):
+        torch.testing.assert_close(fast, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_compiling_a_model_outside_the_wav2vec2_family_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"recipe.yaml \[m.pt\]: decode.compile: expected a wav2vec 2.0 model"):
+        use_fast_paths(tiny_ctc("wav2vec1"), matmul_conv=False, compile=True, where="recipe.yaml [m.pt]")
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("decode, expected", [("{decoders: [greedy]}", (True, False)),
+                                              ("{decoders: [greedy], matmul_conv: false, compile: true}",
+                                               (False, True))])
+def test_decode_stage_takes_the_fast_paths_the_model_was_trained_with(decode, expected, tmp_path, monkeypatch):
+    """`w2v decode`: ``decode.matmul_conv`` defaults to the model's training setting; ``decode.compile`` to off."""
+    from w2v.cli import main
+    from w2v.decode import emissions
+
+    calls = []
+
+    def spy(model, matmul_conv, compile, where):
+        calls.append((matmul_conv, compile))
+        raise _Stop
+
+    monkeypatch.setattr(emissions, "load_ctc_model",
+                        lambda path, device: (torch.nn.Identity(), {"units": ["a"], "train_config": {"matmul_conv": True}}))
+    monkeypatch.setattr(emissions, "use_fast_paths", spy)
+    cfg = tmp_path / "recipe.yaml"
+    cfg.write_text(f"recipe: x\nmodel: tiny\ncorpus: {{type: folder, path: /nope}}\ndecode: {decode}\n")
+    with pytest.raises(_Stop):
+        main(["decode", "--config", str(cfg), "--model", "m.pt", "--cuts", "dev.jsonl.gz", "--out", str(tmp_path)])
+    assert calls == [expected]

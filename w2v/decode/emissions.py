@@ -43,6 +43,25 @@ def load_ctc_model(path: str | Path, device: torch.device | str = "cpu",
     return model, ck
 
 
+def use_fast_paths(model: torch.nn.Module, matmul_conv: bool, compile: bool,
+                   where: str = "decode") -> torch.nn.Module:
+    """The acoustic model's fast paths for decoding, in place (the decode stage's
+    ``decode.matmul_conv`` and ``decode.compile``): the conv feature encoder and the positional
+    convolution as matrix products, with the Triton kernels on a GPU (`accel.use_matmul_convolutions`,
+    the same function), and `torch.compile` of the conv stack and the Transformer (wav2vec 2.0
+    family only; batches of new lengths recompile until the graphs take dynamic shapes)."""
+    from w2v.models.accel import compile_model, use_matmul_convolutions
+
+    if matmul_conv:
+        use_matmul_convolutions(model)
+    if compile:
+        try:
+            compile_model(model)
+        except ValueError as e:  # not a wav2vec 2.0-family model
+            raise ValueError(f"{where}: decode.compile: {e}") from None
+    return model
+
+
 @torch.no_grad()
 def compute_emissions(model: Wav2Vec2ForCTC, audio: list[np.ndarray], normalize: bool,
                       max_duration: float = 120.0, device: torch.device | str = "cpu",
