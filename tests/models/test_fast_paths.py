@@ -421,3 +421,27 @@ def test_compiling_switches_the_cpp_wrapper_on_for_gpu_models_only(monkeypatch):
     finally:
         inductor_config.cpp_wrapper = before
 
+
+
+def test_matmul_conv_stack_frames_stay_plain_under_dynamic_shapes():
+    """Batches of several lengths (fine-tuning, the compiled decode) trace the conv stack with a
+    symbolic length. Each layer's frame count is a floor division; a symbolic max(0, ...) per
+    layer nested seven maxima, over which inductor's sympy simplification ran for over 20 minutes
+    (a tiny model's decode on the CPU; 55 s with plain divisions)."""
+    encoder = ConvFeatureEncoder(BASE_CONV_LAYERS, "layer_norm")
+    use_matmul_convolutions(encoder, triton=False)
+    graphs = []
+
+    def capture(gm, example_inputs):  # dynamo's graph only: no inductor
+        graphs.append(gm)
+        return gm
+
+    torch._dynamo.reset()
+    try:
+        torch.compile(encoder.convolve, backend=capture, dynamic=True)(torch.randn(2, 16000))
+    finally:
+        torch._dynamo.reset()
+    (out,) = [n for n in graphs[0].graph.nodes if n.op == "output"]
+    value = out.args[0][0] if isinstance(out.args[0], (tuple, list)) else out.args[0]
+    frames = value.meta["example_value"].shape[1]
+    assert isinstance(frames, torch.SymInt) and "Max" not in str(frames.node.expr), frames.node.expr

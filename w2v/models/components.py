@@ -118,7 +118,9 @@ def _matmul_layer(layer: "_ConvLayer", x: Tensor, use_triton: bool = False) -> T
     conv = layer.conv
     kernel, stride = conv.kernel_size[0], conv.stride[0]
     b, t_in, c_in = x.shape
-    frames = max(0, (t_in - kernel) // stride + 1)
+    # a branch, not max(0, ...): under dynamic shapes seven nested symbolic maxima made inductor's
+    # sympy simplification run for minutes (a compiled decode of batches of several lengths)
+    frames = 0 if t_in < kernel else (t_in - kernel) // stride + 1
     if c_in * kernel <= _FEW_TAPS:
         return _few_taps_layer(layer, x, frames, use_triton)
     weight = conv.weight  # (C_out, C_in, k)
