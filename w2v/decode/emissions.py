@@ -49,7 +49,9 @@ def use_fast_paths(model: torch.nn.Module, matmul_conv: bool, compile: bool,
     ``decode.matmul_conv`` and ``decode.compile``): the conv feature encoder and the positional
     convolution as matrix products, with the Triton kernels on a GPU (`accel.use_matmul_convolutions`,
     the same function), and `torch.compile` of the conv stack and the Transformer (wav2vec 2.0
-    family only; batches of new lengths recompile until the graphs take dynamic shapes)."""
+    family only; batches of new lengths recompile until the graphs take dynamic shapes, and the
+    matrix-product conv stack also once for each new pattern of odd and even lengths through its
+    layers, up to dynamo's recompile limit, after which it runs uncompiled)."""
     from w2v.models.accel import compile_model, use_matmul_convolutions
 
     if matmul_conv:
