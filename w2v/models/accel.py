@@ -110,7 +110,8 @@ def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = T
 # `triton.cudagraph_skip_dynamic_graphs`: on torch 2.11 it cut the stack's static graph into 23
 # partitions (every cast of a parameter counted as a "dynamic shape op"), whose recordings were
 # redone every step ("static input data pointer changed"): 450 ms a BASE step instead of 28.
-# A graph of dynamic shapes (fine-tuning's buckets) records one CUDA graph per shape it meets.
+# A graph of dynamic shapes (batches of several lengths) records one CUDA graph per shape it meets,
+# so the training settings refuse `cuda_graphs` for fine-tuning.
 STACK_CUDA_GRAPH_OPTIONS = {"triton.cudagraphs": True, "cpp_wrapper": False}
 
 
