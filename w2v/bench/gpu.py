@@ -300,6 +300,12 @@ def warm_up_s(step: Callable[[], object], dev: torch.device, steps: int = 1) -> 
     return round(time.perf_counter() - t0, 1)
 
 
+def _timed_compiled(step: Callable[[], object], w: "Workload", a, flops: float | None) -> tuple[float, Measure]:
+    """A step just (re)compiled: the seconds of its warm-up (`warm_up_s` over `compiled_warmup`:
+    the compiles, mostly), then its timed windows."""
+    return warm_up_s(step, w.dev, compiled_warmup(w, a)), timed(step, w.dev, a.steps, 0, w.audio_s, flops, a.windows)
+
+
 def _lever(row: dict, name: str, switch_on, model, step, w: Workload, a, flops, best,
            switch_off: Callable[[torch.nn.Module], object] | None = None):
     """Switch a lever on ``model``, time ``step`` with it and record it in ``row``; returns the
@@ -309,8 +315,7 @@ def _lever(row: dict, name: str, switch_on, model, step, w: Workload, a, flops, 
     and ``best`` returned, so the row keeps what was measured before it."""
     try:
         switch_on(model)
-        row[f"{name}_compile_s"] = warm_up_s(step, w.dev, compiled_warmup(w, a))
-        m = timed(step, w.dev, a.steps, 0, w.audio_s, flops, a.windows)
+        row[f"{name}_compile_s"], m = _timed_compiled(step, w, a, flops)
     except Exception as e:  # noqa: BLE001 - any failure of the lever: report it, keep the row
         row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:400]}"
         row[name] = False
@@ -445,9 +450,8 @@ def compare(w: Workload, a, use_compile: bool) -> dict:
     if use_compile:
         compile_ours(w, model, a)
         start(model)  # compile_model's defaults (LayerDrop skipped) back to the starting point
-        row["compile_s"] = warm_up_s(step, dev, compiled_warmup(w, a))
+        row["compile_s"], compiled = _timed_compiled(step, w, a, flops)
         row["cpp_wrapper"] = bool(torch._inductor.config.cpp_wrapper)  # the launcher the graphs got (reduce-overhead: off)
-        compiled = timed(step, dev, a.steps, 0, w.audio_s, flops, a.windows)
         row["ours_eager_audio_s_per_s"] = round(eager.audio_s_per_s, 1)
         row["ours_compiled_audio_s_per_s"] = round(compiled.audio_s_per_s, 1)
         ours = compiled if compiled.audio_s_per_s > eager.audio_s_per_s else eager
