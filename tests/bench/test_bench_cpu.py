@@ -183,6 +183,51 @@ def test_the_stack_cuda_graph_lever_waits_for_the_compile():
     assert not model.wav2vec2.encoder.cuda_graphs and model.wav2vec2.encoder.compiled_stack is not None
 
 
+def test_the_autotune_lever_comes_last_and_recompiles_keeping_the_other_switches(monkeypatch):
+    """--autotune: timed after every other lever (it recompiles every graph); switching it on and
+    off compiles the model again with and without inductor's autotuning, the stack's CUDA graphs
+    and LayerDrop's skips as they were; nothing happens before the first compile."""
+    import torch._inductor.config as inductor_config
+
+    from w2v.models import Wav2Vec2ForPreTraining, load_model_config
+    from w2v.models import accel
+
+    a = gpu.build_parser().parse_args(["--matmul-conv", "--compile", "--autotune"])
+    a.device = torch.device("cuda")  # a device object only: nothing runs on it
+    assert [lv.name for lv in gpu._levers(a, "pretrain", 0.05)[0]][-2:] == ["stack_cuda_graphs", "autotune"]
+    a.levers = ""
+    assert [lv.name for lv in gpu._levers(a, "infer")[1]][-1] == "autotune"  # on from the start
+    plain = gpu.build_parser().parse_args(["--compile"])
+    plain.device = a.device
+    assert "autotune" not in [lv.name for lv in gpu._all_levers(plain)]  # only when asked: minutes of compiling
+    a.compile_mode = "reduce-overhead"  # a mode excludes inductor's options
+    assert "autotune" not in [lv.name for lv in gpu._all_levers(a)]
+
+    seen = []
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn=None, **kw: seen.append(kw) or real(fn, **kw))
+    before = inductor_config.cpp_wrapper
+    try:
+        lever = gpu._levers(a.__class__(**{**vars(a), "compile_mode": None}), "pretrain", 0.05)[1][-1]
+        model = Wav2Vec2ForPreTraining(load_model_config("tiny"))
+        lever.on(model)
+        assert seen == [] and model.wav2vec2.encoder.compiled_stack is None
+        accel.compile_model(model, cpp_wrapper=False)
+        model.wav2vec2.encoder.skip_dropped = False
+        accel.use_stack_cuda_graphs(model)
+        seen.clear()
+        lever.on(model)
+        encoder = model.wav2vec2.encoder
+        assert encoder.autotune and encoder.cuda_graphs and not encoder.skip_dropped
+        assert seen and all(kw.get("options", {}).items() >= accel.AUTOTUNE_OPTIONS.items() for kw in seen)
+        seen.clear()
+        lever.off(model)
+        assert not encoder.autotune and encoder.cuda_graphs
+        assert not any(accel.AUTOTUNE_OPTIONS.items() <= kw.get("options", {}).items() for kw in seen)
+    finally:
+        inductor_config.cpp_wrapper = before
+
+
 def test_a_lever_slower_than_the_best_so_far_is_switched_back_off(monkeypatch):
     """Each lever is timed on top of the fastest model so far: a losing one is switched off."""
     import types

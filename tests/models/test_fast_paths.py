@@ -445,3 +445,35 @@ def test_matmul_conv_stack_frames_stay_plain_under_dynamic_shapes():
     value = out.args[0][0] if isinstance(out.args[0], (tuple, list)) else out.args[0]
     frames = value.meta["example_value"].shape[1]
     assert isinstance(frames, torch.SymInt) and "Max" not in str(frames.node.expr), frames.node.expr
+
+
+def test_compiling_again_starts_from_the_model_code_and_autotune_sets_inductor_options(monkeypatch):
+    """`compile_model` a second time (another launcher, `autotune`) compiles the model's own
+    methods, not the wrappers the first call left on the instance; `autotune` passes
+    `AUTOTUNE_OPTIONS` to every graph, and excludes a `mode`."""
+    import torch._inductor.config as inductor_config
+
+    from w2v.models import accel
+    from w2v.models.components import ConvFeatureEncoder, ConvPositionalEmbedding
+
+    seen = []
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn=None, **kw: seen.append((fn, kw)) or real(fn, **kw))
+    before = inductor_config.cpp_wrapper
+    try:
+        model = Wav2Vec2ForPreTraining(small_cfg())
+        accel.compile_model(model, cpp_wrapper=False)
+        seen.clear()
+        accel.compile_model(model, cpp_wrapper=False, autotune=True)
+        compiled = [getattr(fn, "__func__", None) for fn, _ in seen]
+        assert ConvFeatureEncoder.convolve in compiled and ConvPositionalEmbedding.as_matmul in compiled
+        assert Wav2Vec2ForPreTraining.static_logits in compiled  # not the first call's compiled wrappers
+        assert all(kw.get("options") == accel.AUTOTUNE_OPTIONS for _, kw in seen)
+        assert model.wav2vec2.encoder.autotune
+        with pytest.raises(ValueError, match="autotune"):
+            accel.compile_model(model, mode="reduce-overhead", autotune=True)
+        seen.clear()
+        accel.use_stack_cuda_graphs(model)  # the stack's CUDA graphs keep the autotuning
+        assert seen[-1][1]["options"] == {**accel.AUTOTUNE_OPTIONS, **accel.STACK_CUDA_GRAPH_OPTIONS}
+    finally:
+        inductor_config.cpp_wrapper = before

@@ -333,7 +333,8 @@ def _lever(row: dict, name: str, switch_on, model, step, w: Workload, a, flops, 
     return faster
 
 
-LEVERS = ("matmul_conv", "triton_first_layer", "triton_posconv", "layerdrop_skip", "stack_cuda_graphs")  # in the order timed
+LEVERS = ("matmul_conv", "triton_first_layer", "triton_posconv", "layerdrop_skip", "stack_cuda_graphs",
+          "autotune")  # in the order timed
 
 
 @dataclass
@@ -365,6 +366,19 @@ def _once_compiled(switch: Callable[[torch.nn.Module, bool], object], enabled: b
     return apply
 
 
+def _recompiled(autotune: bool) -> Callable[[torch.nn.Module], None]:
+    """The autotune lever: `compile_model` again with or without `AUTOTUNE_OPTIONS`, keeping the
+    stack's CUDA graphs, LayerDrop's skips and the launcher as they are (nothing before the first
+    compile)."""
+    def apply(model: torch.nn.Module) -> None:
+        encoder = model.wav2vec2.encoder
+        if encoder.compiled_stack is not None and encoder.autotune != autotune:
+            compile_model(model, autotune=autotune, cuda_graphs=encoder.cuda_graphs, skip_dropped=encoder.skip_dropped,
+                          cpp_wrapper=bool(torch._inductor.config.cpp_wrapper))
+
+    return apply
+
+
 def _draws_layerdrop(kind: str, layerdrop: float) -> bool:
     """Whether our steps of this workload draw LayerDrop (training with a rate above 0)."""
     return kind != "infer" and layerdrop > 0
@@ -391,6 +405,8 @@ def _all_levers(a, kind: str = "pretrain", layerdrop: float = 0.0) -> list[Lever
     if a.compile and a.device.type == "cuda" and kind != "finetune":
         levers.append(Lever("stack_cuda_graphs", _once_compiled(use_stack_cuda_graphs, True),
                             _once_compiled(use_stack_cuda_graphs, False)))
+    if a.autotune and a.compile and a.compile_mode is None:  # last: it recompiles every graph, minutes
+        levers.append(Lever("autotune", _recompiled(True), _recompiled(False)))
     return levers
 
 
@@ -841,6 +857,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levers", default="all",
                    help=f"with --matmul-conv: the levers to time, comma-separated ({', '.join(LEVERS)}); the others "
                         "that apply are on from the start")
+    p.add_argument("--autotune", action="store_true",
+                   help="with --compile: also compile with inductor's autotuning (w2v.models.accel.AUTOTUNE_OPTIONS; "
+                        "minutes of compiling): the last lever timed, or on from the start when --levers leaves it out")
     p.add_argument("--no-compare", action="store_true", help="skip the ours-vs-peer table")
     p.add_argument("--ablation", default="", help="presets to run the lever ablation on (pre-training)")
     p.add_argument("--trace", default="", help="workload:preset pairs to profile, e.g. pretrain:base,infer:base")

@@ -57,9 +57,27 @@ def default_cpp_wrapper(on_gpu: bool) -> bool:
     return env == "1" if env is not None else on_gpu
 
 
+# Inductor's options for `compile_model(autotune=True)`: matrix products chosen by timing cuBLAS
+# against Triton templates that take their neighbours (bias, GELU, residual) into their epilogue,
+# and the fused kernels' block sizes tuned by coordinate descent. Slow to compile (every product's
+# shape is timed), so off by default.
+AUTOTUNE_OPTIONS = {"max_autotune": True, "coordinate_descent_tuning": True}
+
+
+def _method(obj: object, name: str):
+    """``obj``'s own method ``name`` as its class defines it, whatever an earlier `compile_model`
+    put in its place on the instance (so that compiling again starts from the code, not from
+    the last compiled wrapper)."""
+    return getattr(type(obj), name).__get__(obj)
+
+
+def _compiled(fn, mode: str | None, options: dict | None):
+    return torch.compile(fn, mode=mode) if options is None else torch.compile(fn, options=options)
+
+
 def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = True,
                   cpp_wrapper: bool | None = None, skip_dropped: bool = True,
-                  cuda_graphs: bool = False) -> nn.Module:
+                  cuda_graphs: bool = False, autotune: bool = False) -> nn.Module:
     """Compile the hot blocks of `model` in place (and return it): the conv stack, and the
     Transformer blocks as one graph (`TransformerEncoder.run_stack`) and each on its own (for
     hidden states and activation checkpointing, and for FSDP: `one_graph=False`, since FSDP
@@ -71,7 +89,12 @@ def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = T
     from C++; it makes the first compile slower (BASE pre-training ~45 s on an H100 with a warm
     cache); `mode="reduce-overhead"` (CUDA graphs for every graph) switches it off, since inductor
     records no CUDA graph for a graph launched from C++. `cuda_graphs` replays the one-graph stack
-    alone as CUDA graphs (`use_stack_cuda_graphs`); the other graphs keep the C++ launcher."""
+    alone as CUDA graphs (`use_stack_cuda_graphs`); the other graphs keep the C++ launcher.
+    `autotune` compiles every graph with `AUTOTUNE_OPTIONS` (products timed against Triton
+    templates with fused epilogues; minutes more of compiling). Compiling again starts afresh
+    from the model's own methods (another mode, launcher or `autotune`)."""
+    if autotune and mode is not None:
+        raise ValueError(f"compile_model: autotune sets inductor's options, which exclude mode={mode!r}")
     if cuda_graphs and not one_graph:
         raise ValueError("compile_model: cuda_graphs needs the Transformer stack as one graph (one_graph=True)")
     if mode == "reduce-overhead":  # CUDA graphs for every graph: inductor records none for C++-launched code
@@ -84,21 +107,23 @@ def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = T
     use_cpp_wrapper(cpp_wrapper)
     enc = _encoder(model)
     fe = enc.feature_extractor
-    fe.convolve = torch.compile(fe.convolve, mode=mode)
+    options = dict(AUTOTUNE_OPTIONS) if autotune else None
+    fe.convolve = _compiled(_method(fe, "convolve"), mode, options)
     if one_graph:
-        enc.encoder.compiled_stack = torch.compile(enc.encoder.run_stack, mode=mode)
+        enc.encoder.compiled_stack = _compiled(enc.encoder.run_stack, mode, options)
         enc.encoder.cuda_graphs = False  # a plain stack again, whatever an earlier compile_model made it
         enc.encoder.skip_dropped = skip_dropped
+    enc.encoder.autotune = autotune
     pos = enc.encoder.pos_conv_embed
-    pos.as_matmul = torch.compile(pos.as_matmul, mode=mode)  # the tap windows as one Triton copy
+    pos.as_matmul = _compiled(_method(pos, "as_matmul"), mode, options)  # the tap windows as one Triton copy
     for layer in enc.encoder.layers:
-        layer.compile(mode=mode)
+        layer.compile(**({"mode": mode} if options is None else {"options": options}))
     if isinstance(model, Wav2Vec2ForPreTraining):
         # Everything after the Transformer as one graph of static shapes: the general head's
         # `nonzero` (the masked frames) synchronised with the host, and its ~60 small eager
         # kernels took 5 ms of an H100's BASE step.
         model.static_head = True
-        model.static_logits = torch.compile(model.static_logits, mode=mode)
+        model.static_logits = _compiled(_method(model, "static_logits"), mode, options)
     if cuda_graphs:
         use_stack_cuda_graphs(model)
     return model
@@ -133,7 +158,10 @@ def use_stack_cuda_graphs(model: nn.Module, enabled: bool = True) -> nn.Module:
     if encoder.cuda_graphs == enabled:
         return model
     # switched off: inductor's default mode, whatever mode compile_model was given
-    encoder.compiled_stack = torch.compile(encoder.run_stack, options=STACK_CUDA_GRAPH_OPTIONS if enabled else None)
+    options = dict(AUTOTUNE_OPTIONS) if encoder.autotune else {}
+    if enabled:
+        options.update(STACK_CUDA_GRAPH_OPTIONS)
+    encoder.compiled_stack = torch.compile(encoder.run_stack, options=options or None)
     encoder.cuda_graphs = enabled
     return model
 
@@ -260,7 +288,7 @@ def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.M
     return model
 
 
-__all__ = ["compile_model", "default_cpp_wrapper", "use_cpp_wrapper", "layerdrop_leaves_parameters_unused",
+__all__ = ["AUTOTUNE_OPTIONS", "compile_model", "default_cpp_wrapper", "use_cpp_wrapper", "layerdrop_leaves_parameters_unused",
            "use_stack_cuda_graphs", "step_begins", "STACK_CUDA_GRAPH_OPTIONS",
            "release_dropped_grads", "set_activation_checkpointing", "triton_available", "use_matmul_convolutions",
            "use_triton_first_layer", "use_triton_positional_conv"]

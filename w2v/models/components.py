@@ -609,6 +609,7 @@ class TransformerEncoder(nn.Module):
         # `release_dropped_grads` gives their parameters no gradient, as skipping does.
         self.compiled_stack = None
         self.cuda_graphs = False  # compiled_stack replayed as CUDA graphs (accel.use_stack_cuda_graphs)
+        self.autotune = False  # compiled with accel.AUTOTUNE_OPTIONS (compile_model(autotune=True))
         self.skip_dropped = True
         self.max_stack_skips = 1
         self.dropped_layers: list[int] = []
