@@ -140,24 +140,24 @@ def test_levers_in_order_and_the_ones_not_picked_on_from_the_start():
         return [lv.name for lv in levers]
 
     timed, fixed = gpu._levers(a, "pretrain", 0.05)
-    assert names(timed) == ["matmul_conv"] and fixed == []  # Triton levers on a GPU only
+    assert names(timed) == ["matmul_conv", "fused_qkv"] and fixed == []  # Triton levers on a GPU only
     a.triton, a.compile = "on", True
     assert names(gpu._levers(a, "pretrain", 0.05)[0]) == ["matmul_conv", "triton_first_layer", "triton_posconv",
-                                                          "layerdrop_skip"]
-    assert names(gpu._levers(a, "infer", 0.05)[0])[-1] == "triton_posconv"  # no LayerDrop without training
-    assert names(gpu._levers(a, "pretrain", 0.0)[0])[-1] == "triton_posconv"
+                                                          "layerdrop_skip", "fused_qkv"]
+    assert "layerdrop_skip" not in names(gpu._levers(a, "infer", 0.05)[0])  # no LayerDrop without training
+    assert "layerdrop_skip" not in names(gpu._levers(a, "pretrain", 0.0)[0])
     a.triton = "posconv"
-    assert names(gpu._levers(a)[0]) == ["matmul_conv", "triton_posconv"]
+    assert names(gpu._levers(a)[0]) == ["matmul_conv", "triton_posconv", "fused_qkv"]
     a.triton = "first-layer"
     a.levers = "layerdrop_skip"
     timed, fixed = gpu._levers(a, "pretrain", 0.05)
-    assert names(timed) == ["layerdrop_skip"] and names(fixed) == ["matmul_conv", "triton_first_layer"]
+    assert names(timed) == ["layerdrop_skip"] and names(fixed) == ["matmul_conv", "triton_first_layer", "fused_qkv"]
     a.levers = "layerdrop_skip,bogus"
     with pytest.raises(SystemExit, match="bogus"):
         gpu._levers(a)
     assert gpu.build_parser().parse_args([]).levers == "all"
     a.levers, a.device = "all", torch.device("cuda")  # a device object only: nothing runs on it
-    assert names(gpu._levers(a, "infer")[0])[-1] == "stack_cuda_graphs"  # compiled on a GPU
+    assert names(gpu._levers(a, "infer")[0])[-2:] == ["stack_cuda_graphs", "inference_weights"]  # on a GPU
     assert names(gpu._levers(a, "pretrain", 0.05)[0])[-1] == "stack_cuda_graphs"
     assert "stack_cuda_graphs" not in names(gpu._levers(a, "finetune", 0.05)[0])  # the trainer refuses it there
     a.compile = False

@@ -33,10 +33,11 @@ from typing import Callable
 import torch
 
 from w2v.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, load_model_config
-from w2v.models.components import ConvPositionalEmbedding, conv_output_lengths
-from w2v.models.accel import (compile_model, default_cpp_wrapper, release_dropped_grads, set_activation_checkpointing,
-                              step_begins, triton_available, use_cpp_wrapper, use_matmul_convolutions,
-                              use_stack_cuda_graphs, use_triton_first_layer, use_triton_positional_conv)
+from w2v.models.components import ConvFeatureEncoder, ConvPositionalEmbedding, conv_output_lengths
+from w2v.models.accel import (cast_linear_weights, compile_model, default_cpp_wrapper, release_dropped_grads,
+                              set_activation_checkpointing, step_begins, triton_available, use_cpp_wrapper,
+                              use_fused_qkv, use_matmul_convolutions, use_stack_cuda_graphs, use_triton_first_layer,
+                              use_triton_positional_conv)
 from w2v.train.losses import ctc_loss, pretraining_loss
 
 SAMPLE_RATE = 16000
@@ -333,8 +334,8 @@ def _lever(row: dict, name: str, switch_on, model, step, w: Workload, a, flops, 
     return faster
 
 
-LEVERS = ("matmul_conv", "triton_first_layer", "triton_posconv", "layerdrop_skip", "stack_cuda_graphs",
-          "autotune")  # in the order timed
+LEVERS = ("matmul_conv", "triton_first_layer", "triton_posconv", "layerdrop_skip", "fused_qkv", "strided_windows",
+          "stack_cuda_graphs", "inference_weights", "autotune")  # in the order timed
 
 
 @dataclass
@@ -371,12 +372,50 @@ def _recompiled(autotune: bool) -> Callable[[torch.nn.Module], None]:
     stack's CUDA graphs, LayerDrop's skips and the launcher as they are (nothing before the first
     compile)."""
     def apply(model: torch.nn.Module) -> None:
-        encoder = model.wav2vec2.encoder
-        if encoder.compiled_stack is not None and encoder.autotune != autotune:
-            compile_model(model, autotune=autotune, cuda_graphs=encoder.cuda_graphs, skip_dropped=encoder.skip_dropped,
-                          cpp_wrapper=bool(torch._inductor.config.cpp_wrapper))
+        if model.wav2vec2.encoder.autotune != autotune:
+            _compile_again(model, autotune=autotune)
 
     return apply
+
+
+def _compile_again(model: torch.nn.Module, reset: bool = False, **changes) -> None:
+    """`compile_model` again, as before but for ``changes``: the stack's CUDA graphs, LayerDrop's
+    skips, autotuning and the launcher kept (nothing before the first compile). ``reset``: every
+    compiled graph and recorded CUDA graph dropped first (parameters that changed storage)."""
+    encoder = model.wav2vec2.encoder
+    if encoder.compiled_stack is None:
+        return
+    if reset:
+        torch._dynamo.reset()
+    kept = dict(autotune=encoder.autotune, cuda_graphs=encoder.cuda_graphs, skip_dropped=encoder.skip_dropped,
+                cpp_wrapper=bool(torch._inductor.config.cpp_wrapper))
+    compile_model(model, **{**kept, **changes})
+
+
+def _inference_weights() -> Lever:
+    """The inference-weights lever: `cast_linear_weights` to bf16, and back to the float32 weights
+    it kept (casting back would not restore them). The parameters change storage, so a compiled
+    model is compiled again from scratch (its CUDA graphs hold the old addresses)."""
+    kept: dict[str, torch.Tensor] = {}
+
+    def on(model: torch.nn.Module) -> None:
+        for name, p in model.named_parameters():
+            if p.dtype == torch.float32 and name not in kept:
+                kept[name] = p.detach().clone()
+        cast_linear_weights(model, torch.bfloat16)
+        _compile_again(model, reset=True)
+
+    def off(model: torch.nn.Module) -> None:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.float()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name in kept:
+                    p.copy_(kept[name])
+        _compile_again(model, reset=True)
+
+    return Lever("inference_weights", on, off)
 
 
 def _draws_layerdrop(kind: str, layerdrop: float) -> bool:
@@ -400,11 +439,17 @@ def _all_levers(a, kind: str = "pretrain", layerdrop: float = 0.0) -> list[Lever
     if _draws_layerdrop(kind, layerdrop) and a.compile:  # the compiled stack's LayerDrop
         levers.append(Lever("layerdrop_skip", _set_all(TransformerEncoder, "skip_dropped", True),
                             _set_all(TransformerEncoder, "skip_dropped", False)))
+    levers.append(Lever("fused_qkv", use_fused_qkv, lambda m: use_fused_qkv(m, False)))
+    if kind == "infer":  # the conv windows as strided views (forwards without autograd)
+        levers.append(Lever("strided_windows", _set_all(ConvFeatureEncoder, "strided_windows", True),
+                            _set_all(ConvFeatureEncoder, "strided_windows", False)))
     # the one-graph stack replayed as CUDA graphs (none on the CPU; the training settings refuse it
     # for fine-tuning, whose batches come in many lengths, so its row does without)
     if a.compile and a.device.type == "cuda" and kind != "finetune":
         levers.append(Lever("stack_cuda_graphs", _once_compiled(use_stack_cuda_graphs, True),
                             _once_compiled(use_stack_cuda_graphs, False)))
+    if kind == "infer" and a.device.type == "cuda":  # the products' weights in bf16 once, not at every forward
+        levers.append(_inference_weights())
     if a.autotune and a.compile and a.compile_mode is None:  # last: it recompiles every graph, minutes
         levers.append(Lever("autotune", _recompiled(True), _recompiled(False)))
     return levers

@@ -280,6 +280,34 @@ def use_triton_first_layer(model: nn.Module, enabled: bool = True,
     return _switch(model, ConvFeatureEncoder, enabled, register, triton_training_norms=tuple(training_norms))
 
 
+def use_fused_qkv(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Every self-attention's query, key and value projections as one product over their stacked
+    weights (`components.SelfAttention`), in place; parameters and state dict unchanged. The
+    input is read once instead of three times, and under autocast cast to half precision once
+    (a compiled graph wrote three copies of each block's layer-norm output)."""
+    from w2v.models.components import SelfAttention
+
+    for module in model.modules():
+        if isinstance(module, SelfAttention):
+            module.fused_qkv = enabled
+    return model
+
+
+def cast_linear_weights(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """For inference under autocast to ``dtype``: every ``nn.Linear``'s weight and bias cast to
+    ``dtype`` once, in place, where autocast casts them again at every forward (in LARGE-LV60's
+    compiled inference step, ~1 ms of an H100's 26 for the Transformer's weights alone). Norms,
+    convolutions and the positional convolution's weight norm keep their float32 parameters.
+    Under autocast to ``dtype`` the outputs are the same, bit for bit: autocast's own cast of a
+    float32 weight is this one. Not for training (the updates would be rounded to ``dtype``),
+    nor for forwards without autocast (the products would see two dtypes); not undone by
+    casting back (the dropped bits are gone)."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            module.to(dtype)
+    return model
+
+
 def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.Module:
     """Recompute Transformer blocks in backward (training only)."""
     if not enabled and not isinstance(getattr(model, "wav2vec2", model), Wav2Vec2Model):
@@ -288,7 +316,7 @@ def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.M
     return model
 
 
-__all__ = ["AUTOTUNE_OPTIONS", "compile_model", "default_cpp_wrapper", "use_cpp_wrapper", "layerdrop_leaves_parameters_unused",
+__all__ = ["AUTOTUNE_OPTIONS", "cast_linear_weights", "compile_model", "default_cpp_wrapper", "use_cpp_wrapper", "layerdrop_leaves_parameters_unused",
            "use_stack_cuda_graphs", "step_begins", "STACK_CUDA_GRAPH_OPTIONS",
            "release_dropped_grads", "set_activation_checkpointing", "triton_available", "use_matmul_convolutions",
-           "use_triton_first_layer", "use_triton_positional_conv"]
+           "use_fused_qkv", "use_triton_first_layer", "use_triton_positional_conv"]

@@ -105,7 +105,7 @@ def _matmul_taps(kernel: int, stride: int) -> list[int] | None:
     return groups if sum(groups) == kernel and groups else None
 
 
-def _matmul_layer(layer: "_ConvLayer", x: Tensor, use_triton: bool = False) -> Tensor:
+def _matmul_layer(layer: "_ConvLayer", x: Tensor, use_triton: bool = False, strided: bool = True) -> Tensor:
     """One `_ConvLayer` on channels-last input (batch, time, C_in) -> (batch, frames, C_out).
 
     Output frame t reads input frames [t*s, t*s + k). Group j of the kernel's taps (`_matmul_taps`)
@@ -128,7 +128,12 @@ def _matmul_layer(layer: "_ConvLayer", x: Tensor, use_triton: bool = False) -> T
     start = 0
     for j, taps in enumerate(_matmul_taps(kernel, stride)):
         first = j * stride
-        if taps == stride:
+        if taps == stride and strided and not torch.is_grad_enabled() and x.stride(2) == 1 and x.stride(1) == c_in:
+            # Without autograd (``strided``), the same windows as a strided view: inductor copied
+            # the sliced reshape's input out whenever its length was odd (LARGE-LV60 inference:
+            # 0.5 ms of 26 a step on an H100)
+            window = x[:, first:].as_strided((b, frames, stride * c_in), (x.stride(0), stride * c_in, 1))
+        elif taps == stride:
             window = x[:, first:first + frames * stride].reshape(b, frames, stride * c_in)
         else:  # one tap
             window = x[:, first:first + (frames - 1) * stride + 1:stride] if frames else x[:, :0]
@@ -245,6 +250,7 @@ class ConvFeatureEncoder(nn.Module):
         self.conv_layers = nn.ModuleList(blocks)
         self.matmul = False  # channels-last matrix products instead of Conv1d (accel.use_matmul_convolutions)
         self.triton = False  # ... the first layer as fused Triton kernels on a GPU (accel.use_triton_first_layer)
+        self.strided_windows = True  # ... without autograd, the windows as strided views (`_matmul_layer`)
         # ... in forwards with autograd too for a first layer with one of these norms
         self.triton_training_norms: tuple[str, ...] = ("group", "layer")
 
@@ -294,7 +300,7 @@ class ConvFeatureEncoder(nn.Module):
         if self.matmul and all(_matmul_taps(k, s) for _, k, s in self.layers_spec):
             x = waveforms.unsqueeze(-1)
             for layer in self.conv_layers:
-                x = _matmul_layer(layer, x, self.uses_triton(layer))
+                x = _matmul_layer(layer, x, self.uses_triton(layer), self.strided_windows)
             return x
         x = waveforms.unsqueeze(1)
         for layer in self.conv_layers:
@@ -487,10 +493,10 @@ class ConvPositionalEmbedding(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head self-attention through `scaled_dot_product_attention`.
 
-    Padded keys are masked with a boolean mask, so their weight is exactly zero. (The query, key
-    and value projections as one product over stacked weights were no faster in BASE's compiled
-    pre-training step on an H100: 3,626 audio-s/s against 3,666 for three products, two machines
-    of the same kind; BENCHMARKS.md, twelfth session.)
+    Padded keys are masked with a boolean mask, so their weight is exactly zero. With `fused_qkv`
+    set (`accel.use_fused_qkv`), the query, key and value projections run as one product over
+    their stacked weights (the parameters stay three ``nn.Linear``): one pass over the input
+    instead of three, and one wider product.
     """
 
     def __init__(self, dim: int, heads: int, dropout: float):
@@ -502,6 +508,7 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(dim, dim)
         self.q_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
+        self.fused_qkv = False
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         """x (batch, frames, dim); attn_mask (batch, 1, 1, frames) bool, True = attend."""
@@ -510,7 +517,12 @@ class SelfAttention(nn.Module):
         def heads(y: Tensor) -> Tensor:
             return y.view(b, t, self.heads, self.head_dim).transpose(1, 2)
 
-        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        if self.fused_qkv:
+            projections = (self.q_proj, self.k_proj, self.v_proj)
+            qkv = F.linear(x, torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections]))
+            q, k, v = (heads(y) for y in qkv.split(d, dim=-1))
+        else:
+            q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
