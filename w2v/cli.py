@@ -163,7 +163,7 @@ def _load_eval_set(path: str):
 
 
 def cmd_decode(a) -> None:
-    from w2v.decode.emissions import compute_emissions, load_ctc_model, use_fast_paths
+    from w2v.decode.emissions import compute_emissions, load_ctc_model, runs_in_bf16, use_fast_paths
     import torch
 
     from w2v.decode.run import DEFAULT_DECODERS, needs, run_decoders
@@ -187,7 +187,7 @@ def cmd_decode(a) -> None:
     model, meta = load_ctc_model(a.model, device)
     # a model trained with matmul convolutions decodes with them (the same function), unless told
     use_fast_paths(model, dc.get("matmul_conv", meta["train_config"].get("matmul_conv", False)),
-                   dc.get("compile", False), where=f"{a.config} [{a.model}]")
+                   dc.get("compile", False), where=f"{a.config} [{a.model}]", half_weights=runs_in_bf16(device))
     units = meta["units"]
     normalize = meta["train_config"].get("normalize_audio", True)
     dev_name = dc.get("dev_set", "dev")

@@ -272,3 +272,20 @@ def test_paths_timed_alone_compile_with_the_launcher_asked_for(choice, expected,
         assert inductor.cpp_wrapper is expected
     finally:
         inductor.cpp_wrapper = before
+
+
+def test_the_inference_weights_lever_restores_the_float32_weights():
+    """Casting the linear weights to bf16 loses bits; switching the lever off restores the float32
+    weights it kept, not their bf16 rounding."""
+    from w2v.models import Wav2Vec2ForCTC, load_model_config
+
+    a = gpu.build_parser().parse_args(["--matmul-conv", "--compile"])
+    a.device = torch.device("cuda")  # a device object only: nothing runs on it
+    lever = next(lv for lv in gpu._all_levers(a, "infer") if lv.name == "inference_weights")
+    model = Wav2Vec2ForCTC(load_model_config("tiny"), 12)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lever.on(model)  # not compiled: nothing to compile again
+    assert model.lm_head.weight.dtype == torch.bfloat16
+    lever.off(model)
+    after = model.state_dict()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())

@@ -87,6 +87,25 @@ def test_fast_paths_give_the_same_emissions():
         torch.testing.assert_close(fast, ref, atol=1e-4, rtol=1e-4)
 
 
+def test_half_weights_give_the_same_emissions_under_bf16_autocast(monkeypatch):
+    """`decode` on a GPU casts the linear layers' weights to bf16 once (`use_fast_paths(half_weights=True)`):
+    under bf16 autocast the emissions are the same, bit for bit (here CPU autocast stands in for the GPU's)."""
+    from w2v.decode import emissions
+
+    model = tiny_ctc("layer_norm")
+    audio = _audio(6000, 16000)
+    monkeypatch.setattr(emissions, "runs_in_bf16", lambda device: True)
+    monkeypatch.setattr(torch, "autocast", lambda device_type, **kw: torch.amp.autocast("cpu", **kw))
+    plain = compute_emissions(model, audio, True)
+    use_fast_paths(model, matmul_conv=False, compile=False, half_weights=True)
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linear and all(m.weight.dtype == torch.bfloat16 for m in linear)
+    assert all(p.dtype == torch.float32 for m in model.modules() if isinstance(m, torch.nn.LayerNorm)
+               for p in m.parameters())
+    for fast, ref in zip(compute_emissions(model, audio, True), plain):
+        assert torch.equal(fast, ref)
+
+
 def test_compiling_a_model_outside_the_wav2vec2_family_is_refused_by_name():
     with pytest.raises(ValueError, match=r"recipe.yaml \[m.pt\]: decode.compile: expected a wav2vec 2.0 model"):
         use_fast_paths(tiny_ctc("wav2vec1"), matmul_conv=False, compile=True, where="recipe.yaml [m.pt]")
@@ -96,18 +115,19 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("decode, expected", [("{decoders: [greedy]}", (True, False)),
+@pytest.mark.parametrize("decode, expected", [("{decoders: [greedy]}", (True, False, False)),
                                               ("{decoders: [greedy], matmul_conv: false, compile: true}",
-                                               (False, True))])
+                                               (False, True, False))])
 def test_decode_stage_takes_the_fast_paths_the_model_was_trained_with(decode, expected, tmp_path, monkeypatch):
-    """`w2v decode`: ``decode.matmul_conv`` defaults to the model's training setting; ``decode.compile`` to off."""
+    """`w2v decode`: ``decode.matmul_conv`` defaults to the model's training setting; ``decode.compile`` to off;
+    the linear layers keep float32 weights on the CPU (bf16 ones only under a GPU's bf16 autocast)."""
     from w2v.cli import main
     from w2v.decode import emissions
 
     calls = []
 
-    def spy(model, matmul_conv, compile, where):
-        calls.append((matmul_conv, compile))
+    def spy(model, matmul_conv, compile, where, half_weights):
+        calls.append((matmul_conv, compile, half_weights))
         raise _Stop
 
     monkeypatch.setattr(emissions, "load_ctc_model",

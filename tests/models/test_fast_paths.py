@@ -477,3 +477,53 @@ def test_compiling_again_starts_from_the_model_code_and_autotune_sets_inductor_o
         assert seen[-1][1]["options"] == {**accel.AUTOTUNE_OPTIONS, **accel.STACK_CUDA_GRAPH_OPTIONS}
     finally:
         inductor_config.cpp_wrapper = before
+
+
+def test_fused_query_key_value_is_the_same_function_with_the_same_parameters():
+    """`use_fused_qkv`: one product over the stacked projections gives the three products' output
+    and gradients (float32, within rounding), keeps the state dict's names, and `compile_model`
+    switches it on unless told."""
+    from w2v.models import accel
+    from w2v.models.components import SelfAttention
+
+    torch.manual_seed(0)
+    model = Wav2Vec2ForPreTraining(small_cfg()).eval()  # no attention dropout
+    attention = next(m for m in model.modules() if isinstance(m, SelfAttention))
+    keys = set(model.state_dict())
+    x = torch.randn(2, 7, attention.q_proj.in_features)
+    mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    mask[1, ..., 5:] = False
+    outs = []
+    for fused in (False, True):
+        attention.fused_qkv = fused
+        attention.zero_grad(set_to_none=True)
+        y = attention(x, mask)
+        y.square().sum().backward()
+        outs.append((y.detach(), [p.grad.clone() for p in attention.parameters()]))
+    torch.testing.assert_close(outs[1][0], outs[0][0], atol=1e-6, rtol=1e-5)
+    for fused_grad, grad in zip(outs[1][1], outs[0][1]):
+        torch.testing.assert_close(fused_grad, grad, atol=1e-6, rtol=1e-5)
+    assert set(model.state_dict()) == keys
+    attentions = [m for m in model.modules() if isinstance(m, SelfAttention)]
+    accel.compile_model(model, cpp_wrapper=False)  # lazily
+    assert all(m.fused_qkv for m in attentions)
+    accel.compile_model(model, cpp_wrapper=False, fused_qkv=False)
+    assert not any(m.fused_qkv for m in attentions)
+
+
+@pytest.mark.parametrize("samples", [16000, 12001, 9003, 400])
+def test_strided_windows_without_autograd_equal_the_sliced_windows(samples):
+    """Without autograd the matmul conv stack reads each layer's windows as strided views
+    (`strided_windows`): the same output as the sliced reshapes, for lengths that leave each
+    layer an odd or even number of frames, down to the receptive field."""
+    torch.manual_seed(0)
+    encoder = Wav2Vec2ForPreTraining(small_cfg()).wav2vec2.feature_extractor
+    encoder.matmul = True
+    x = torch.randn(2, samples)
+    with torch.no_grad():
+        strided = encoder.convolve(x)
+        encoder.strided_windows = False
+        sliced = encoder.convolve(x)
+    assert strided.shape[1] == sliced.shape[1] > 0
+    assert torch.equal(strided, sliced)
+    torch.testing.assert_close(strided, encoder.convolve(x).detach())  # the path with autograd

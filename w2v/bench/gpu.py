@@ -388,7 +388,8 @@ def _compile_again(model: torch.nn.Module, reset: bool = False, **changes) -> No
     if reset:
         torch._dynamo.reset()
     kept = dict(autotune=encoder.autotune, cuda_graphs=encoder.cuda_graphs, skip_dropped=encoder.skip_dropped,
-                cpp_wrapper=bool(torch._inductor.config.cpp_wrapper))
+                cpp_wrapper=bool(torch._inductor.config.cpp_wrapper),
+                fused_qkv=any(getattr(m, "fused_qkv", False) for m in model.modules()))
     compile_model(model, **{**kept, **changes})
 
 

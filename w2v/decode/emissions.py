@@ -44,16 +44,20 @@ def load_ctc_model(path: str | Path, device: torch.device | str = "cpu",
 
 
 def use_fast_paths(model: torch.nn.Module, matmul_conv: bool, compile: bool,
-                   where: str = "decode") -> torch.nn.Module:
+                   where: str = "decode", half_weights: bool = False) -> torch.nn.Module:
     """The acoustic model's fast paths for decoding, in place (the decode stage's
     ``decode.matmul_conv`` and ``decode.compile``): the conv feature encoder and the positional
     convolution as matrix products, with the Triton kernels on a GPU (`accel.use_matmul_convolutions`,
     the same function), and `torch.compile` of the conv stack and the Transformer (wav2vec 2.0
     family only; batches of new lengths recompile until the graphs take dynamic shapes, and the
     matrix-product conv stack also once for each new pattern of odd and even lengths through its
-    layers, up to dynamo's recompile limit, after which it runs uncompiled)."""
-    from w2v.models.accel import compile_model, use_matmul_convolutions
+    layers, up to dynamo's recompile limit, after which it runs uncompiled). ``half_weights`` (for
+    `compute_emissions` on a GPU, which runs under bf16 autocast): every linear layer's weights in
+    bf16 once instead of at every forward (`accel.cast_linear_weights`; the same emissions)."""
+    from w2v.models.accel import cast_linear_weights, compile_model, use_matmul_convolutions
 
+    if half_weights:
+        cast_linear_weights(model, torch.bfloat16)
     if matmul_conv:
         use_matmul_convolutions(model)
     if compile:
@@ -62,6 +66,11 @@ def use_fast_paths(model: torch.nn.Module, matmul_conv: bool, compile: bool,
         except ValueError as e:  # not a wav2vec 2.0-family model
             raise ValueError(f"{where}: decode.compile: {e}") from None
     return model
+
+
+def runs_in_bf16(device: torch.device | str) -> bool:
+    """Whether `compute_emissions` runs the model under bf16 autocast on ``device`` (a GPU)."""
+    return torch.device(device).type == "cuda"
 
 
 @torch.no_grad()
@@ -79,7 +88,7 @@ def compute_emissions(model: Wav2Vec2ForCTC, audio: list[np.ndarray], normalize:
     hypothesis); such utterances are logged, by ``ids`` when given.
     """
     out: list[torch.Tensor | None] = [None] * len(audio)
-    use_bf16 = torch.device(device).type == "cuda"
+    use_bf16 = runs_in_bf16(device)
     if padding_invariant(model):
         batches = BatchPlan([len(a) / 16000 for a in audio], max_duration, seed=0, num_buckets=1).epoch(0)
     else:
