@@ -150,7 +150,8 @@ def test_matmul_convolutions_switch_the_fused_first_layer_on_in_training_for_gro
     asked = []
     unfused = components._matmul_layer
     monkeypatch.setattr(components, "_matmul_layer",
-                        lambda layer, x, use_triton=False: asked.append(use_triton) or unfused(layer, x, use_triton))
+                        lambda layer, x, use_triton=False, *rest:
+                        asked.append(use_triton) or unfused(layer, x, use_triton, *rest))
 
     def first_layer_asks(fe, grad: bool) -> bool:
         with torch.set_grad_enabled(grad):

@@ -19,6 +19,11 @@
 - `use_stack_cuda_graphs` (`compile_model(cuda_graphs=True)`): the compiled Transformer stack
   replayed as CUDA graphs (forward and backward), so its ~500 kernels a training step cost one
   launch each way; the caller marks each step's start (`step_begins`).
+- `use_fused_qkv` (on in `compile_model`): each attention's query, key and value as one product.
+- `compile_model(autotune=True)`: inductor's autotuning of products and fused kernels (slow to
+  compile; no faster on an H100).
+- `cast_linear_weights` (inference under autocast only): the linear layers' weights cast once,
+  not at every forward; the same outputs.
 
 All leave parameter names, state dicts and the CPU path untouched.
 """
