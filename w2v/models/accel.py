@@ -25,7 +25,8 @@
 - `cast_linear_weights` (inference under autocast only): the linear layers' weights cast once,
   not at every forward; the same outputs.
 
-All leave parameter names, state dicts and the CPU path untouched.
+All leave parameter names, state dicts and the CPU path untouched, except that
+`cast_linear_weights` changes those weights' dtype.
 """
 
 from __future__ import annotations
@@ -305,7 +306,8 @@ def use_fused_qkv(model: nn.Module, enabled: bool = True) -> nn.Module:
 def cast_linear_weights(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
     """For inference under autocast to ``dtype``: every ``nn.Linear``'s weight and bias cast to
     ``dtype`` once, in place, where autocast casts them again at every forward (in LARGE-LV60's
-    compiled inference step, ~1 ms of an H100's 26 for the Transformer's weights alone). Norms,
+    compiled inference step, ~1 ms of an H100's 26 for the Transformer's weights alone; the step
+    went from 9,938 to 10,332 audio-s/s, BENCHMARKS.md). Norms,
     convolutions and the positional convolution's weight norm keep their float32 parameters.
     Under autocast to ``dtype`` the outputs are the same, bit for bit: autocast's own cast of a
     float32 weight is this one. Not for training (the updates would be rounded to ``dtype``),
@@ -325,7 +327,7 @@ def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.M
     return model
 
 
-__all__ = ["AUTOTUNE_OPTIONS", "cast_linear_weights", "compile_model", "default_cpp_wrapper", "use_cpp_wrapper", "layerdrop_leaves_parameters_unused",
-           "use_stack_cuda_graphs", "step_begins", "STACK_CUDA_GRAPH_OPTIONS",
+__all__ = ["AUTOTUNE_OPTIONS", "cast_linear_weights", "compile_model", "default_cpp_wrapper", "use_cpp_wrapper",
+           "layerdrop_leaves_parameters_unused", "use_stack_cuda_graphs", "step_begins", "STACK_CUDA_GRAPH_OPTIONS",
            "release_dropped_grads", "set_activation_checkpointing", "triton_available", "use_matmul_convolutions",
            "use_fused_qkv", "use_triton_first_layer", "use_triton_positional_conv"]

@@ -112,8 +112,9 @@ def _matmul_layer(layer: "_ConvLayer", x: Tensor, use_triton: bool = False, stri
     reads s frames starting at (t + j)*s, which for all t is a reshape of a contiguous slice
     (s*C_in features per frame), or one frame, a strided slice. The convolution is then a
     sum of matrix products with the matching slices of the weight; no unfold, no transposes.
-    A layer with few input values per frame (the first) is one product over its copied windows
-    instead (`_few_taps_layer`).
+    Without autograd (and ``strided``) the reshaped slice is taken as a strided view of the input
+    instead, which inductor does not copy. A layer with few input values per frame (the first)
+    is one product over its copied windows instead (`_few_taps_layer`).
     """
     conv = layer.conv
     kernel, stride = conv.kernel_size[0], conv.stride[0]
