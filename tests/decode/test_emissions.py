@@ -67,6 +67,31 @@ def test_layer_norm_encoder_still_batches():
     torch.testing.assert_close(batched[1], alone, atol=1e-5, rtol=0)
 
 
+def test_batches_are_padded_to_whole_hops_and_keep_their_emissions():
+    """A padding-invariant model's batches go through padded to whole hops of the conv encoder
+    (so that a compiled model meets one parity of lengths in every conv layer); each utterance
+    keeps the emissions of its own unpadded forward. Models run one utterance at a time are
+    not padded."""
+    model = tiny_ctc("layer_norm")
+    hop = model.wav2vec2.feature_extractor.stride
+    widths = []
+    model.register_forward_pre_hook(lambda _, args: widths.append(args[0].shape[1]))
+    audio = _audio(6001, 16003)
+    em = compute_emissions(model, audio, True)
+    assert widths == [16003 + (-16003 % hop)]
+    for e, a in zip(em, audio):
+        with torch.no_grad():
+            wav = (torch.from_numpy(a) - a.mean()) / torch.from_numpy(a).std(unbiased=False)
+            alone = torch.log_softmax(model(wav[None], torch.tensor([len(a)]))[0][0], dim=-1)
+        assert e.shape == alone.shape
+        torch.testing.assert_close(e, alone, atol=1e-5, rtol=0)
+    group_norm = tiny_ctc("default")
+    widths.clear()
+    group_norm.register_forward_pre_hook(lambda _, args: widths.append(args[0].shape[1]))
+    compute_emissions(group_norm, audio, True)
+    assert sorted(widths) == [6001, 16003]
+
+
 def test_too_short_utterance_alone_gets_no_frames():
     """Run alone, a wav2vec 1.0 utterance shorter than the receptive field (465 samples) is
     padded up to it and still gets zero frames."""

@@ -49,9 +49,12 @@ def use_fast_paths(model: torch.nn.Module, matmul_conv: bool, compile: bool,
     ``decode.matmul_conv`` and ``decode.compile``): the conv feature encoder and the positional
     convolution as matrix products, with the Triton kernels on a GPU (`accel.use_matmul_convolutions`,
     the same function), and `torch.compile` of the conv stack and the Transformer (wav2vec 2.0
-    family only; batches of new lengths recompile until the graphs take dynamic shapes, and the
-    matrix-product conv stack also once for each new pattern of odd and even lengths through its
-    layers, up to dynamo's recompile limit, after which it runs uncompiled). ``half_weights`` (for
+    family only; batches of new lengths recompile until the graphs take dynamic shapes.
+    `compute_emissions` pads batches to whole hops of the conv encoder, so every conv layer sees
+    lengths of one parity and one graph serves them all; a model decoded one utterance at a time
+    (group norm over time) may still recompile the matrix-product conv stack once for each new
+    pattern of odd and even lengths through its layers, up to dynamo's recompile limit, after
+    which that graph runs uncompiled). ``half_weights`` (for
     `compute_emissions` on a GPU, which runs under bf16 autocast): every linear layer's weights in
     bf16 once instead of at every forward (`accel.cast_linear_weights`; the same emissions)."""
     from w2v.models.accel import cast_linear_weights, compile_model, use_matmul_convolutions
@@ -85,7 +88,9 @@ def compute_emissions(model: Wav2Vec2ForCTC, audio: list[np.ndarray], normalize:
     each gets the log-probabilities it gets alone whatever it is decoded with.
 
     Audio shorter than the conv encoder's receptive field gets zero frames (an empty
-    hypothesis); such utterances are logged, by ``ids`` when given.
+    hypothesis); such utterances are logged, by ``ids`` when given. Batches are padded to whole
+    hops of the conv encoder (20 ms for wav2vec 2.0), which leaves each utterance's emissions
+    as they were.
     """
     out: list[torch.Tensor | None] = [None] * len(audio)
     use_bf16 = runs_in_bf16(device)
@@ -99,6 +104,11 @@ def compute_emissions(model: Wav2Vec2ForCTC, audio: list[np.ndarray], normalize:
         batches = [[i] for i in range(len(audio))]
     encoder = conv_feature_encoder(model)
     min_samples = encoder.receptive_field if encoder is not None else 1
+    # Batches padded to whole hops of the conv encoder (at most one hop, 20 ms, more): every conv
+    # layer then sees a length of one parity whatever the batch, so a compiled model
+    # (`use_fast_paths`) runs one graph of dynamic shapes for all of them, where each new pattern
+    # of odd and even lengths through the layers recompiled the matrix-product conv stack
+    hop = encoder.stride if encoder is not None and padding_invariant(model) else 1
     short = [ids[i] if ids else str(i) for i, a in enumerate(audio) if len(a) < min_samples]
     if short:
         log.warning("%d utterance(s) shorter than the receptive field (%d samples) get an empty hypothesis: %s",
@@ -107,6 +117,8 @@ def compute_emissions(model: Wav2Vec2ForCTC, audio: list[np.ndarray], normalize:
         wav, lens = collate_audio([audio[i] for i in batch], normalize, device)
         if wav.shape[1] < min_samples:  # shorter than the receptive field: no frames, an empty hypothesis
             wav = torch.nn.functional.pad(wav, (0, min_samples - wav.shape[1]))
+        if wav.shape[1] % hop:
+            wav = torch.nn.functional.pad(wav, (0, -wav.shape[1] % hop))
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=use_bf16):
             logits, flens = model(wav, lens.to(device))
         logp = torch.log_softmax(logits.float(), dim=-1).cpu()
