@@ -399,21 +399,22 @@ def _inference_weights() -> Lever:
     model is compiled again from scratch (its CUDA graphs hold the old addresses)."""
     kept: dict[str, torch.Tensor] = {}
 
+    def linear(model: torch.nn.Module) -> list[torch.nn.Linear]:
+        return [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+
     def on(model: torch.nn.Module) -> None:
-        for name, p in model.named_parameters():
-            if p.dtype == torch.float32 and name not in kept:
-                kept[name] = p.detach().clone()
+        if not kept:  # the float32 weights, once (the only ones the cast touches)
+            kept.update({f"{i}.{n}": p.detach().clone() for i, m in enumerate(linear(model))
+                         for n, p in m.named_parameters()})
         cast_linear_weights(model, torch.bfloat16)
         _compile_again(model, reset=True)
 
     def off(model: torch.nn.Module) -> None:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear):
-                module.float()
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name in kept:
-                    p.copy_(kept[name])
+        for i, m in enumerate(linear(model)):
+            m.float()
+            with torch.no_grad():
+                for n, p in m.named_parameters():
+                    p.copy_(kept[f"{i}.{n}"])
         _compile_again(model, reset=True)
 
     return Lever("inference_weights", on, off)

@@ -94,7 +94,8 @@ def compute_emissions(model: Wav2Vec2ForCTC, audio: list[np.ndarray], normalize:
     """
     out: list[torch.Tensor | None] = [None] * len(audio)
     use_bf16 = runs_in_bf16(device)
-    if padding_invariant(model):
+    batched = padding_invariant(model)
+    if batched:
         batches = BatchPlan([len(a) / 16000 for a in audio], max_duration, seed=0, num_buckets=1).epoch(0)
     else:
         # Group norm over the time axis sees the padding, so an utterance's log-probabilities
@@ -108,7 +109,7 @@ def compute_emissions(model: Wav2Vec2ForCTC, audio: list[np.ndarray], normalize:
     # layer then sees a length of one parity whatever the batch, so a compiled model
     # (`use_fast_paths`) runs one graph of dynamic shapes for all of them, where each new pattern
     # of odd and even lengths through the layers recompiled the matrix-product conv stack
-    hop = encoder.stride if encoder is not None and padding_invariant(model) else 1
+    hop = encoder.stride if encoder is not None and batched else 1
     short = [ids[i] if ids else str(i) for i, a in enumerate(audio) if len(a) < min_samples]
     if short:
         log.warning("%d utterance(s) shorter than the receptive field (%d samples) get an empty hypothesis: %s",

@@ -127,9 +127,10 @@ def _matmul_layer(layer: "_ConvLayer", x: Tensor, use_triton: bool = False, stri
     weight = conv.weight  # (C_out, C_in, k)
     out = None
     start = 0
+    strided = strided and not torch.is_grad_enabled() and x.stride(2) == 1 and x.stride(1) == c_in
     for j, taps in enumerate(_matmul_taps(kernel, stride)):
         first = j * stride
-        if taps == stride and strided and not torch.is_grad_enabled() and x.stride(2) == 1 and x.stride(1) == c_in:
+        if taps == stride and strided:
             # Without autograd (``strided``), the same windows as a strided view: inductor copied
             # the sliced reshape's input out whenever its length was odd (LARGE-LV60 inference:
             # 0.5 ms of 26 a step on an H100)
