@@ -58,7 +58,8 @@ def test_attention_bench_times_the_backends_that_take_the_inputs():
     a.device = torch.device("cpu")
     r = gpu.attention(a, "tiny", 2)
     assert r["frames"] == 49 and r["heads"] == 4
-    assert r["math"]["ms"] > 0
+    assert r["math"]["ms"] > 0 and r["math"]["infer_ms"] > 0 and r["math"]["infer_rel_err"] < 1e-4
+    assert r["infer_batch"] == 2
     assert all(isinstance(r[k], dict) or r[k].startswith("unavailable: ")
                for k in ("cudnn_attention", "flash_attention", "efficient_attention"))
 
@@ -100,6 +101,10 @@ def test_compare_times_ours_and_the_peer_and_records_each_lever():
     assert "triton_posconv" not in row and "triton_first_layer" not in row  # --triton auto: GPU only
     assert len(row["ours"]["windows"]) == a.windows == 3 and len(row["peer"]["windows"]) == 3
     assert len(row["ours_matmul_conv_windows"]) == 3
+    # the inference logits beside float32's: no autocast on the CPU, so the matrix-product convs
+    # are the only difference (a wrong lever would show here)
+    errs = row["logits_rel_err_vs_fp32"]
+    assert errs["bf16_eager"] == 0.0 and errs["ours"] < 1e-4
 
 
 def test_timed_keeps_the_window_of_median_throughput():
@@ -157,7 +162,8 @@ def test_levers_in_order_and_the_ones_not_picked_on_from_the_start():
         gpu._levers(a)
     assert gpu.build_parser().parse_args([]).levers == "all"
     a.levers, a.device = "all", torch.device("cuda")  # a device object only: nothing runs on it
-    assert names(gpu._levers(a, "infer")[0])[-2:] == ["stack_cuda_graphs", "inference_weights"]  # on a GPU
+    assert names(gpu._levers(a, "infer")[0])[-3:] == ["stack_cuda_graphs", "inference_weights",  # on a GPU
+                                                      "gelu_epilogue"]
     assert names(gpu._levers(a, "pretrain", 0.05)[0])[-1] == "stack_cuda_graphs"
     assert "stack_cuda_graphs" not in names(gpu._levers(a, "finetune", 0.05)[0])  # the trainer refuses it there
     a.compile = False

@@ -36,8 +36,8 @@ from w2v.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, load_model_config
 from w2v.models.components import ConvFeatureEncoder, ConvPositionalEmbedding, conv_output_lengths
 from w2v.models.accel import (cast_linear_weights, compile_model, default_cpp_wrapper, release_dropped_grads,
                               set_activation_checkpointing, step_begins, triton_available, use_cpp_wrapper,
-                              use_fused_qkv, use_matmul_convolutions, use_stack_cuda_graphs, use_triton_first_layer,
-                              use_triton_positional_conv)
+                              use_fused_qkv, use_gelu_epilogue, use_matmul_convolutions, use_stack_cuda_graphs,
+                              use_triton_first_layer, use_triton_positional_conv)
 from w2v.train.losses import ctc_loss, pretraining_loss
 
 SAMPLE_RATE = 16000
@@ -335,7 +335,7 @@ def _lever(row: dict, name: str, switch_on, model, step, w: Workload, a, flops, 
 
 
 LEVERS = ("matmul_conv", "triton_first_layer", "triton_posconv", "layerdrop_skip", "fused_qkv", "strided_windows",
-          "stack_cuda_graphs", "inference_weights", "autotune")  # in the order timed
+          "stack_cuda_graphs", "inference_weights", "gelu_epilogue", "autotune")  # in the order timed
 
 
 @dataclass
@@ -420,6 +420,17 @@ def _inference_weights() -> Lever:
     return Lever("inference_weights", on, off)
 
 
+def _compiled_afresh(switch: Callable[[torch.nn.Module, bool], object], enabled: bool
+                     ) -> Callable[[torch.nn.Module], None]:
+    """``switch(model, enabled)``, then a compiled model compiled again from scratch (the stack's
+    recorded CUDA graphs hold the kernels chosen before)."""
+    def apply(model: torch.nn.Module) -> None:
+        switch(model, enabled)
+        _compile_again(model, reset=True)
+
+    return apply
+
+
 def _draws_layerdrop(kind: str, layerdrop: float) -> bool:
     """Whether our steps of this workload draw LayerDrop (training with a rate above 0)."""
     return kind != "infer" and layerdrop > 0
@@ -452,6 +463,8 @@ def _all_levers(a, kind: str = "pretrain", layerdrop: float = 0.0) -> list[Lever
                             _once_compiled(use_stack_cuda_graphs, False)))
     if kind == "infer" and a.device.type == "cuda":  # the products' weights in bf16 once, not at every forward
         levers.append(_inference_weights())
+        levers.append(Lever("gelu_epilogue", _compiled_afresh(use_gelu_epilogue, True),
+                            _compiled_afresh(use_gelu_epilogue, False)))
     if a.autotune and a.compile and a.compile_mode is None:  # last: it recompiles every graph, minutes
         levers.append(Lever("autotune", _recompiled(True), _recompiled(False)))
     return levers
@@ -526,6 +539,8 @@ def compare(w: Workload, a, use_compile: bool) -> dict:
             break  # the model is left with the failed lever on: later levers would time a broken step
     if w.draws_layerdrop:
         row["layerdrop_blocks_dropped_per_step"] = w.blocks_dropped_per_step(model)
+    if w.kind == "infer":
+        row["logits_rel_err_vs_fp32"] = inference_errors(w, model)
     del model, opt, step
     free(dev)
     *_, peer = _timed_eager(w, a, _seeded(w.peer), w.peer_step)
@@ -541,6 +556,30 @@ def compare(w: Workload, a, use_compile: bool) -> dict:
     row["ratio"] = round(ours.audio_s_per_s / peer.audio_s_per_s, 2)
     row["compiled"] = use_compile
     return row
+
+
+def inference_errors(w: Workload, model: torch.nn.Module) -> dict:
+    """The inference logits' error relative to float32 (the same weights and audio, eager, no
+    TF32): ``model`` as timed (`compare`'s fastest levers) and, for scale, the unchanged model
+    eager under bf16 autocast. Speed never buys wrong numbers: the first should be no larger than
+    the second."""
+    fresh = _seeded(w.ours)  # the weights `compare` built its model from
+
+    def logits(m: torch.nn.Module, bf16: bool) -> torch.Tensor:
+        step_begins()
+        with w.inference(), torch.autocast(**dict(w.amp, enabled=bf16 and w.amp["enabled"])):
+            return m(w.x, w.lengths)[0].float().clone()
+
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        ref = logits(fresh, False)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    out = {name: round(float((logits(m, True) - ref).norm() / ref.norm()), 5)
+           for name, m in (("ours", model), ("bf16_eager", fresh))}
+    del fresh
+    return out
 
 
 def ablation(a, preset: str, batch: int) -> list[dict]:
@@ -799,9 +838,11 @@ def first_layer(a, preset: str, batch: int) -> dict:
     return {"size": preset, "batch": batch, "frames": frames, "norm": norm, **out}
 
 
-def attention(a, preset: str, batch: int) -> dict:
+def attention(a, preset: str, batch: int, infer_batch: int | None = None) -> dict:
     """Self-attention alone as the preset trains it (bf16, no padding mask, its attention
-    dropout), forward + backward, through each of SDPA's backends that accepts it."""
+    dropout), forward + backward, through each of SDPA's backends that accepts it; and as it
+    decodes (`infer_batch` utterances, no dropout, no autograd), forward alone, with each
+    backend's output beside the first one's that ran."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     dev = a.device
@@ -810,23 +851,42 @@ def attention(a, preset: str, batch: int) -> dict:
     heads, dim = cfg.encoder_attention_heads, cfg.encoder_embed_dim
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     g = torch.Generator(device=dev).manual_seed(0)
-    q, k, v = (torch.randn(batch, heads, frames, dim // heads, device=dev, dtype=dtype, generator=g, requires_grad=True)
-               for _ in range(3))
-    out = {"size": preset, "batch": batch, "frames": frames, "heads": heads, "dropout": cfg.attention_dropout}
+
+    def inputs(n: int, grad: bool):  # laid out as the model's projections leave them: (batch, frames, heads, dim)
+        return [torch.randn(n, frames, heads, dim // heads, device=dev, dtype=dtype, generator=g,
+                            requires_grad=grad).transpose(1, 2) for _ in range(3)]
+
+    q, k, v = inputs(batch, True)
+    infer_batch = infer_batch or batch
+    qi, ki, vi = inputs(infer_batch, False)
+    out = {"size": preset, "batch": batch, "infer_batch": infer_batch, "frames": frames, "heads": heads,
+           "dropout": cfg.attention_dropout}
+    ref = None
     for name in ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH"):
         backend = getattr(SDPBackend, name)
 
-        def run():
+        def train():
             with sdpa_kernel(backend):
                 y = torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=cfg.attention_dropout)
             y.backward(torch.ones_like(y))
 
-        try:
-            run()
-        except RuntimeError as e:  # the backend does not take these inputs here
-            out[name.lower()] = f"unavailable: {str(e).splitlines()[0][:100]}"
-            continue
-        out[name.lower()] = {"ms": round(timed(run, dev, max(a.steps, 20), a.warmup, 0.0).step_ms, 3)}
+        @torch.no_grad()
+        def infer():
+            with sdpa_kernel(backend):
+                return torch.nn.functional.scaled_dot_product_attention(qi, ki, vi)
+
+        r = {}
+        for mode, run in (("ms", train), ("infer_ms", infer)):
+            try:
+                y = run()
+            except RuntimeError as e:  # the backend does not take these inputs here
+                r[mode] = f"unavailable: {str(e).splitlines()[0][:100]}"
+                continue
+            r[mode] = round(timed(lambda: (run(), None)[1], dev, max(a.steps, 20), a.warmup, 0.0).step_ms, 3)
+            if mode == "infer_ms":
+                ref = y.float() if ref is None else ref
+                r["infer_rel_err"] = round(float((y.float() - ref).norm() / ref.norm()), 5)
+        out[name.lower()] = r if isinstance(r["ms"], float) or isinstance(r["infer_ms"], float) else r["ms"]
     return out
 
 
@@ -969,7 +1029,7 @@ def main(argv: list[str] | None = None) -> dict:
                                               pick(batches[s.split(":")[0]], s.split(":")[1]), a.compile)),
                     ("posconv", lambda s: posconv(a, s, pick(batches["pretrain"], s))),
                     ("first_layer", lambda s: first_layer(a, s, pick(batches["pretrain"], s))),
-                    ("attention", lambda s: attention(a, s, pick(batches["pretrain"], s))),
+                    ("attention", lambda s: attention(a, s, pick(batches["pretrain"], s), pick(batches["infer"], s))),
                     ("precision", lambda s: precision_check(a, s, pick(batches["pretrain"], s), a.precision_steps))):
         for size in [s for s in getattr(a, key).split(",") if s]:
             r = fn(size)
