@@ -186,8 +186,10 @@ def cmd_decode(a) -> None:
     device = resolve_device(a.device or cfg.get("device"))
     model, meta = load_ctc_model(a.model, device)
     # a model trained with matmul convolutions decodes with them (the same function), unless told
+    gpu = runs_in_bf16(device)
     use_fast_paths(model, dc.get("matmul_conv", meta["train_config"].get("matmul_conv", False)),
-                   dc.get("compile", False), where=f"{a.config} [{a.model}]", half_weights=runs_in_bf16(device))
+                   dc.get("compile", False), where=f"{a.config} [{a.model}]", half_weights=gpu,
+                   gelu_epilogue=gpu and dc.get("gelu_epilogue", True))
     units = meta["units"]
     normalize = meta["train_config"].get("normalize_audio", True)
     dev_name = dc.get("dev_set", "dev")

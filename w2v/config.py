@@ -109,6 +109,9 @@ SCHEMA: dict[str, Any] = {
                                                "same function; default: as the model was trained)"},
                 "compile": {"type": "boolean", "description": "torch.compile the acoustic model (wav2vec 2.0 "
                                                               "family; pays on long test sets)"},
+                "gelu_epilogue": {"type": "boolean",
+                                  "description": "on a GPU, each feed-forward product and its GELU as one cuBLASLt "
+                                                 "call (tanh-form GELU, within 5e-4 of erf's; default: true)"},
                 "decoders": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern":
                              r"^(greedy|beam\+\d+gram|hlg|hlg\+nbest-\d+gram(\+transformer-lm)?)$"}},
                 "wfst_backend": {"enum": ["kaldi", "k2"]},

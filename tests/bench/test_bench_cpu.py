@@ -295,3 +295,17 @@ def test_the_inference_weights_lever_restores_the_float32_weights():
     lever.off(model)
     after = model.state_dict()
     assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_flops_count_the_gelu_epilogues_product():
+    """`use_gelu_epilogue`'s product (`aten._addmm_activation`) counts as the product it is: the
+    achieved TFLOP/s of an inference row must not drop a quarter of its FLOPs with the lever."""
+    import torch
+
+    class Step:
+        inference = torch.inference_mode
+
+    x, w, b = torch.randn(5, 8), torch.randn(6, 8), torch.randn(6)
+    fused = gpu.count_flops(Step(), lambda: torch._addmm_activation(b, x, w.t(), use_gelu=True))
+    plain = gpu.count_flops(Step(), lambda: torch.nn.functional.linear(x, w, b))
+    assert fused == plain == 2 * 5 * 8 * 6 / 1e12

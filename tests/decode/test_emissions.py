@@ -10,7 +10,7 @@ from test_families import MODELS
 from test_loop import SMALL
 from w2v.decode.emissions import compute_emissions, use_fast_paths
 from w2v.models import load_model_config
-from w2v.models.components import ConvFeatureEncoder, ConvPositionalEmbedding, padding_invariant
+from w2v.models.components import ConvFeatureEncoder, ConvPositionalEmbedding, FeedForward, padding_invariant
 from w2v.models.families import build_ctc_model, config_from_dict
 
 
@@ -114,7 +114,8 @@ def test_fast_paths_give_the_same_emissions():
 
 def test_half_weights_give_the_same_emissions_under_bf16_autocast(monkeypatch):
     """`decode` on a GPU casts the linear layers' weights to bf16 once (`use_fast_paths(half_weights=True)`):
-    under bf16 autocast the emissions are the same, bit for bit (here CPU autocast stands in for the GPU's)."""
+    under bf16 autocast the emissions are the same, bit for bit (here CPU autocast stands in for the GPU's;
+    the GELU epilogue, switched on too, acts on a GPU only: tests/models/test_gelu_epilogue.py)."""
     from w2v.decode import emissions
 
     model = tiny_ctc("layer_norm")
@@ -122,7 +123,8 @@ def test_half_weights_give_the_same_emissions_under_bf16_autocast(monkeypatch):
     monkeypatch.setattr(emissions, "runs_in_bf16", lambda device: True)
     monkeypatch.setattr(torch, "autocast", lambda device_type, **kw: torch.amp.autocast("cpu", **kw))
     plain = compute_emissions(model, audio, True)
-    use_fast_paths(model, matmul_conv=False, compile=False, half_weights=True)
+    use_fast_paths(model, matmul_conv=False, compile=False, half_weights=True, gelu_epilogue=True)
+    assert all(m.gelu_epilogue for m in model.modules() if isinstance(m, FeedForward))  # acts on a GPU only
     linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert linear and all(m.weight.dtype == torch.bfloat16 for m in linear)
     assert all(p.dtype == torch.float32 for m in model.modules() if isinstance(m, torch.nn.LayerNorm)
@@ -140,24 +142,28 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("decode, expected", [("{decoders: [greedy]}", (True, False, False)),
-                                              ("{decoders: [greedy], matmul_conv: false, compile: true}",
-                                               (False, True, False))])
-def test_decode_stage_takes_the_fast_paths_the_model_was_trained_with(decode, expected, tmp_path, monkeypatch):
+@pytest.mark.parametrize("decode, gpu, expected", [
+    ("{decoders: [greedy]}", False, (True, False, False, False)),
+    ("{decoders: [greedy], matmul_conv: false, compile: true}", False, (False, True, False, False)),
+    ("{decoders: [greedy]}", True, (True, False, True, True)),
+    ("{decoders: [greedy], gelu_epilogue: false}", True, (True, False, True, False))])
+def test_decode_stage_takes_the_fast_paths_the_model_was_trained_with(decode, gpu, expected, tmp_path, monkeypatch):
     """`w2v decode`: ``decode.matmul_conv`` defaults to the model's training setting; ``decode.compile`` to off;
-    the linear layers keep float32 weights on the CPU (bf16 ones only under a GPU's bf16 autocast)."""
+    the linear layers keep float32 weights on the CPU (bf16 ones only under a GPU's bf16 autocast); the GELU
+    epilogue acts on a GPU only, unless ``decode.gelu_epilogue: false``."""
     from w2v.cli import main
     from w2v.decode import emissions
 
     calls = []
 
-    def spy(model, matmul_conv, compile, where, half_weights):
-        calls.append((matmul_conv, compile, half_weights))
+    def spy(model, matmul_conv, compile, where, half_weights, gelu_epilogue):
+        calls.append((matmul_conv, compile, half_weights, gelu_epilogue))
         raise _Stop
 
     monkeypatch.setattr(emissions, "load_ctc_model",
                         lambda path, device: (torch.nn.Identity(), {"units": ["a"], "train_config": {"matmul_conv": True}}))
     monkeypatch.setattr(emissions, "use_fast_paths", spy)
+    monkeypatch.setattr(emissions, "runs_in_bf16", lambda device: gpu)
     cfg = tmp_path / "recipe.yaml"
     cfg.write_text(f"recipe: x\nmodel: tiny\ncorpus: {{type: folder, path: /nope}}\ndecode: {decode}\n")
     with pytest.raises(_Stop):
