@@ -1,5 +1,5 @@
-"""Speed options that change how a wav2vec 2.0 model runs, not what it computes (the two
-exceptions, both within bf16's rounding, are named at the end).
+"""Speed options that change how a wav2vec 2.0 model runs, not what it computes (the
+exceptions are named at the end).
 
 - `compile_model`: `torch.compile` the feature encoder's convolution stack, the
   Transformer blocks as one graph (per-block graphs cost so much host time per call that
@@ -312,8 +312,8 @@ def use_gelu_epilogue(model: nn.Module, enabled: bool = True) -> nn.Module:
     in place: on a GPU without autograd, its first product, bias and GELU as one cuBLASLt call.
     In LARGE-LV60's compiled inference on an H100 the GELU was a separate pass over the 4096-wide
     activations: 1.8 ms of a 24 ms step. cuBLASLt's GELU is the tanh form (`gelu_new`, exact for
-    models trained with it); for the erf form (`gelu`) it differs by at most 5e-4, a tenth of a
-    bf16 step at that value, and as the product's output is no longer rounded to bf16 before the
+    models trained with it); for the erf form (`gelu`) it differs by at most 5e-4, a thirtieth
+    of a bf16 step at that value, and as the product's output is no longer rounded to bf16 before the
     GELU, the result sits closer to float32's erf GELU than the unfused bf16 path (on an H100,
     relative errors 1.7e-3 against 2.6e-3 for that product). Training and CPU forwards are
     unchanged."""
