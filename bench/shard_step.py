@@ -13,6 +13,11 @@ AdamW state take per rank (16 bytes per parameter, divided by the ranks under fs
     python bench/shard_step.py --preset xls_r_2b --batch 2 --steps 3           # all visible GPUs
     python bench/shard_step.py --preset xls_r_1b --batch 4 --strategy ddp        # compare: replicated
     python bench/shard_step.py --preset tiny --ranks 2 --batch 2 --seconds 2    # CPU, gloo
+    python bench/shard_step.py --preset base --batch 8 --steps 24 --strategy ddp --compile --matmul-conv \
+        --no-activation-checkpointing --scaling                                  # one GPU, then all: the ratio
+
+``--scaling`` runs the same command on one rank and then on all of them, one after the other on
+the same machine, and ends with one JSON line: both throughputs and their ratio.
 """
 
 from __future__ import annotations
@@ -72,16 +77,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bucket-mb", type=float, default=None, help="ddp: gradient bucket size (DDP's default 25)")
     p.add_argument("--bucket-view", action="store_true", help="ddp: gradients as views into the buckets")
     p.add_argument("--static-graph", action="store_true", help="ddp: the same parameters get gradients every step")
+    p.add_argument("--scaling", action="store_true",
+                   help="run on one rank, then on all (--ranks or every visible GPU), and report the throughput ratio")
     return p.parse_args(argv)
 
 
-def relaunch(a: argparse.Namespace) -> int:
-    """This script again, as ``nproc`` ranks under torchrun."""
-    nproc = a.ranks or (torch.cuda.device_count() if torch.cuda.is_available() else 2)
+def all_ranks(a: argparse.Namespace) -> int:
+    """The ranks a run starts: ``--ranks``, else every visible GPU (CPU: 2)."""
+    return a.ranks or (torch.cuda.device_count() if torch.cuda.is_available() else 2)
+
+
+def relaunch(a: argparse.Namespace, nproc: int | None = None) -> tuple[int, dict | None]:
+    """This script again, as ``nproc`` ranks (default `all_ranks`) under torchrun, its output passed
+    through; returns its exit status and its result (the last JSON line rank 0 printed). One rank
+    on a GPU machine sees the first visible GPU only."""
+    nproc = nproc or all_ranks(a)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    if nproc == 1 and torch.cuda.is_available():
+        env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
     cmd = [sys.executable, "-m", "w2v.train.distributed", "--standalone", f"--nproc_per_node={nproc}",
            str(Path(__file__).resolve()), *sys.argv[1:]]
-    return subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))).returncode
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    sys.stdout.write(proc.stdout)
+    sys.stdout.flush()
+    results = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    return proc.returncode, json.loads(results[-1]) if results else None
+
+
+def scaling(a: argparse.Namespace) -> int:
+    """One rank, then all of them, on this machine: the throughputs and their ratio, one JSON line."""
+    n = all_ranks(a)
+    if n < 2:
+        raise SystemExit(f"shard_step.py --scaling: needs 2 or more ranks; this machine gives {n} "
+                         "(--ranks N on a CPU)")
+    runs = {}
+    for nproc in (1, n):
+        rc, result = relaunch(a, nproc)
+        if rc or result is None:
+            raise SystemExit(f"shard_step.py --scaling: the run on {nproc} rank(s) failed (exit status {rc})")
+        runs[nproc] = result
+    one, many = runs[1]["audio_s_per_s"], runs[n]["audio_s_per_s"]
+    print(json.dumps({"scaling": round(many / one, 3), "world_size": n, "audio_s_per_s_one": one,
+                      "audio_s_per_s_all": many, "step_s_one": runs[1]["step_s"], "step_s_all": runs[n]["step_s"],
+                      "preset": a.preset, "strategy": a.strategy, "batch_per_rank": a.batch,
+                      "device": runs[n]["device"]}), flush=True)
+    return 0
 
 
 def peak_memory(dev: torch.device) -> dict:
@@ -207,10 +248,10 @@ def run_rank(a: argparse.Namespace) -> None:
 
 def main() -> int:
     a = parse_args()
-    if "RANK" not in os.environ:
-        return relaunch(a)
-    run_rank(a)
-    return 0
+    if "RANK" in os.environ:
+        run_rank(a)
+        return 0
+    return scaling(a) if a.scaling else relaunch(a)[0]
 
 
 if __name__ == "__main__":

@@ -233,3 +233,49 @@ def test_a_setting_added_since_a_checkpoint_counts_at_its_default():
     assert _identity_changes(old, new) == []
     changed = _run_identity(_pretrain_cfg(diversity_gate=0.2), _cfg(), cuts, None, None)
     assert _identity_changes(old, changed) == ["train.diversity_gate"]
+
+
+def test_padded_fine_tuning_batches_go_to_whole_hops_for_padding_invariant_models(tmp_path, monkeypatch):
+    """A layer-norm model's padded fine-tuning batches are padded on to whole hops of its conv
+    encoder (one parity of lengths in every conv layer: one compiled graph for every batch); its
+    masked forward gives each utterance what it gave before. A group-norm model's batches stay
+    as collated (its norm would see the extra padding)."""
+    from w2v.data.batching import pad_to_multiple
+    from w2v.models import Wav2Vec2ForCTC
+    from w2v.train.loop import fine_tuning_hop
+
+    cuts = write_tiny_cuts(tmp_path / "a", n=6, min_s=1.0, max_s=2.0)
+    units = write_units(tmp_path / "units.txt")
+    widths = {}
+    real = Wav2Vec2ForCTC.forward
+
+    def spy(self, wav, lengths=None, **kw):
+        if self.training:
+            widths.setdefault(self.cfg.extractor_mode, []).append((wav.shape[1], int(lengths.max())))
+        return real(self, wav, lengths, **kw)
+
+    monkeypatch.setattr(Wav2Vec2ForCTC, "forward", spy)
+    for mode in ("layer_norm", "default"):
+        cfg = load_model_config("tiny", **SMALL, extractor_mode=mode)
+        ft = TrainConfig(task="finetune", max_updates=3, lr=1e-3, max_duration=8.0, save_every=3, log_every=1,
+                         num_buckets=1)
+        train(ft, cuts, tmp_path / mode, cfg, units_path=units)
+    hop = 320
+    assert fine_tuning_hop(Wav2Vec2ForCTC(load_model_config("tiny", **SMALL, extractor_mode="layer_norm"), 5)) == hop
+    assert fine_tuning_hop(Wav2Vec2ForCTC(load_model_config("tiny", **SMALL), 5)) == 1
+    assert all(w % hop == 0 and w - longest < hop for w, longest in widths["layer_norm"])
+    assert any(w > longest for w, longest in widths["layer_norm"])  # some batches got padded on
+    assert all(w == longest for w, longest in widths["default"])
+    # the extra padding is masked: each utterance's masked, dropout-free forward is unchanged
+    torch.manual_seed(0)
+    cfg = load_model_config("tiny", **SMALL, extractor_mode="layer_norm", dropout=0.0, attention_dropout=0.0,
+                            activation_dropout=0.0, dropout_input=0.0, dropout_features=0.0, layerdrop=0.0)
+    model = Wav2Vec2ForCTC(cfg, 5).train()
+    wav, lens = torch.randn(2, 16003), torch.tensor([16003, 12000])
+    wav[1, 12000:] = 0
+    out = {}
+    for name, x in (("collated", wav), ("whole hops", pad_to_multiple(wav, hop))):
+        logits, flens = real(model, x, lens, apply_mask=True, generator=torch.Generator().manual_seed(3))
+        out[name] = [logits[i, :n] for i, n in enumerate(flens.tolist())]
+    for a, b in zip(out["collated"], out["whole hops"]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -58,3 +58,21 @@ def test_shard_step_on_two_gpus_reports_cuda_memory():
     for rank in out["ranks"]:
         assert 0 < rank["peak_allocated_gib"] <= rank["peak_reserved_gib"]
         assert all(0 < loss < 1000 for loss in rank["loss"])
+
+
+def test_shard_step_scaling_runs_one_rank_then_all_and_reports_the_ratio():
+    r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--preset", "tiny", "--ranks", "2",
+                        "--batch", "1", "--seconds", "1", "--steps", "2", "--strategy", "ddp", "--scaling"],
+                       capture_output=True, text=True, timeout=240, cwd=ROOT, env=CPU_ONLY)
+    assert r.returncode == 0, r.stderr[-4000:]
+    lines = [json.loads(x) for x in r.stdout.strip().splitlines() if x.startswith("{")]
+    one, two, summary = lines[-3:]
+    assert one["world_size"] == 1 and two["world_size"] == 2
+    assert summary["world_size"] == 2 and summary["audio_s_per_s_one"] == one["audio_s_per_s"]
+    assert summary["scaling"] == round(two["audio_s_per_s"] / one["audio_s_per_s"], 3)
+
+
+def test_shard_step_scaling_refuses_a_single_rank_by_name():
+    r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--preset", "tiny", "--ranks", "1",
+                        "--scaling"], capture_output=True, text=True, timeout=60, cwd=ROOT, env=CPU_ONLY)
+    assert r.returncode != 0 and "--scaling: needs 2 or more ranks; this machine gives 1" in r.stderr

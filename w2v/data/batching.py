@@ -180,6 +180,15 @@ def collate_audio(waves: list[np.ndarray], normalize: bool,
     return (normalize_waveforms(out, lengths) if normalize else out), lengths
 
 
+def pad_to_multiple(wav: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``(batch, samples)`` zero-padded at the end to a whole number of ``multiple`` samples (a
+    padding-invariant model's batches, to whole hops of its conv encoder: every conv layer then
+    sees lengths of one parity, so a compiled model keeps one graph of dynamic shapes where each
+    new pattern of odd and even lengths through the layers compiled the conv stack again)."""
+    extra = -wav.shape[1] % multiple
+    return torch.nn.functional.pad(wav, (0, extra)) if extra else wav
+
+
 def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """``t`` (on the CPU) on ``device``. To a GPU through pinned memory, queued on the stream:
     a copy from pageable memory makes the host wait until the GPU has finished all its queued

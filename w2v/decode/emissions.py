@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from w2v.data.batching import BatchPlan, collate_audio
+from w2v.data.batching import BatchPlan, collate_audio, pad_to_multiple
 from w2v.models import Wav2Vec2ForCTC
 from w2v.models.adapters import load_adapter
 from w2v.models.components import conv_feature_encoder, padding_invariant
@@ -112,10 +112,8 @@ def compute_emissions(model: Wav2Vec2ForCTC, audio: list[np.ndarray], normalize:
         batches = [[i] for i in range(len(audio))]
     encoder = conv_feature_encoder(model)
     min_samples = encoder.receptive_field if encoder is not None else 1
-    # Batches padded to whole hops of the conv encoder (at most one hop, 20 ms, more): every conv
-    # layer then sees a length of one parity whatever the batch, so a compiled model
-    # (`use_fast_paths`) runs one graph of dynamic shapes for all of them, where each new pattern
-    # of odd and even lengths through the layers recompiled the matrix-product conv stack
+    # Batches padded to whole hops of the conv encoder (at most one hop, 20 ms, more): one graph
+    # of a compiled model (`use_fast_paths`) for all of them (`pad_to_multiple`)
     hop = encoder.stride if encoder is not None and batched else 1
     short = [ids[i] if ids else str(i) for i, a in enumerate(audio) if len(a) < min_samples]
     if short:
@@ -125,8 +123,7 @@ def compute_emissions(model: Wav2Vec2ForCTC, audio: list[np.ndarray], normalize:
         wav, lens = collate_audio([audio[i] for i in batch], normalize, device)
         if wav.shape[1] < min_samples:  # shorter than the receptive field: no frames, an empty hypothesis
             wav = torch.nn.functional.pad(wav, (0, min_samples - wav.shape[1]))
-        if wav.shape[1] % hop:
-            wav = torch.nn.functional.pad(wav, (0, -wav.shape[1] % hop))
+        wav = pad_to_multiple(wav, hop)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=use_bf16):
             logits, flens = model(wav, lens.to(device))
         logp = torch.log_softmax(logits.float(), dim=-1).cpu()

@@ -7,7 +7,9 @@ exceptions are named at the end).
   and, for pre-training, the contrastive head with static shapes. Inductor
   fuses the fp32 group/layer norms, GELUs and dtype casts around the convolutions and the
   norms, dropouts and residuals around the matrix products. Shapes that change (fine-tuning
-  buckets) recompile, then switch to dynamic shapes; crops of one length compile once.
+  buckets) recompile, then switch to dynamic shapes (the training loop pads a layer-norm model's
+  padded batches to whole hops, `loop.fine_tuning_hop`, so the conv stack keeps one graph);
+  crops of one length compile once.
 - `use_matmul_convolutions`: the conv feature encoder and the positional convolution
   channels-last as matrix products; where Triton is installed, on a GPU, the first conv layer
   as fused Triton kernels (`use_triton_first_layer`: in training for group norm, without
