@@ -297,6 +297,21 @@ def test_the_inference_weights_lever_restores_the_float32_weights():
     assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
 
 
+def test_the_gelu_epilogue_lever_switches_every_gelu_network():
+    from w2v.models import Wav2Vec2ForCTC, load_model_config
+    from w2v.models.components import FeedForward
+
+    a = gpu.build_parser().parse_args(["--matmul-conv", "--compile"])
+    a.device = torch.device("cuda")  # a device object only: nothing runs on it
+    lever = next(lv for lv in gpu._all_levers(a, "infer") if lv.name == "gelu_epilogue")
+    model = Wav2Vec2ForCTC(load_model_config("tiny"), 12)
+    ffns = [m for m in model.modules() if isinstance(m, FeedForward)]
+    lever.on(model)  # not compiled: nothing to compile again
+    assert ffns and all(m.gelu_epilogue for m in ffns)
+    lever.off(model)
+    assert not any(m.gelu_epilogue for m in ffns)
+
+
 def test_flops_count_the_gelu_epilogues_product():
     """`use_gelu_epilogue`'s product (`aten._addmm_activation`) counts as the product it is: the
     achieved TFLOP/s of an inference row must not drop a quarter of its FLOPs with the lever."""

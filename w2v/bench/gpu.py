@@ -397,42 +397,38 @@ def _compile_again(model: torch.nn.Module, reset: bool = False, **changes) -> No
     compile_model(model, **{**kept, **changes})
 
 
-def _inference_weights() -> Lever:
-    """The inference-weights lever: `cast_linear_weights` to bf16, and back to the float32 weights
-    it kept (casting back would not restore them). The parameters change storage, so a compiled
-    model is compiled again from scratch (its CUDA graphs hold the old addresses)."""
-    kept: dict[str, torch.Tensor] = {}
-
-    def linear(model: torch.nn.Module) -> list[torch.nn.Linear]:
-        return [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-
-    def on(model: torch.nn.Module) -> None:
-        if not kept:  # the float32 weights, once (the only ones the cast touches)
-            kept.update({f"{i}.{n}": p.detach().clone() for i, m in enumerate(linear(model))
-                         for n, p in m.named_parameters()})
-        cast_linear_weights(model, torch.bfloat16)
-        _compile_again(model, reset=True)
-
-    def off(model: torch.nn.Module) -> None:
-        for i, m in enumerate(linear(model)):
-            m.float()
-            with torch.no_grad():
-                for n, p in m.named_parameters():
-                    p.copy_(kept[f"{i}.{n}"])
-        _compile_again(model, reset=True)
-
-    return Lever("inference_weights", on, off)
-
-
 def _compiled_afresh(switch: Callable[[torch.nn.Module, bool], object], enabled: bool
                      ) -> Callable[[torch.nn.Module], None]:
     """``switch(model, enabled)``, then a compiled model compiled again from scratch (the stack's
-    recorded CUDA graphs hold the kernels chosen before)."""
+    recorded CUDA graphs hold the kernels chosen before, and the parameters' old addresses)."""
     def apply(model: torch.nn.Module) -> None:
         switch(model, enabled)
         _compile_again(model, reset=True)
 
     return apply
+
+
+def _inference_weights() -> Lever:
+    """The inference-weights lever: `cast_linear_weights` to bf16, and back to the float32 weights
+    it kept (casting back would not restore them); the parameters change storage, so a compiled
+    model is compiled again from scratch."""
+    kept: dict[str, torch.Tensor] = {}
+
+    def switch(model: torch.nn.Module, enabled: bool) -> None:
+        linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        if enabled:
+            if not kept:  # the float32 weights, once (the only ones the cast touches)
+                kept.update({f"{i}.{n}": p.detach().clone() for i, m in enumerate(linear)
+                             for n, p in m.named_parameters()})
+            cast_linear_weights(model, torch.bfloat16)
+            return
+        for i, m in enumerate(linear):
+            m.float()
+            with torch.no_grad():
+                for n, p in m.named_parameters():
+                    p.copy_(kept[f"{i}.{n}"])
+
+    return Lever("inference_weights", _compiled_afresh(switch, True), _compiled_afresh(switch, False))
 
 
 def _draws_layerdrop(kind: str, layerdrop: float) -> bool:
