@@ -98,11 +98,14 @@ def relaunch(a: argparse.Namespace, nproc: int | None = None) -> tuple[int, dict
         env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
     cmd = [sys.executable, "-m", "w2v.train.distributed", "--standalone", f"--nproc_per_node={nproc}",
            str(Path(__file__).resolve()), *sys.argv[1:]]
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
-    sys.stdout.write(proc.stdout)
-    sys.stdout.flush()
-    results = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    return proc.returncode, json.loads(results[-1]) if results else None
+    result = None
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) as proc:
+        for line in proc.stdout:  # passed through as it comes
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            if line.startswith("{"):
+                result = line
+    return proc.returncode, json.loads(result) if result else None
 
 
 def scaling(a: argparse.Namespace) -> int:

@@ -242,7 +242,7 @@ def test_padded_fine_tuning_batches_go_to_whole_hops_for_padding_invariant_model
     as collated (its norm would see the extra padding)."""
     from w2v.data.batching import pad_to_multiple
     from w2v.models import Wav2Vec2ForCTC
-    from w2v.train.loop import fine_tuning_hop
+    from w2v.models.components import padding_hop
 
     cuts = write_tiny_cuts(tmp_path / "a", n=6, min_s=1.0, max_s=2.0)
     units = write_units(tmp_path / "units.txt")
@@ -261,8 +261,8 @@ def test_padded_fine_tuning_batches_go_to_whole_hops_for_padding_invariant_model
                          num_buckets=1)
         train(ft, cuts, tmp_path / mode, cfg, units_path=units)
     hop = 320
-    assert fine_tuning_hop(Wav2Vec2ForCTC(load_model_config("tiny", **SMALL, extractor_mode="layer_norm"), 5)) == hop
-    assert fine_tuning_hop(Wav2Vec2ForCTC(load_model_config("tiny", **SMALL), 5)) == 1
+    assert padding_hop(Wav2Vec2ForCTC(load_model_config("tiny", **SMALL, extractor_mode="layer_norm"), 5)) == hop
+    assert padding_hop(Wav2Vec2ForCTC(load_model_config("tiny", **SMALL), 5)) == 1
     assert all(w % hop == 0 and w - longest < hop for w, longest in widths["layer_norm"])
     assert any(w > longest for w, longest in widths["layer_norm"])  # some batches got padded on
     assert all(w == longest for w, longest in widths["default"])

@@ -35,8 +35,8 @@ import torch
 from w2v.models import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, load_model_config
 from w2v.models.components import ConvFeatureEncoder, ConvPositionalEmbedding, conv_output_lengths
 from w2v.models.accel import (cast_linear_weights, compile_model, default_cpp_wrapper, release_dropped_grads,
-                              set_activation_checkpointing, step_begins, triton_available, use_cpp_wrapper,
-                              use_fused_qkv, use_gelu_epilogue, use_matmul_convolutions, use_stack_cuda_graphs,
+                              set_activation_checkpointing, set_module_flags, step_begins, triton_available,
+                              use_cpp_wrapper, use_fused_qkv, use_gelu_epilogue, use_matmul_convolutions, use_stack_cuda_graphs,
                               use_triton_first_layer, use_triton_positional_conv)
 from w2v.train.losses import ctc_loss, pretraining_loss
 
@@ -353,12 +353,7 @@ class Lever:
 
 
 def _set_all(kind: type, attr: str, value: bool) -> Callable[[torch.nn.Module], None]:
-    def switch(model: torch.nn.Module) -> None:
-        for module in model.modules():
-            if isinstance(module, kind):
-                setattr(module, attr, value)
-
-    return switch
+    return lambda model: set_module_flags(model, kind, **{attr: value})
 
 
 def _once_compiled(switch: Callable[[torch.nn.Module, bool], object], enabled: bool) -> Callable[[torch.nn.Module], None]:

@@ -181,10 +181,8 @@ def collate_audio(waves: list[np.ndarray], normalize: bool,
 
 
 def pad_to_multiple(wav: torch.Tensor, multiple: int) -> torch.Tensor:
-    """``(batch, samples)`` zero-padded at the end to a whole number of ``multiple`` samples (a
-    padding-invariant model's batches, to whole hops of its conv encoder: every conv layer then
-    sees lengths of one parity, so a compiled model keeps one graph of dynamic shapes where each
-    new pattern of odd and even lengths through the layers compiled the conv stack again)."""
+    """``(batch, samples)`` zero-padded at the end to a whole number of ``multiple`` samples
+    (`components.padding_hop`)."""
     extra = -wav.shape[1] % multiple
     return torch.nn.functional.pad(wav, (0, extra)) if extra else wav
 

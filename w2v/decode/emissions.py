@@ -12,7 +12,7 @@ from tqdm import tqdm
 from w2v.data.batching import BatchPlan, collate_audio, pad_to_multiple
 from w2v.models import Wav2Vec2ForCTC
 from w2v.models.adapters import load_adapter
-from w2v.models.components import conv_feature_encoder, padding_invariant
+from w2v.models.components import conv_feature_encoder, padding_hop, padding_invariant
 from w2v.models.families import build_ctc_model, config_from_dict
 from w2v.train.checkpoint import load
 
@@ -112,9 +112,7 @@ def compute_emissions(model: Wav2Vec2ForCTC, audio: list[np.ndarray], normalize:
         batches = [[i] for i in range(len(audio))]
     encoder = conv_feature_encoder(model)
     min_samples = encoder.receptive_field if encoder is not None else 1
-    # Batches padded to whole hops of the conv encoder (at most one hop, 20 ms, more): one graph
-    # of a compiled model (`use_fast_paths`) for all of them (`pad_to_multiple`)
-    hop = encoder.stride if encoder is not None and batched else 1
+    hop = padding_hop(model)  # whole hops of the conv encoder: one compiled graph for every batch
     short = [ids[i] if ids else str(i) for i, a in enumerate(audio) if len(a) < min_samples]
     if short:
         log.warning("%d utterance(s) shorter than the receptive field (%d samples) get an empty hypothesis: %s",

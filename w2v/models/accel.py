@@ -8,7 +8,7 @@ exceptions are named at the end).
   fuses the fp32 group/layer norms, GELUs and dtype casts around the convolutions and the
   norms, dropouts and residuals around the matrix products. Shapes that change (fine-tuning
   buckets) recompile, then switch to dynamic shapes (the training loop pads a layer-norm model's
-  padded batches to whole hops, `loop.fine_tuning_hop`, so the conv stack keeps one graph);
+  padded batches to whole hops, `components.padding_hop`, so the conv stack keeps one graph);
   crops of one length compile once.
 - `use_matmul_convolutions`: the conv feature encoder and the positional convolution
   channels-last as matrix products; where Triton is installed, on a GPU, the first conv layer
@@ -236,15 +236,21 @@ def use_matmul_convolutions(model: nn.Module, enabled: bool = True, triton: bool
     return model
 
 
-def _switch(model: nn.Module, kind: type, enabled: bool, register, **flags) -> nn.Module:
-    if enabled:
-        register()
+def set_module_flags(model: nn.Module, kind: type, when=None, **flags) -> nn.Module:
+    """Set ``flags`` (attribute = value) on every module of ``model`` of type ``kind`` (for which
+    ``when(module)`` holds, if given), in place: how each switch of this module reaches its
+    modules."""
     for module in model.modules():
-        if isinstance(module, kind):
-            module.triton = enabled
+        if isinstance(module, kind) and (when is None or when(module)):
             for name, value in flags.items():
                 setattr(module, name, value)
     return model
+
+
+def _switch(model: nn.Module, kind: type, enabled: bool, register, **flags) -> nn.Module:
+    if enabled:
+        register()
+    return set_module_flags(model, kind, triton=enabled, **flags)
 
 
 def use_triton_positional_conv(model: nn.Module, enabled: bool = True, training: bool = True) -> nn.Module:
@@ -303,10 +309,7 @@ def use_fused_qkv(model: nn.Module, enabled: bool = True) -> nn.Module:
     2,329 -> 2,400 audio-s/s, inference 9,532 -> 9,785."""
     from w2v.models.components import SelfAttention
 
-    for module in model.modules():
-        if isinstance(module, SelfAttention):
-            module.fused_qkv = enabled
-    return model
+    return set_module_flags(model, SelfAttention, fused_qkv=enabled)
 
 
 def use_gelu_epilogue(model: nn.Module, enabled: bool = True) -> nn.Module:
@@ -321,10 +324,8 @@ def use_gelu_epilogue(model: nn.Module, enabled: bool = True) -> nn.Module:
     unchanged."""
     from w2v.models.components import FeedForward
 
-    for module in model.modules():
-        if isinstance(module, FeedForward) and isinstance(module.intermediate_act_fn, nn.GELU):
-            module.gelu_epilogue = enabled
-    return model
+    return set_module_flags(model, FeedForward, lambda m: isinstance(m.intermediate_act_fn, nn.GELU),
+                            gelu_epilogue=enabled)
 
 
 def cast_linear_weights(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
@@ -354,5 +355,5 @@ def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.M
 __all__ = ["AUTOTUNE_OPTIONS", "cast_linear_weights", "compile_model", "default_cpp_wrapper", "use_cpp_wrapper",
            "use_gelu_epilogue",
            "layerdrop_leaves_parameters_unused", "use_stack_cuda_graphs", "step_begins", "STACK_CUDA_GRAPH_OPTIONS",
-           "release_dropped_grads", "set_activation_checkpointing", "triton_available", "use_matmul_convolutions",
+           "release_dropped_grads", "set_activation_checkpointing", "set_module_flags", "triton_available", "use_matmul_convolutions",
            "use_fused_qkv", "use_triton_first_layer", "use_triton_positional_conv"]

@@ -330,6 +330,17 @@ def padding_invariant(model: nn.Module) -> bool:
     return not any(isinstance(m, nn.GroupNorm) for m in model.modules())
 
 
+def padding_hop(model: nn.Module) -> int:
+    """The multiple of samples to pad a batch of ``model``'s to when it is padded anyway: for a
+    padding-invariant model, a whole hop of its conv encoder (20 ms for wav2vec 2.0; the model
+    masks the extra padding), so that every conv layer sees lengths of one parity and a compiled
+    model keeps one graph of dynamic shapes for batches of every length, where each new pattern of
+    odd and even lengths through the layers compiled the conv stack again; 1 for others (group
+    norm over time would see the extra padding) and for models without a conv encoder."""
+    encoder = conv_feature_encoder(model)
+    return encoder.stride if encoder is not None and padding_invariant(model) else 1
+
+
 class FeatureProjection(nn.Module):
     """LayerNorm(C) -> Linear(C, D) -> Dropout. Returns (projected, normalised conv features):
     the normalised features are the quantizer's input (fairseq `unmasked_features`)."""

@@ -37,7 +37,7 @@ from w2v.models.accel import (
     use_matmul_convolutions,
 )
 from w2v.models.adapters import adapter_weights, freeze_base, is_adapter_key
-from w2v.models.components import conv_feature_encoder, padding_invariant
+from w2v.models.components import padding_hop
 from w2v.models.families import build_ctc_model, build_pretraining_model, config_from_dict, family_of
 from w2v.train.checkpoint import CheckpointDir, load, save_atomic
 from w2v.train import distributed, optim, sharding
@@ -315,17 +315,6 @@ def _fingerprint(path: str | Path | None) -> str | None:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def fine_tuning_hop(model: torch.nn.Module) -> int:
-    """The multiple of samples the training loop pads a fine-tuning batch to when it is padded
-    anyway: for a padding-invariant model (layer norm in the conv encoder, LARGE-LV60/XLS-R), a
-    whole hop of its conv encoder (at most 20 ms more of padding, which the model masks), so that
-    every conv layer sees lengths of one parity and a compiled model keeps one graph for batches
-    of every length; for others 1 (group norm over time would see the extra padding). Batches of
-    one length are left as they are (unpadded, attention runs without a mask)."""
-    encoder = conv_feature_encoder(model)
-    return encoder.stride if encoder is not None and padding_invariant(model) else 1
-
-
 def _run_identity(tcfg: TrainConfig, cfg, cuts_path, init, units_path) -> dict:
     """What a checkpoint's run was: resuming is only right when this is unchanged."""
     return json.loads(json.dumps({"train": _train_identity(tcfg), "model": cfg.to_dict(), "cuts": _fingerprint(cuts_path),
@@ -508,7 +497,9 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     sharded = sharding.is_sharded(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = optim.adamw(params, tcfg, sharded)
-    hop = fine_tuning_hop(raw_model) if task == "finetune" else 1
+    # a padded fine-tuning batch goes on to whole hops of the conv encoder (`padding_hop`); batches
+    # of one length (pre-training's crops) stay unpadded, so attention runs without a mask
+    hop = padding_hop(raw_model) if task == "finetune" else 1
     if latest is not None:
         sharding.load_optimizer_state(raw_model, opt, ck["optimizer"])
         del ck
@@ -573,7 +564,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                     batch_labels.append(labels[i][first:first + conv_output_frames(cfg, len(w))])
             # normalised on the device; lengths stay on the CPU: the model sees unpadded batches without a sync
             wav, lens = collate_audio(waves, tcfg.normalize_audio, dev)
-            if hop > 1 and int(lens.min()) < wav.shape[1]:  # a padded batch (`fine_tuning_hop`)
+            if hop > 1 and int(lens.min()) < wav.shape[1]:  # a padded batch
                 wav = pad_to_multiple(wav, hop)
             data_s += time.perf_counter() - t_data
             lr = sched(num_updates)
