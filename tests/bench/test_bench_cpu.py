@@ -219,12 +219,12 @@ def test_the_autotune_lever_comes_last_and_recompiles_keeping_the_other_switches
         lever.on(model)
         assert seen == [] and model.wav2vec2.encoder.compiled_stack is None
         accel.compile_model(model, cpp_wrapper=False)
-        model.wav2vec2.encoder.skip_dropped = False
+        model.wav2vec2.encoder.dropped_blocks = "discard"
         accel.use_stack_cuda_graphs(model)
         seen.clear()
         lever.on(model)
         encoder = model.wav2vec2.encoder
-        assert encoder.autotune and encoder.cuda_graphs and not encoder.skip_dropped
+        assert encoder.autotune and encoder.cuda_graphs and encoder.dropped_blocks == "discard"
         assert seen and all(kw.get("options", {}).items() >= accel.AUTOTUNE_OPTIONS.items() for kw in seen)
         seen.clear()
         lever.off(model)

@@ -182,8 +182,9 @@ def test_matmul_convolutions_fall_back_for_other_kernel_shapes():
 def test_blocks_as_one_stack_equal_the_block_loop_layerdrop_included(layerdrop, pre_ln):
     """The path `compile_model` compiles (`run_stack`, uncompiled here), in each of its LayerDrop
     modes: dropped blocks skipped (the stack over the kept blocks, or each kept block's own call
-    when more than `max_stack_skips` are dropped), or computed and discarded (DDP), which after
-    `release_dropped_grads` leaves every parameter the gradient (or None) that skipping gives."""
+    when more than `max_stack_skips` are dropped), skipped with their parameters tied in (DDP:
+    every parameter gets a gradient, the dropped blocks' zeros), or computed and discarded; after
+    `release_dropped_grads` every parameter has the gradient (or None) that skipping gives."""
     from w2v.models.accel import release_dropped_grads
 
     cfg = small_cfg(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, dropout_input=0.0,
@@ -194,23 +195,29 @@ def test_blocks_as_one_stack_equal_the_block_loop_layerdrop_included(layerdrop, 
     x = torch.randn(2, 30, cfg.encoder_embed_dim)
     calls = []
     results = []
-    for mode in ("loop", "discard", "skip", "skip_per_block"):
+    modes = ("loop", "discard", "skip", "skip_per_block", "tie", "tie_per_block")
+    for mode in modes:
         encoder.compiled_stack = None if mode == "loop" else (
             lambda *args: calls.append(len(args[3]) if len(args) > 3 else "all") or encoder.run_stack(*args))
-        encoder.skip_dropped = mode.startswith("skip")
-        encoder.max_stack_skips = 0 if mode == "skip_per_block" else 2
+        encoder.dropped_blocks = "skip" if mode == "loop" else mode.removesuffix("_per_block")
+        encoder.max_stack_skips = 0 if mode.endswith("_per_block") else 2
         encoder.layerdrop_generator = torch.Generator().manual_seed(11)
         model.zero_grad(set_to_none=True)
         y, _ = encoder(x)
         y.square().sum().backward()
         dropped = list(encoder.dropped_layers)
+        if mode.startswith("tie"):  # every parameter has a gradient before the release: zeros where dropped
+            assert all(p.grad is not None for p in encoder.parameters())
+            assert all(not p.grad.any() for i in dropped for p in encoder.layers[i].parameters())
         release_dropped_grads(model)
         results.append((y.detach(), [p.grad for p in encoder.parameters()], dropped))
-    assert bool(results[1][2]) == (layerdrop > 0)  # seed 11 drops some of the 6 blocks (1 or 2)
-    assert results[2][2] == results[3][2] == []  # skipped: nothing computed to discard
-    kept = 6 - len(results[1][2])
-    # discard: the whole stack; skip: the stack over the kept blocks; skip_per_block: no stack call when any is dropped
-    assert calls == (["all", kept] if layerdrop else ["all"] * 3)
+    got = dict(zip(modes, results))
+    assert bool(got["discard"][2]) == (layerdrop > 0)  # seed 11 drops some of the 6 blocks (1 or 2)
+    assert got["skip"][2] == got["skip_per_block"][2] == []  # skipped: nothing computed to discard
+    assert got["tie"][2] == got["tie_per_block"][2] == got["discard"][2]  # released after the all-reduce
+    kept = 6 - len(got["discard"][2])
+    # discard: the whole stack; skip, tie: the stack over the kept blocks; *_per_block: no stack call when any is dropped
+    assert calls == (["all", kept, kept] if layerdrop else ["all"] * 5)
     y0, g0, _ = results[0]
     for y1, g1, _ in results[1:]:
         torch.testing.assert_close(y1, y0)
@@ -372,9 +379,9 @@ def test_static_head_trains():
 
 
 def test_ddp_looks_for_unused_parameters_only_when_layerdrop_skips_blocks():
-    """The compiled stack as DDP compiles it runs every block (dropped ones discarded), so DDP
-    need not walk the graph for unused parameters; the block loop and the stack that skips
-    dropped blocks (the default) leave some unused, so it must."""
+    """The compiled stack as DDP compiles it ties the dropped blocks' parameters in (zero
+    gradients), so DDP need not walk the graph for unused parameters; the block loop and the
+    stack that skips dropped blocks (the default) leave some unused, so it must."""
     from w2v.models.accel import compile_model, layerdrop_leaves_parameters_unused
     from w2v.train.distributed import DistInfo
     from w2v.train.sharding import compile_for
@@ -382,15 +389,19 @@ def test_ddp_looks_for_unused_parameters_only_when_layerdrop_skips_blocks():
     model = Wav2Vec2ForPreTraining(small_cfg(layerdrop=0.1))
     assert layerdrop_leaves_parameters_unused(model, 0.1)
     assert not layerdrop_leaves_parameters_unused(model, 0.0)
-    compile_model(model, skip_dropped=False)  # lazily
+    compile_model(model, dropped_blocks="tie")  # lazily
     assert not layerdrop_leaves_parameters_unused(model, 0.1)
     assert layerdrop_leaves_parameters_unused(compile_model(Wav2Vec2ForPreTraining(small_cfg())), 0.1)
     assert layerdrop_leaves_parameters_unused(compile_model(Wav2Vec2ForPreTraining(small_cfg()), one_graph=False), 0.1)
     ddp = DistInfo(rank=0, world_size=2, local_rank=0)
     with torch._dynamo.config.patch(optimize_ddp=True):  # compile_for switches it off for the process
         compiled = compile_for(Wav2Vec2ForPreTraining(small_cfg()), "ddp", ddp)
-    assert not layerdrop_leaves_parameters_unused(compiled, 0.1)
+    assert not layerdrop_leaves_parameters_unused(compiled, 0.1) and compiled.wav2vec2.encoder.dropped_blocks == "tie"
     assert layerdrop_leaves_parameters_unused(compile_for(Wav2Vec2ForPreTraining(small_cfg()), "ddp", DistInfo()), 0.1)
+    assert not layerdrop_leaves_parameters_unused(compile_model(Wav2Vec2ForPreTraining(small_cfg()),
+                                                                dropped_blocks="discard"), 0.1)
+    with pytest.raises(ValueError, match="dropped_blocks='drop'"):
+        compile_model(Wav2Vec2ForPreTraining(small_cfg()), dropped_blocks="drop")
 
 
 def test_compiling_switches_the_cpp_wrapper_on_for_gpu_models_only(monkeypatch):

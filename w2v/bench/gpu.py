@@ -352,7 +352,7 @@ class Lever:
     off: Callable[[torch.nn.Module], object]
 
 
-def _set_all(kind: type, attr: str, value: bool) -> Callable[[torch.nn.Module], None]:
+def _set_all(kind: type, attr: str, value: object) -> Callable[[torch.nn.Module], None]:
     return lambda model: set_module_flags(model, kind, **{attr: value})
 
 
@@ -386,7 +386,7 @@ def _compile_again(model: torch.nn.Module, reset: bool = False, **changes) -> No
         return
     if reset:
         torch._dynamo.reset()
-    kept = dict(autotune=encoder.autotune, cuda_graphs=encoder.cuda_graphs, skip_dropped=encoder.skip_dropped,
+    kept = dict(autotune=encoder.autotune, cuda_graphs=encoder.cuda_graphs, dropped_blocks=encoder.dropped_blocks,
                 cpp_wrapper=bool(torch._inductor.config.cpp_wrapper),
                 fused_qkv=any(getattr(m, "fused_qkv", False) for m in model.modules()))
     compile_model(model, **{**kept, **changes})
@@ -445,8 +445,8 @@ def _all_levers(a, kind: str = "pretrain", layerdrop: float = 0.0) -> list[Lever
             levers.append(Lever("triton_posconv", use_triton_positional_conv,
                                 lambda m: use_triton_positional_conv(m, False)))
     if _draws_layerdrop(kind, layerdrop) and a.compile:  # the compiled stack's LayerDrop
-        levers.append(Lever("layerdrop_skip", _set_all(TransformerEncoder, "skip_dropped", True),
-                            _set_all(TransformerEncoder, "skip_dropped", False)))
+        levers.append(Lever("layerdrop_skip", _set_all(TransformerEncoder, "dropped_blocks", "skip"),
+                            _set_all(TransformerEncoder, "dropped_blocks", "discard")))
     levers.append(Lever("fused_qkv", use_fused_qkv, lambda m: use_fused_qkv(m, False)))
     if kind == "infer":  # the conv windows as strided views (forwards without autograd)
         levers.append(Lever("strided_windows", _set_all(ConvFeatureEncoder, "strided_windows", True),

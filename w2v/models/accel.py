@@ -42,6 +42,7 @@ import os
 import torch
 from torch import nn
 
+from w2v.models.components import DROPPED_BLOCKS
 from w2v.models.wav2vec2 import Wav2Vec2ForPreTraining, Wav2Vec2Model
 
 
@@ -88,15 +89,16 @@ def _compiled(fn, mode: str | None, options: dict | None):
 
 
 def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = True,
-                  cpp_wrapper: bool | None = None, skip_dropped: bool = True,
+                  cpp_wrapper: bool | None = None, dropped_blocks: str = "skip",
                   cuda_graphs: bool = False, autotune: bool = False, fused_qkv: bool = True) -> nn.Module:
     """Compile the hot blocks of `model` in place (and return it): the conv stack, and the
     Transformer blocks as one graph (`TransformerEncoder.run_stack`) and each on its own (for
     hidden states and activation checkpointing, and for FSDP: `one_graph=False`, since FSDP
     gathers a block's sharded weights in hooks of the block's own call, which the one graph
     calls past). Blocks LayerDrop drops are skipped by the one graph (a graph per number of
-    blocks run), or with `skip_dropped=False` (DDP: no parameter left unused) computed and their
-    output discarded (`TransformerEncoder.skip_dropped`). `cpp_wrapper` (`use_cpp_wrapper`; None:
+    blocks run); `dropped_blocks` (`TransformerEncoder.dropped_blocks`): "skip" leaves their
+    parameters without gradient, "tie" (DDP: no parameter left unused) gives them zero
+    gradients, "discard" computes the blocks and discards their output. `cpp_wrapper` (`use_cpp_wrapper`; None:
     on for a model on a GPU, unless TORCHINDUCTOR_CPP_WRAPPER says otherwise) launches the kernels
     from C++; it makes the first compile slower (BASE pre-training ~45 s on an H100 with a warm
     cache); `mode="reduce-overhead"` (CUDA graphs for every graph) switches it off, since inductor
@@ -108,6 +110,8 @@ def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = T
     (`use_fused_qkv`) computes each attention's query, key and value as one product."""
     if autotune and mode is not None:
         raise ValueError(f"compile_model: autotune sets inductor's options, which exclude mode={mode!r}")
+    if dropped_blocks not in DROPPED_BLOCKS:
+        raise ValueError(f"compile_model: dropped_blocks={dropped_blocks!r}; expected one of {DROPPED_BLOCKS}")
     if cuda_graphs and not one_graph:
         raise ValueError("compile_model: cuda_graphs needs the Transformer stack as one graph (one_graph=True)")
     if mode == "reduce-overhead":  # CUDA graphs for every graph: inductor records none for C++-launched code
@@ -126,7 +130,7 @@ def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = T
     if one_graph:
         enc.encoder.compiled_stack = _compiled(enc.encoder.run_stack, mode, options)
         enc.encoder.cuda_graphs = False  # a plain stack again, whatever an earlier compile_model made it
-        enc.encoder.skip_dropped = skip_dropped
+        enc.encoder.dropped_blocks = dropped_blocks
     enc.encoder.autotune = autotune
     pos = enc.encoder.pos_conv_embed
     pos.as_matmul = _compiled(_method(pos, "as_matmul"), mode, options)  # the tap windows as one Triton copy
@@ -189,10 +193,10 @@ def step_begins() -> None:
 def layerdrop_leaves_parameters_unused(model: nn.Module, layerdrop: float) -> bool:
     """Whether LayerDrop (at rate `layerdrop`) can leave a block's parameters out of the autograd
     graph, so that DDP must look for unused parameters every step (a walk of the whole graph on
-    the host): not when the compiled stack runs every block and discards the dropped ones
-    (`compile_model(skip_dropped=False)`)."""
+    the host): not when the compiled stack ties the dropped blocks' parameters in or runs them
+    (`compile_model(dropped_blocks="tie" or "discard")`)."""
     encoder = getattr(getattr(model, "wav2vec2", model), "encoder", None)
-    return layerdrop > 0 and (getattr(encoder, "compiled_stack", None) is None or encoder.skip_dropped)
+    return layerdrop > 0 and (getattr(encoder, "compiled_stack", None) is None or encoder.dropped_blocks == "skip")
 
 
 def release_dropped_grads(model: nn.Module) -> None:

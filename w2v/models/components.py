@@ -617,6 +617,15 @@ class TransformerLayer(nn.Module):
         return x
 
 
+DROPPED_BLOCKS = ("skip", "tie", "discard")  # TransformerEncoder.dropped_blocks
+
+
+def zero_tie(params: list[nn.Parameter]) -> Tensor:
+    """A scalar zero that depends on every tensor in `params`: added to an output, it gives each
+    of them a gradient of zeros (and changes nothing else), for a few small kernels."""
+    return torch.cat([p.reshape(-1)[:1].float() for p in params]).sum() * 0.0
+
+
 class TransformerEncoder(nn.Module):
     """Context network g: positional conv, layer norm, Transformer blocks with LayerDrop.
 
@@ -649,16 +658,21 @@ class TransformerEncoder(nn.Module):
         self.activation_checkpointing = False
         self.layerdrop_generator: torch.Generator | None = None
         # Set by `accel.compile_model`: `run_stack` compiled, all blocks as one graph (one call
-        # instead of one per block: the per-call overhead made the step host-bound). Blocks
-        # LayerDrop drops are skipped (`skip_dropped`): the graph runs the blocks kept, one
-        # graph per number of them down to `max_stack_skips` dropped, and each kept block's own
-        # compiled call beyond. Or (skip_dropped False: DDP, which would otherwise have to search
-        # for unused parameters every step) computed and discarded: `dropped_layers` names them,
-        # `release_dropped_grads` gives their parameters no gradient, as skipping does.
+        # instead of one per block: the per-call overhead made the step host-bound). What
+        # becomes of the blocks LayerDrop drops, `dropped_blocks` (DROPPED_BLOCKS):
+        # - "skip": the graph runs the blocks kept, one graph per number of them down to
+        #   `max_stack_skips` dropped, and each kept block's own compiled call beyond; the
+        #   dropped blocks' parameters get no gradient.
+        # - "tie" (DDP, which would otherwise have to search for unused parameters every step):
+        #   skipped as "skip" does, and their parameters tied into the output at weight zero, so
+        #   each gets a zero gradient and DDP's all-reduce finds every one ready.
+        # - "discard": computed in the one graph and their output discarded.
+        # Under "tie" and "discard" `dropped_layers` names them, and `release_dropped_grads` sets
+        # their gradients back to None after the all-reduce, as skipping leaves them.
         self.compiled_stack = None
         self.cuda_graphs = False  # compiled_stack replayed as CUDA graphs (accel.use_stack_cuda_graphs)
         self.autotune = False  # compiled with accel.AUTOTUNE_OPTIONS (compile_model(autotune=True))
-        self.skip_dropped = True
+        self.dropped_blocks = "skip"
         self.max_stack_skips = 1
         self.dropped_layers: list[int] = []
         self.pos_conv_embed = ConvPositionalEmbedding(dim, conv_pos, conv_pos_groups, dropout)
@@ -731,17 +745,23 @@ class TransformerEncoder(nn.Module):
 
     def _run_compiled(self, x: Tensor, attn_mask: Tensor | None, keeps: list[bool]) -> Tensor:
         """The blocks through `compiled_stack`, LayerDrop's `keeps` (one bool per block) applied
-        as `skip_dropped` says."""
-        dropped = keeps.count(False)
-        self.dropped_layers = [] if self.skip_dropped else [i for i, kept in enumerate(keeps) if not kept]
-        if not self.skip_dropped or not dropped:  # every block: the same graph either way when none is dropped
-            keep = None if not dropped else torch.tensor(keeps).to(x.device, non_blocking=True)
-            return self.compiled_stack(x, attn_mask, keep)
+        as `dropped_blocks` says."""
+        if self.dropped_blocks not in DROPPED_BLOCKS:
+            raise ValueError(f"dropped_blocks: {self.dropped_blocks!r}; expected one of {DROPPED_BLOCKS}")
+        dropped = [i for i, kept in enumerate(keeps) if not kept]
+        self.dropped_layers = [] if self.dropped_blocks == "skip" else dropped
+        if not dropped:  # every block: the same graph in each mode
+            return self.compiled_stack(x, attn_mask, None)
+        if self.dropped_blocks == "discard":
+            return self.compiled_stack(x, attn_mask, torch.tensor(keeps).to(x.device, non_blocking=True))
         kept = [layer for layer, k in zip(self.layers, keeps) if k]
-        if dropped <= self.max_stack_skips:  # a graph per number of blocks: their parameters are its inputs
-            return self.compiled_stack(x, attn_mask, None, kept)
-        for layer in kept:  # rare (several dropped at once): each block's own compiled call
-            x = layer(x, attn_mask)
+        if len(dropped) <= self.max_stack_skips:  # a graph per number of blocks: their parameters are its inputs
+            x = self.compiled_stack(x, attn_mask, None, kept)
+        else:
+            for layer in kept:  # rare (several dropped at once): each block's own compiled call
+                x = layer(x, attn_mask)
+        if self.dropped_blocks == "tie":
+            x = x + zero_tie([p for i in dropped for p in self.layers[i].parameters() if p.requires_grad])
         return x
 
     def run_stack(self, x: Tensor, attn_mask: Tensor | None, keep: Tensor | None,
