@@ -79,7 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--static-graph", action="store_true", help="ddp: the same parameters get gradients every step")
     p.add_argument("--scaling", action="store_true",
                    help="run on one rank, then on all (--ranks or every visible GPU), and report the throughput ratio")
-    return p.parse_args(argv)
+    p.add_argument("--repeat", type=int, default=1,
+                   help="with --scaling: that many (one rank, all ranks) pairs in turn; the ratio of the medians")
+    a = p.parse_args(argv)
+    if a.repeat < 1 or (a.repeat > 1 and not a.scaling):
+        p.error(f"--repeat {a.repeat}: a number of --scaling pairs, 1 or more (and only with --scaling)")
+    return a
 
 
 def all_ranks(a: argparse.Namespace) -> int:
@@ -109,22 +114,28 @@ def relaunch(a: argparse.Namespace, nproc: int | None = None) -> tuple[int, dict
 
 
 def scaling(a: argparse.Namespace) -> int:
-    """One rank, then all of them, on this machine: the throughputs and their ratio, one JSON line."""
+    """One rank, then all of them, on this machine, ``--repeat`` times in turn (later runs compile
+    from the warm inductor cache): the throughputs and their ratio, one JSON line. ``scaling`` is
+    the ratio of the medians; ``pairs`` the ratio of each (one rank, all ranks) pair in turn."""
     n = all_ranks(a)
     if n < 2:
         raise SystemExit(f"shard_step.py --scaling: needs 2 or more ranks; this machine gives {n} "
                          "(--ranks N on a CPU)")
-    runs = {}
-    for nproc in (1, n):
-        rc, result = relaunch(a, nproc)
-        if rc or result is None:
-            raise SystemExit(f"shard_step.py --scaling: the run on {nproc} rank(s) failed (exit status {rc})")
-        runs[nproc] = result
-    one, many = runs[1]["audio_s_per_s"], runs[n]["audio_s_per_s"]
+    runs: dict[int, list[dict]] = {1: [], n: []}
+    for _ in range(a.repeat):
+        for nproc in (1, n):
+            rc, result = relaunch(a, nproc)
+            if rc or result is None:
+                raise SystemExit(f"shard_step.py --scaling: the run on {nproc} rank(s) failed (exit status {rc})")
+            runs[nproc].append(result)
+    one = statistics.median(r["audio_s_per_s"] for r in runs[1])
+    many = statistics.median(r["audio_s_per_s"] for r in runs[n])
     print(json.dumps({"scaling": round(many / one, 3), "world_size": n, "audio_s_per_s_one": one,
-                      "audio_s_per_s_all": many, "step_s_one": runs[1]["step_s"], "step_s_all": runs[n]["step_s"],
+                      "audio_s_per_s_all": many, "step_s_one": [r["step_s"] for r in runs[1]],
+                      "step_s_all": [r["step_s"] for r in runs[n]],
+                      "pairs": [round(m["audio_s_per_s"] / o["audio_s_per_s"], 3) for o, m in zip(runs[1], runs[n])],
                       "preset": a.preset, "strategy": a.strategy, "batch_per_rank": a.batch,
-                      "device": runs[n]["device"]}), flush=True)
+                      "device": runs[n][0]["device"]}), flush=True)
     return 0
 
 

@@ -60,19 +60,25 @@ def test_shard_step_on_two_gpus_reports_cuda_memory():
         assert all(0 < loss < 1000 for loss in rank["loss"])
 
 
-def test_shard_step_scaling_runs_one_rank_then_all_and_reports_the_ratio():
+def test_shard_step_scaling_runs_one_rank_then_all_in_turn_and_reports_the_ratio():
     r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--preset", "tiny", "--ranks", "2",
-                        "--batch", "1", "--seconds", "1", "--steps", "2", "--strategy", "ddp", "--scaling"],
-                       capture_output=True, text=True, timeout=240, cwd=ROOT, env=CPU_ONLY)
+                        "--batch", "1", "--seconds", "1", "--steps", "2", "--strategy", "ddp", "--scaling",
+                        "--repeat", "2"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=CPU_ONLY)
     assert r.returncode == 0, r.stderr[-4000:]
     lines = [json.loads(x) for x in r.stdout.strip().splitlines() if x.startswith("{")]
-    one, two, summary = lines[-3:]
-    assert one["world_size"] == 1 and two["world_size"] == 2
-    assert summary["world_size"] == 2 and summary["audio_s_per_s_one"] == one["audio_s_per_s"]
-    assert summary["scaling"] == round(two["audio_s_per_s"] / one["audio_s_per_s"], 3)
+    *runs, summary = lines[-5:]
+    assert [x["world_size"] for x in runs] == [1, 2, 1, 2]  # in turn
+    ones, twos = [x["audio_s_per_s"] for x in runs[::2]], [x["audio_s_per_s"] for x in runs[1::2]]
+    assert summary["world_size"] == 2 and summary["audio_s_per_s_one"] == sum(ones) / 2  # the median of two
+    assert summary["scaling"] == round(sum(twos) / sum(ones), 3)
+    assert summary["pairs"] == [round(t / o, 3) for o, t in zip(ones, twos)]
+    assert summary["step_s_one"] == [x["step_s"] for x in runs[::2]]
 
 
 def test_shard_step_scaling_refuses_a_single_rank_by_name():
     r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--preset", "tiny", "--ranks", "1",
                         "--scaling"], capture_output=True, text=True, timeout=60, cwd=ROOT, env=CPU_ONLY)
     assert r.returncode != 0 and "--scaling: needs 2 or more ranks; this machine gives 1" in r.stderr
+    r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--repeat", "3"],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT, env=CPU_ONLY)
+    assert r.returncode == 2 and "--repeat 3: a number of --scaling pairs" in r.stderr
