@@ -41,6 +41,32 @@ def test_covered_time_counts_overlapping_kernels_once():
     assert gpu.covered_us([]) == 0
 
 
+def test_kernel_summary_counts_kernels_not_the_annotated_ranges_around_them():
+    """On a GPU the profiler puts `record_function` ranges (AdamW's step, DDP's forward,
+    nccl:all_reduce) on the device's timeline too; counted as kernels they doubled the
+    optimizer's and NCCL's time and covered idle gaps."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    def event(name, start, end, annotation=False, device=DeviceType.CUDA):
+        return SimpleNamespace(name=name, device_type=device, is_user_annotation=annotation,
+                               time_range=SimpleNamespace(start=start, end=end, elapsed_us=lambda: end - start))
+
+    prof = SimpleNamespace(events=lambda: [
+        event("Optimizer.step#AdamW.step", 0, 4000, annotation=True),
+        event("void at::native::multi_tensor_apply_kernel<...>", 0, 1000),
+        event("ncclDevKernel_AllReduce_Sum_f32_RING_LL", 2000, 3000),
+        event("nccl:all_reduce", 2000, 3000, annotation=True),
+        event("aten::mm", 0, 9000, device=DeviceType.CPU),
+    ])
+    got = gpu.kernel_summary(prof, steps=1)
+    assert got["device_busy_ms_per_step"] == 2.0 and got["device_any_busy_ms_per_step"] == 2.0
+    assert got["classes_ms"] == {"optimizer (AdamW)": 1.0, "communication (NCCL)": 1.0}
+    assert [n for n, _ in got["top_kernels_ms"]] == ["void at::native::multi_tensor_apply_kernel<...>",
+                                                     "ncclDevKernel_AllReduce_Sum_f32_RING_LL"]
+
+
 def test_bench_parses_its_compile_options():
     a = gpu.build_parser().parse_args(["--compile", "--compile-mode", "reduce-overhead", "--dynamic",
                                        "--cpp-wrapper", "off"])

@@ -690,14 +690,17 @@ def trace(a, kind: str, preset: str, batch: int, use_compile: bool, steps: int =
 
 def kernel_summary(prof, steps: int, top: int = 30) -> dict:
     """Device time per step of a `torch.profiler` run over `steps` steps: busy total, by kernel
-    class, and the `top` kernels (also used by bench/shard_step.py for each rank)."""
+    class, and the `top` kernels (also used by bench/shard_step.py for each rank). Kernels and
+    copies only: the profiler also puts the ranges that `record_function` marks (AdamW's step,
+    DDP's forward, NCCL's collectives) on the device's timeline, spanning kernels counted
+    already and the gaps between them."""
     from torch.autograd import DeviceType
 
     by_class: dict[str, float] = {}
     by_name: dict[str, float] = {}
     spans = []
     for e in prof.events():
-        if e.device_type != DeviceType.CUDA:
+        if e.device_type != DeviceType.CUDA or getattr(e, "is_user_annotation", False):
             continue
         ms = e.time_range.elapsed_us() / 1e3 / steps
         label = classify(e.name)
