@@ -39,7 +39,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from w2v.models import Wav2Vec2ForPreTraining, count_parameters, load_model_config  # noqa: E402
 from w2v.models.accel import (  # noqa: E402
-    layerdrop_leaves_parameters_unused,
     release_dropped_grads,
     set_activation_checkpointing,
     use_matmul_convolutions,
@@ -202,7 +201,7 @@ def run_rank(a: argparse.Namespace) -> None:
                                                    ("static_graph", a.static_graph))
                    if v not in (None, False)}
     model = sharding.wrap(model, a.strategy, info, dev, bf16,
-                          find_unused=layerdrop_leaves_parameters_unused(model, cfg.layerdrop), **ddp_options)
+                          find_unused=False, **ddp_options)
     if info.enabled:
         sharding.share_layerdrop(model, torch.Generator().manual_seed(a.seed))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -253,6 +252,7 @@ def run_rank(a: argparse.Namespace) -> None:
             "precision": "bf16" if bf16 else "fp32", "activation_checkpointing": a.checkpointing,
             "compiled": a.compile, "matmul_conv": a.matmul_conv, "per_block": a.per_block,
             "ddp_options": ddp_options, "dynamo_optimize_ddp": torch._dynamo.config.optimize_ddp,
+            "ddp_find_unused": getattr(model, "find_unused_parameters", None),
             "device": device, "torch": torch.__version__,
             "state_gib_per_rank_estimate": round(16 * n_params / shards / GIB, 3),
             "step_s": last, "audio_s_per_s": round(info.world_size * a.batch * a.seconds / last, 1),

@@ -183,7 +183,8 @@ def test_blocks_as_one_stack_equal_the_block_loop_layerdrop_included(layerdrop, 
     """The path `compile_model` compiles (`run_stack`, uncompiled here), in each of its LayerDrop
     modes: dropped blocks skipped (the stack over the kept blocks, or each kept block's own call
     when more than `max_stack_skips` are dropped), skipped with their parameters tied in (DDP:
-    every parameter gets a gradient, the dropped blocks' zeros), or computed and discarded; after
+    every parameter gets a gradient, the dropped blocks' zeros; also block by block), or computed
+    and discarded; after
     `release_dropped_grads` every parameter has the gradient (or None) that skipping gives."""
     from w2v.models.accel import release_dropped_grads
 
@@ -195,18 +196,18 @@ def test_blocks_as_one_stack_equal_the_block_loop_layerdrop_included(layerdrop, 
     x = torch.randn(2, 30, cfg.encoder_embed_dim)
     calls = []
     results = []
-    modes = ("loop", "discard", "skip", "skip_per_block", "tie", "tie_per_block")
+    modes = ("loop", "discard", "skip", "skip_per_block", "tie", "tie_per_block", "loop_tie")
     for mode in modes:
-        encoder.compiled_stack = None if mode == "loop" else (
+        encoder.compiled_stack = None if mode.startswith("loop") else (
             lambda *args: calls.append(len(args[3]) if len(args) > 3 else "all") or encoder.run_stack(*args))
-        encoder.dropped_blocks = "skip" if mode == "loop" else mode.removesuffix("_per_block")
+        encoder.dropped_blocks = {"loop": "skip", "loop_tie": "tie"}.get(mode, mode.removesuffix("_per_block"))
         encoder.max_stack_skips = 0 if mode.endswith("_per_block") else 2
         encoder.layerdrop_generator = torch.Generator().manual_seed(11)
         model.zero_grad(set_to_none=True)
         y, _ = encoder(x)
         y.square().sum().backward()
         dropped = list(encoder.dropped_layers)
-        if mode.startswith("tie"):  # every parameter has a gradient before the release: zeros where dropped
+        if "tie" in mode:  # every parameter has a gradient before the release: zeros where dropped
             assert all(p.grad is not None for p in encoder.parameters())
             assert all(not p.grad.any() for i in dropped for p in encoder.layers[i].parameters())
         release_dropped_grads(model)
@@ -214,7 +215,7 @@ def test_blocks_as_one_stack_equal_the_block_loop_layerdrop_included(layerdrop, 
     got = dict(zip(modes, results))
     assert bool(got["discard"][2]) == (layerdrop > 0)  # seed 11 drops some of the 6 blocks (1 or 2)
     assert got["skip"][2] == got["skip_per_block"][2] == []  # skipped: nothing computed to discard
-    assert got["tie"][2] == got["tie_per_block"][2] == got["discard"][2]  # released after the all-reduce
+    assert got["tie"][2] == got["tie_per_block"][2] == got["loop_tie"][2] == got["discard"][2]  # released later
     kept = 6 - len(got["discard"][2])
     # discard: the whole stack; skip, tie: the stack over the kept blocks; *_per_block: no stack call when any is dropped
     assert calls == (["all", kept, kept] if layerdrop else ["all"] * 5)
@@ -379,27 +380,29 @@ def test_static_head_trains():
 
 
 def test_ddp_looks_for_unused_parameters_only_when_layerdrop_skips_blocks():
-    """The compiled stack as DDP compiles it ties the dropped blocks' parameters in (zero
-    gradients), so DDP need not walk the graph for unused parameters; the block loop and the
-    stack that skips dropped blocks (the default) leave some unused, so it must."""
+    """DDP ties the dropped blocks' parameters in (zero gradients), so it need not walk the
+    graph for unused parameters; plain skipping (one process, FSDP) leaves some unused. The
+    compiled stack keeps the mode it is given (None: the model's)."""
     from w2v.models.accel import compile_model, layerdrop_leaves_parameters_unused
     from w2v.train.distributed import DistInfo
     from w2v.train.sharding import compile_for
 
     model = Wav2Vec2ForPreTraining(small_cfg(layerdrop=0.1))
-    assert layerdrop_leaves_parameters_unused(model, 0.1)
-    assert not layerdrop_leaves_parameters_unused(model, 0.0)
+    assert layerdrop_leaves_parameters_unused(model)
+    assert not layerdrop_leaves_parameters_unused(Wav2Vec2ForPreTraining(small_cfg(layerdrop=0.0)))
     compile_model(model, dropped_blocks="tie")  # lazily
-    assert not layerdrop_leaves_parameters_unused(model, 0.1)
-    assert layerdrop_leaves_parameters_unused(compile_model(Wav2Vec2ForPreTraining(small_cfg())), 0.1)
-    assert layerdrop_leaves_parameters_unused(compile_model(Wav2Vec2ForPreTraining(small_cfg()), one_graph=False), 0.1)
+    assert not layerdrop_leaves_parameters_unused(model)
+    compile_model(model)  # the mode kept
+    assert model.wav2vec2.encoder.dropped_blocks == "tie"
+    for mode, unused in (("discard", False), ("skip", True)):
+        compile_model(model, dropped_blocks=mode)
+        assert layerdrop_leaves_parameters_unused(model) == unused
+    assert layerdrop_leaves_parameters_unused(compile_model(Wav2Vec2ForPreTraining(small_cfg(layerdrop=0.1)),
+                                                            one_graph=False))
     ddp = DistInfo(rank=0, world_size=2, local_rank=0)
     with torch._dynamo.config.patch(optimize_ddp=True):  # compile_for switches it off for the process
-        compiled = compile_for(Wav2Vec2ForPreTraining(small_cfg()), "ddp", ddp)
-    assert not layerdrop_leaves_parameters_unused(compiled, 0.1) and compiled.wav2vec2.encoder.dropped_blocks == "tie"
-    assert layerdrop_leaves_parameters_unused(compile_for(Wav2Vec2ForPreTraining(small_cfg()), "ddp", DistInfo()), 0.1)
-    assert not layerdrop_leaves_parameters_unused(compile_model(Wav2Vec2ForPreTraining(small_cfg()),
-                                                                dropped_blocks="discard"), 0.1)
+        compiled = compile_for(Wav2Vec2ForPreTraining(small_cfg(layerdrop=0.1)), "ddp", ddp)
+    assert compiled.wav2vec2.encoder.dropped_blocks == "skip"  # until sharding.wrap ties them in
     with pytest.raises(ValueError, match="dropped_blocks='drop'"):
         compile_model(Wav2Vec2ForPreTraining(small_cfg()), dropped_blocks="drop")
 

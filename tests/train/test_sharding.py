@@ -78,7 +78,7 @@ def test_a_loaded_optimizer_state_keeps_how_the_optimizer_computes():
     assert skipped and float(opt.state[model.weight]["step"]) == 1
 
 
-def _layerdrop_ddp(tmp_path, mode: str):
+def _layerdrop_ddp(tmp_path, *args: str):
     import subprocess
     import sys
     from pathlib import Path
@@ -86,19 +86,21 @@ def _layerdrop_ddp(tmp_path, mode: str):
     root = Path(__file__).resolve().parents[2]
     tmp_path.mkdir(parents=True, exist_ok=True)
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(root / "tests/train/layerdrop_ddp_worker.py"), str(tmp_path), mode],
+                           str(root / "tests/train/layerdrop_ddp_worker.py"), str(tmp_path), *args],
                           capture_output=True, text=True, timeout=300, cwd=root,
                           env={**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""})
 
 
-def test_ddp_skips_dropped_blocks_and_ties_their_parameters_in(tmp_path):
-    """Under DDP the compiled stack skips LayerDrop's dropped blocks (as one process does) and ties
-    their parameters into the output at weight zero: DDP, not searching for unused parameters,
-    finds every gradient ready, the dropped blocks stay untouched by the update, and both ranks
-    end with the same weights. Without the tie the same DDP fails at the next update."""
+@pytest.mark.parametrize("path", ["compiled", "eager"])
+def test_ddp_skips_dropped_blocks_and_ties_their_parameters_in(tmp_path, path):
+    """Under DDP the Transformer skips LayerDrop's dropped blocks (as one process does: in the
+    compiled stack, or block by block with activation checkpointing) and ties their parameters
+    into the output at weight zero: DDP, not searching for unused parameters, finds every
+    gradient ready, the dropped blocks stay untouched by the update, and both ranks end with
+    the same weights. Without the tie the same DDP fails at the next update."""
     import json
 
-    r = _layerdrop_ddp(tmp_path / "tie", "")
+    r = _layerdrop_ddp(tmp_path / "tie", path)
     assert r.returncode == 0, r.stderr[-4000:]
     seen = [json.loads((tmp_path / f"tie/rank_{k}.json").read_text()) for k in (0, 1)]
     assert seen[0]["dropped_blocks"] == "tie" and not seen[0]["find_unused"]
@@ -108,5 +110,5 @@ def test_ddp_skips_dropped_blocks_and_ties_their_parameters_in(tmp_path):
     w0, w1 = (torch.load(tmp_path / f"tie/weights_{k}.pt", weights_only=True) for k in (0, 1))
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
 
-    r = _layerdrop_ddp(tmp_path / "skip", "skip-unsearched")
+    r = _layerdrop_ddp(tmp_path / "skip", path, "skip-unsearched")
     assert r.returncode != 0 and "find_unused_parameters" in r.stderr

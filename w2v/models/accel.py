@@ -89,16 +89,17 @@ def _compiled(fn, mode: str | None, options: dict | None):
 
 
 def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = True,
-                  cpp_wrapper: bool | None = None, dropped_blocks: str = "skip",
+                  cpp_wrapper: bool | None = None, dropped_blocks: str | None = None,
                   cuda_graphs: bool = False, autotune: bool = False, fused_qkv: bool = True) -> nn.Module:
     """Compile the hot blocks of `model` in place (and return it): the conv stack, and the
     Transformer blocks as one graph (`TransformerEncoder.run_stack`) and each on its own (for
     hidden states and activation checkpointing, and for FSDP: `one_graph=False`, since FSDP
     gathers a block's sharded weights in hooks of the block's own call, which the one graph
     calls past). Blocks LayerDrop drops are skipped by the one graph (a graph per number of
-    blocks run); `dropped_blocks` (`TransformerEncoder.dropped_blocks`): "skip" leaves their
-    parameters without gradient, "tie" (DDP: no parameter left unused) gives them zero
-    gradients, "discard" computes the blocks and discards their output. `cpp_wrapper` (`use_cpp_wrapper`; None:
+    blocks run); `dropped_blocks` (`TransformerEncoder.dropped_blocks`; None keeps the model's,
+    "skip" unless `sharding.wrap` made it "tie"): "skip" leaves their parameters without
+    gradient, "tie" (DDP: no parameter left unused) gives them zero gradients, "discard"
+    computes the blocks and discards their output. `cpp_wrapper` (`use_cpp_wrapper`; None:
     on for a model on a GPU, unless TORCHINDUCTOR_CPP_WRAPPER says otherwise) launches the kernels
     from C++; it makes the first compile slower (BASE pre-training ~45 s on an H100 with a warm
     cache); `mode="reduce-overhead"` (CUDA graphs for every graph) switches it off, since inductor
@@ -110,7 +111,7 @@ def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = T
     (`use_fused_qkv`) computes each attention's query, key and value as one product."""
     if autotune and mode is not None:
         raise ValueError(f"compile_model: autotune sets inductor's options, which exclude mode={mode!r}")
-    if dropped_blocks not in DROPPED_BLOCKS:
+    if dropped_blocks is not None and dropped_blocks not in DROPPED_BLOCKS:
         raise ValueError(f"compile_model: dropped_blocks={dropped_blocks!r}; expected one of {DROPPED_BLOCKS}")
     if cuda_graphs and not one_graph:
         raise ValueError("compile_model: cuda_graphs needs the Transformer stack as one graph (one_graph=True)")
@@ -130,7 +131,8 @@ def compile_model(model: nn.Module, mode: str | None = None, one_graph: bool = T
     if one_graph:
         enc.encoder.compiled_stack = _compiled(enc.encoder.run_stack, mode, options)
         enc.encoder.cuda_graphs = False  # a plain stack again, whatever an earlier compile_model made it
-        enc.encoder.dropped_blocks = dropped_blocks
+        if dropped_blocks is not None:
+            enc.encoder.dropped_blocks = dropped_blocks
     enc.encoder.autotune = autotune
     pos = enc.encoder.pos_conv_embed
     pos.as_matmul = _compiled(_method(pos, "as_matmul"), mode, options)  # the tap windows as one Triton copy
@@ -190,13 +192,16 @@ def step_begins() -> None:
     torch.compiler.cudagraph_mark_step_begin()
 
 
-def layerdrop_leaves_parameters_unused(model: nn.Module, layerdrop: float) -> bool:
-    """Whether LayerDrop (at rate `layerdrop`) can leave a block's parameters out of the autograd
-    graph, so that DDP must look for unused parameters every step (a walk of the whole graph on
-    the host): not when the compiled stack ties the dropped blocks' parameters in or runs them
-    (`compile_model(dropped_blocks="tie" or "discard")`)."""
-    encoder = getattr(getattr(model, "wav2vec2", model), "encoder", None)
-    return layerdrop > 0 and (getattr(encoder, "compiled_stack", None) is None or encoder.dropped_blocks == "skip")
+def layerdrop_leaves_parameters_unused(model: nn.Module) -> bool:
+    """Whether LayerDrop can leave a block's parameters out of the autograd graph, so that DDP
+    must look for unused parameters every step (a walk of the whole graph on the host): when
+    the encoder trains with LayerDrop and skips the dropped blocks without tying their
+    parameters in (`TransformerEncoder.dropped_blocks == "skip"`, which `sharding.wrap` turns
+    into "tie" under DDP)."""
+    from w2v.models.components import TransformerEncoder
+
+    return any(m.layerdrop > 0 and m.dropped_blocks == "skip" for m in model.modules()
+               if isinstance(m, TransformerEncoder))
 
 
 def release_dropped_grads(model: nn.Module) -> None:

@@ -659,7 +659,8 @@ class TransformerEncoder(nn.Module):
         self.layerdrop_generator: torch.Generator | None = None
         # Set by `accel.compile_model`: `run_stack` compiled, all blocks as one graph (one call
         # instead of one per block: the per-call overhead made the step host-bound). What
-        # becomes of the blocks LayerDrop drops, `dropped_blocks` (DROPPED_BLOCKS):
+        # becomes of the blocks LayerDrop drops, `dropped_blocks` (DROPPED_BLOCKS; compile_model
+        # and sharding.wrap set it):
         # - "skip": the graph runs the blocks kept, one graph per number of them down to
         #   `max_stack_skips` dropped, and each kept block's own compiled call beyond; the
         #   dropped blocks' parameters get no gradient.
@@ -667,8 +668,11 @@ class TransformerEncoder(nn.Module):
         #   skipped as "skip" does, and their parameters tied into the output at weight zero, so
         #   each gets a zero gradient and DDP's all-reduce finds every one ready.
         # - "discard": computed in the one graph and their output discarded.
-        # Under "tie" and "discard" `dropped_layers` names them, and `release_dropped_grads` sets
-        # their gradients back to None after the all-reduce, as skipping leaves them.
+        # The block-by-block path (hidden states, activation checkpointing, no compiled stack)
+        # skips them under "skip" and ties them in otherwise. `sharding.wrap` turns "skip" into
+        # "tie" under DDP. Under "tie" and "discard" `dropped_layers` names them, and
+        # `release_dropped_grads` sets their gradients back to None after the all-reduce, as
+        # skipping leaves them.
         self.compiled_stack = None
         self.cuda_graphs = False  # compiled_stack replayed as CUDA graphs (accel.use_stack_cuda_graphs)
         self.autotune = False  # compiled with accel.AUTOTUNE_OPTIONS (compile_model(autotune=True))
@@ -718,16 +722,22 @@ class TransformerEncoder(nn.Module):
         if self.compiled_stack is not None and hidden is None and not checkpointing:
             x = self._run_compiled(x, attn_mask, self.layerdrop_keeps())
             return (self.layer_norm(x) if self.layer_norm_first else x), None
-        for layer in self.layers:
+        dropped = []
+        for i, layer in enumerate(self.layers):
             if hidden is not None:
                 hidden.append(x)
             if self._layerdrop_skips():
+                dropped.append(i)
                 continue
             if checkpointing:
                 # non-reentrant, and the RNG state is restored for the recomputation: same dropout masks
                 x = checkpoint(layer, x, attn_mask, use_reentrant=False, preserve_rng_state=True)
             else:
                 x = layer(x, attn_mask)
+        # block by block there is nothing to discard: "tie" and "discard" both tie the dropped in
+        self.dropped_layers = [] if self.dropped_blocks == "skip" else dropped
+        if self.dropped_layers:
+            x = x + zero_tie([p for i in dropped for p in self.layers[i].parameters() if p.requires_grad])
         if self.layer_norm_first:
             x = self.layer_norm(x)
         if hidden is not None:

@@ -30,7 +30,6 @@ from w2v.decode.ctc import load_units
 from w2v.io import atomic_path, write_json
 from w2v.models import Wav2Vec2Config, Wav2Vec2ForCTC
 from w2v.models.accel import (
-    layerdrop_leaves_parameters_unused,
     release_dropped_grads,
     set_activation_checkpointing,
     step_begins,
@@ -489,11 +488,9 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
             log_path.unlink()
 
     raw_model = model  # fully_shard shards it in place; DDP wraps it
-    # after loading: every rank starts from rank 0's weights; frozen-transformer updates and
-    # layerdrop leave parameters without gradients (DDP must be told)
-    model = sharding.wrap(model, tcfg.strategy, info, dev, use_bf16,
-                          find_unused=task == "finetune"
-                          or layerdrop_leaves_parameters_unused(model, getattr(cfg, "layerdrop", 0)))
+    # after loading: every rank starts from rank 0's weights; frozen-transformer updates leave
+    # parameters without gradients (DDP must be told; LayerDrop's dropped blocks wrap ties in)
+    model = sharding.wrap(model, tcfg.strategy, info, dev, use_bf16, find_unused=task == "finetune")
     sharded = sharding.is_sharded(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = optim.adamw(params, tcfg, sharded)

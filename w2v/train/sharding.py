@@ -34,6 +34,10 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
 
     Call after loading any checkpoint into ``model`` and before building the optimizer (FSDP
     replaces the parameters by shards). Rank 0's weights are the ones every rank starts from.
+    ``find_unused``: some parameters may get no gradient in a step (e.g. a frozen Transformer's
+    in fine-tuning), so DDP must look for them every step. LayerDrop's dropped blocks need no
+    such search: under DDP they are tied into the output at weight zero (every parameter gets
+    a gradient; `TransformerEncoder.dropped_blocks` "skip" becomes "tie").
     ``ddp_options`` go to DistributedDataParallel (e.g. ``bucket_cap_mb``).
     """
     if not info.enabled:
@@ -41,8 +45,15 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
+        from w2v.models.accel import layerdrop_leaves_parameters_unused
+        from w2v.models.components import TransformerEncoder
+
+        for module in model.modules():
+            if isinstance(module, TransformerEncoder) and module.dropped_blocks == "skip":
+                module.dropped_blocks = "tie"
         return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                                       find_unused_parameters=find_unused, **ddp_options)
+                                       find_unused_parameters=find_unused or layerdrop_leaves_parameters_unused(model),
+                                       **ddp_options)
     if strategy != "fsdp":
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
     from torch.distributed.device_mesh import init_device_mesh
@@ -74,11 +85,11 @@ def compile_for(model: nn.Module, strategy: str, info: DistInfo, per_block: bool
       so that all-reduces overlap the backward, but on BASE pre-training over 2 H100s the split
       graphs cost more than the overlap saved (52-76 ms a step split, 44-46 ms whole; one GPU
       38-42 ms; BENCHMARKS.md). The all-reduce of the whole gradient takes 1.3 ms there.
-    - LayerDrop's dropped blocks are skipped; under DDP their parameters are tied into the
-      output at weight zero (every parameter gets a gradient, so DDP need not search for unused
-      ones every step; `TransformerEncoder.dropped_blocks`). Computing them and discarding
-      their output instead, as this did before, cost DDP the dropped blocks' compute (5% of
-      BASE's blocks on average, 20% of LARGE's at its LayerDrop of 0.2).
+    - LayerDrop's dropped blocks are skipped; under DDP (`wrap`) their parameters are tied into
+      the output at weight zero (every parameter gets a gradient, so DDP need not search for
+      unused ones every step; `TransformerEncoder.dropped_blocks`). Computing them and
+      discarding their output instead, as this did before, cost DDP the dropped blocks' compute
+      (5% of BASE's blocks on average, 20% of LARGE's at its LayerDrop of 0.2).
     - ``cuda_graphs`` (the one-graph stack replayed as CUDA graphs, `accel.use_stack_cuda_graphs`)
       in one process only: it was measured on one GPU, not yet under DDP, and FSDP has no one graph.
     """
@@ -91,7 +102,7 @@ def compile_for(model: nn.Module, strategy: str, info: DistInfo, per_block: bool
     if info.enabled and strategy == "ddp":
         torch._dynamo.config.optimize_ddp = False
     return compile_model(model, one_graph=not (per_block or (info.enabled and strategy == "fsdp")),
-                         dropped_blocks="tie" if info.enabled and strategy == "ddp" else "skip", cuda_graphs=cuda_graphs)
+                         cuda_graphs=cuda_graphs)
 
 
 def share_layerdrop(model: nn.Module, generator: torch.Generator) -> None:
