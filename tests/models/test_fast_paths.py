@@ -228,6 +228,20 @@ def test_blocks_as_one_stack_equal_the_block_loop_layerdrop_included(layerdrop, 
                 torch.testing.assert_close(b, a)
 
 
+def test_tying_dropped_blocks_in_leaves_frozen_blocks_alone():
+    """A dropped block whose parameters do not train (a frozen Transformer) has nothing to tie in."""
+    cfg = small_cfg(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.4, encoder_layers=6)
+    encoder = Wav2Vec2ForPreTraining(cfg).train().wav2vec2.encoder
+    encoder.requires_grad_(False)
+    encoder.dropped_blocks = "tie"
+    encoder.layerdrop_generator = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 30, cfg.encoder_embed_dim, requires_grad=True)
+    y, _ = encoder(x)
+    assert encoder.dropped_layers  # seed 11 drops some
+    y.sum().backward()
+    assert x.grad is not None and all(p.grad is None for p in encoder.parameters())
+
+
 def test_compiled_stack_skips_dropped_blocks_with_a_graph_per_count(monkeypatch):
     """Compiled (CPU, eager backend): the stack over the kept blocks compiles once per number of
     blocks, whichever blocks those are (their parameters are the graph's inputs, not its

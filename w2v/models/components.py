@@ -736,8 +736,7 @@ class TransformerEncoder(nn.Module):
                 x = layer(x, attn_mask)
         # block by block there is nothing to discard: "tie" and "discard" both tie the dropped in
         self.dropped_layers = [] if self.dropped_blocks == "skip" else dropped
-        if self.dropped_layers:
-            x = x + zero_tie([p for i in dropped for p in self.layers[i].parameters() if p.requires_grad])
+        x = self._tie_in(x, self.dropped_layers)
         if self.layer_norm_first:
             x = self.layer_norm(x)
         if hidden is not None:
@@ -770,9 +769,12 @@ class TransformerEncoder(nn.Module):
         else:
             for layer in kept:  # rare (several dropped at once): each block's own compiled call
                 x = layer(x, attn_mask)
-        if self.dropped_blocks == "tie":
-            x = x + zero_tie([p for i in dropped for p in self.layers[i].parameters() if p.requires_grad])
-        return x
+        return self._tie_in(x, dropped) if self.dropped_blocks == "tie" else x
+
+    def _tie_in(self, x: Tensor, dropped: list[int]) -> Tensor:
+        """`x` with the trainable parameters of blocks `dropped` tied in at weight zero (`zero_tie`)."""
+        params = [p for i in dropped for p in self.layers[i].parameters() if p.requires_grad]
+        return x + zero_tie(params) if params else x
 
     def run_stack(self, x: Tensor, attn_mask: Tensor | None, keep: Tensor | None,
                   layers: list[nn.Module] | None = None) -> Tensor:
