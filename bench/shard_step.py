@@ -57,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=1,
                    help="updates timed, each reported (the first includes warm-up); step_s: median of the second half")
     p.add_argument("--strategy", choices=sharding.STRATEGIES, default="fsdp")
+    p.add_argument("--layerdrop", type=float, default=None, help="LayerDrop rate instead of the preset's")
     p.add_argument("--no-activation-checkpointing", dest="checkpointing", action="store_false")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="auto: bf16 on CUDA, fp32 on CPU")
@@ -187,7 +188,7 @@ def run_rank(a: argparse.Namespace) -> None:
     info = distributed.dist_info()
     dev = distributed.init(info, torch.device("cuda" if torch.cuda.is_available() else "cpu"), 1800.0)
     bf16 = a.precision == "bf16" or (a.precision == "auto" and dev.type == "cuda")
-    cfg = load_model_config(a.preset)
+    cfg = load_model_config(a.preset, **({} if a.layerdrop is None else {"layerdrop": a.layerdrop}))
     torch.manual_seed(a.seed)
     model = Wav2Vec2ForPreTraining(cfg).to(dev).train()
     n_params = count_parameters(model)
@@ -202,8 +203,6 @@ def run_rank(a: argparse.Namespace) -> None:
                    if v not in (None, False)}
     model = sharding.wrap(model, a.strategy, info, dev, bf16,
                           find_unused=False, **ddp_options)
-    if info.enabled:
-        sharding.share_layerdrop(model, torch.Generator().manual_seed(a.seed))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     samples = int(a.seconds * 16000)
@@ -215,7 +214,19 @@ def run_rank(a: argparse.Namespace) -> None:
         torch.cuda.reset_peak_memory_stats(dev)
     times, losses = [], []
 
+    def layerdrop(number: int) -> torch.Generator:
+        """Step ``number``'s LayerDrop draws, the same on every rank and for every number of
+        ranks (so that --scaling's runs skip the same blocks), as training draws them per update."""
+        return torch.Generator().manual_seed(a.seed * 1_000_003 + number)
+
+    encoder = raw.wav2vec2.encoder
+    dropped = []  # blocks LayerDrop drops at each timed step (drawn again from the same seeds)
+    for number in range(a.steps):
+        encoder.layerdrop_generator = layerdrop(number)
+        dropped.append(encoder.layerdrop_keeps().count(False))
+
     def step(number: int) -> None:
+        sharding.share_layerdrop(model, layerdrop(number))
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             raw.set_num_updates(number)
             loss, _ = pretraining_loss(model(wav, lengths, generator=torch.Generator().manual_seed(number)))
@@ -256,6 +267,7 @@ def run_rank(a: argparse.Namespace) -> None:
             "device": device, "torch": torch.__version__,
             "state_gib_per_rank_estimate": round(16 * n_params / shards / GIB, 3),
             "step_s": last, "audio_s_per_s": round(info.world_size * a.batch * a.seconds / last, 1),
+            "layerdrop": cfg.layerdrop, "layerdrop_blocks_dropped": dropped,
             "ranks": ranks}), flush=True)
     distributed.shutdown()
 

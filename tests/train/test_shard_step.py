@@ -62,12 +62,17 @@ def test_shard_step_on_two_gpus_reports_cuda_memory():
 
 def test_shard_step_scaling_runs_one_rank_then_all_in_turn_and_reports_the_ratio():
     r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--preset", "tiny", "--ranks", "2",
-                        "--batch", "1", "--seconds", "1", "--steps", "2", "--strategy", "ddp", "--scaling",
-                        "--repeat", "2"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=CPU_ONLY)
+                        "--batch", "1", "--seconds", "1", "--steps", "3", "--strategy", "ddp", "--scaling",
+                        "--repeat", "2", "--layerdrop", "0.5", "--no-activation-checkpointing"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT, env=CPU_ONLY)
     assert r.returncode == 0, r.stderr[-4000:]
     lines = [json.loads(x) for x in r.stdout.strip().splitlines() if x.startswith("{")]
     *runs, summary = lines[-5:]
     assert [x["world_size"] for x in runs] == [1, 2, 1, 2]  # in turn
+    # every run skips the same blocks at each step; DDP ties them in instead of searching for unused parameters
+    assert runs[0]["layerdrop"] == 0.5 and sum(runs[0]["layerdrop_blocks_dropped"]) > 0
+    assert all(x["layerdrop_blocks_dropped"] == runs[0]["layerdrop_blocks_dropped"] for x in runs)
+    assert runs[1]["ddp_find_unused"] is False and runs[0]["ddp_find_unused"] is None
     ones, twos = [x["audio_s_per_s"] for x in runs[::2]], [x["audio_s_per_s"] for x in runs[1::2]]
     assert summary["world_size"] == 2 and summary["audio_s_per_s_one"] == sum(ones) / 2  # the median of two
     assert summary["scaling"] == round(sum(twos) / sum(ones), 3)
