@@ -219,11 +219,8 @@ def run_rank(a: argparse.Namespace) -> None:
         ranks (so that --scaling's runs skip the same blocks), as training draws them per update."""
         return torch.Generator().manual_seed(a.seed * 1_000_003 + number)
 
-    encoder = raw.wav2vec2.encoder
-    dropped = []  # blocks LayerDrop drops at each timed step (drawn again from the same seeds)
-    for number in range(a.steps):
-        encoder.layerdrop_generator = layerdrop(number)
-        dropped.append(encoder.layerdrop_keeps().count(False))
+    # blocks LayerDrop drops at each timed step (drawn again from the same seeds)
+    dropped = [raw.wav2vec2.encoder.layerdrop_keeps(layerdrop(number)).count(False) for number in range(a.steps)]
 
     def step(number: int) -> None:
         sharding.share_layerdrop(model, layerdrop(number))

@@ -190,11 +190,8 @@ class Workload:
         """Mean number of blocks our LayerDrop drops over one cycle of its draws (``model``'s
         encoder drawing them again, from the same seeds)."""
         encoder = model.wav2vec2.encoder
-        drops = 0
-        for seed in range(self.cycle):
-            encoder.layerdrop_generator = torch.Generator().manual_seed(seed)
-            drops += encoder.layerdrop_keeps().count(False)
-        return drops / self.cycle
+        return sum(encoder.layerdrop_keeps(torch.Generator().manual_seed(seed)).count(False)
+                   for seed in range(self.cycle)) / self.cycle
 
     def _step(self, opt, infer: Callable[[], None], loss: Callable[[], torch.Tensor],
               after_backward: Callable[[], None] = lambda: None) -> Callable[[], torch.Tensor | None]:

@@ -745,18 +745,21 @@ class TransformerEncoder(nn.Module):
 
     def _layerdrop_skips(self) -> bool:
         """One LayerDrop draw: whether the next block is skipped."""
-        return self.training and self.layerdrop > 0 and bool(
-            torch.rand((), generator=self.layerdrop_generator) < self.layerdrop)
+        return self._skips(self.layerdrop_generator)
 
-    def layerdrop_keeps(self) -> list[bool]:
-        """This forward's LayerDrop draws, one per block in order: whether it runs."""
-        return [not self._layerdrop_skips() for _ in self.layers]
+    def _skips(self, generator: torch.Generator | None) -> bool:
+        return self.training and self.layerdrop > 0 and bool(torch.rand((), generator=generator) < self.layerdrop)
+
+    def layerdrop_keeps(self, generator: torch.Generator | None = None) -> list[bool]:
+        """A forward's LayerDrop draws, one per block in order: whether it runs. From ``generator``
+        when given (e.g. to count the blocks a seed drops), else `layerdrop_generator`."""
+        if generator is None:
+            return [not self._layerdrop_skips() for _ in self.layers]
+        return [not self._skips(generator) for _ in self.layers]
 
     def _run_compiled(self, x: Tensor, attn_mask: Tensor | None, keeps: list[bool]) -> Tensor:
         """The blocks through `compiled_stack`, LayerDrop's `keeps` (one bool per block) applied
         as `dropped_blocks` says."""
-        if self.dropped_blocks not in DROPPED_BLOCKS:
-            raise ValueError(f"dropped_blocks: {self.dropped_blocks!r}; expected one of {DROPPED_BLOCKS}")
         dropped = [i for i, kept in enumerate(keeps) if not kept]
         self.dropped_layers = [] if self.dropped_blocks == "skip" else dropped
         if not dropped:  # every block: the same graph in each mode

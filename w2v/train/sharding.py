@@ -45,15 +45,13 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
-        from w2v.models.accel import layerdrop_leaves_parameters_unused
+        from w2v.models.accel import set_module_flags
         from w2v.models.components import TransformerEncoder
 
-        for module in model.modules():
-            if isinstance(module, TransformerEncoder) and module.dropped_blocks == "skip":
-                module.dropped_blocks = "tie"
+        # after this no encoder leaves a dropped block unused (accel.layerdrop_leaves_parameters_unused)
+        set_module_flags(model, TransformerEncoder, lambda m: m.dropped_blocks == "skip", dropped_blocks="tie")
         return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                                       find_unused_parameters=find_unused or layerdrop_leaves_parameters_unused(model),
-                                       **ddp_options)
+                                       find_unused_parameters=find_unused, **ddp_options)
     if strategy != "fsdp":
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
     from torch.distributed.device_mesh import init_device_mesh
