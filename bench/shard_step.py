@@ -76,6 +76,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="ddp + --compile: dynamo's DDPOptimizer (graphs split at gradient buckets); default off, as training")
     p.add_argument("--bucket-mb", type=float, default=None, help="ddp: gradient bucket size (DDP's default 25)")
     p.add_argument("--bucket-view", action="store_true", help="ddp: gradients as views into the buckets")
+    p.add_argument("--allreduce-dtype", choices=sharding.ALLREDUCE_DTYPES, default="fp32",
+                   help="ddp: the gradients' type on the wire (bf16: half the bytes)")
+    p.add_argument("--trace", type=Path, default=None,
+                   help="with --profile: each rank's timeline as a Chrome trace, DIR/rank<N>.json.gz")
     p.add_argument("--static-graph", action="store_true", help="ddp: the same parameters get gradients every step")
     p.add_argument("--scaling", action="store_true",
                    help="run on one rank, then on all (--ranks or every visible GPU), and report the throughput ratio")
@@ -146,8 +150,9 @@ def peak_memory(dev: torch.device) -> dict:
     return {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, 3)}
 
 
-def profile_steps(step, first: int, count: int, dev: torch.device, info) -> dict:
-    """`count` more steps under torch.profiler on this rank: wall and device time per step."""
+def profile_steps(step, first: int, count: int, dev: torch.device, info, trace: Path | None = None) -> dict:
+    """`count` more steps under torch.profiler on this rank: wall and device time per step;
+    the timeline to ``trace``/rank<N>.json.gz if given."""
     from torch.profiler import ProfilerActivity, profile
 
     from w2v.bench.gpu import kernel_summary
@@ -162,6 +167,9 @@ def profile_steps(step, first: int, count: int, dev: torch.device, info) -> dict
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         wall = (time.perf_counter() - t0) / count * 1e3
+    if trace is not None:
+        trace.mkdir(parents=True, exist_ok=True)
+        prof.export_chrome_trace(str(trace / f"rank{info.rank}.json.gz"))
     return {"profile": {"steps": count, "wall_ms_per_step": round(wall, 2), **kernel_summary(prof, count, top=15)}}
 
 
@@ -201,8 +209,8 @@ def run_rank(a: argparse.Namespace) -> None:
     ddp_options = {k: v for k, v in (("bucket_cap_mb", a.bucket_mb), ("gradient_as_bucket_view", a.bucket_view),
                                                    ("static_graph", a.static_graph))
                    if v not in (None, False)}
-    model = sharding.wrap(model, a.strategy, info, dev, bf16,
-                          find_unused=False, **ddp_options)
+    model = sharding.wrap(model, a.strategy, info, dev, bf16, find_unused=False,
+                          allreduce_dtype=a.allreduce_dtype, **ddp_options)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     samples = int(a.seconds * 16000)
@@ -242,7 +250,7 @@ def run_rank(a: argparse.Namespace) -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         times.append(round(time.perf_counter() - t0, 4))
-    profiled = profile_steps(step, a.steps, a.profile, dev, info) if a.profile else {}
+    profiled = profile_steps(step, a.steps, a.profile, dev, info, a.trace) if a.profile else {}
     if a.profile and info.enabled and a.strategy == "ddp":
         profiled["allreduce"] = allreduce_rate(sum(p.numel() for p in params), dev, info)
     mine = {"rank": info.rank, **peak_memory(dev), "step_s": times, "loss": [round(x, 4) for x in losses][:a.steps],
@@ -259,7 +267,7 @@ def run_rank(a: argparse.Namespace) -> None:
             "world_size": info.world_size, "batch_per_rank": a.batch, "seconds": a.seconds,
             "precision": "bf16" if bf16 else "fp32", "activation_checkpointing": a.checkpointing,
             "compiled": a.compile, "matmul_conv": a.matmul_conv, "per_block": a.per_block,
-            "ddp_options": ddp_options, "dynamo_optimize_ddp": torch._dynamo.config.optimize_ddp,
+            "ddp_options": ddp_options, "allreduce_dtype": a.allreduce_dtype, "dynamo_optimize_ddp": torch._dynamo.config.optimize_ddp,
             "ddp_find_unused": getattr(model, "find_unused_parameters", None),
             "device": device, "torch": torch.__version__,
             "state_gib_per_rank_estimate": round(16 * n_params / shards / GIB, 3),

@@ -28,8 +28,11 @@ def _layers(model: nn.Module) -> nn.ModuleList:
     return model.wav2vec2.encoder.layers
 
 
+ALLREDUCE_DTYPES = ("fp32", "bf16")
+
+
 def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf16: bool,
-         find_unused: bool, **ddp_options) -> nn.Module:
+         find_unused: bool, allreduce_dtype: str = "fp32", **ddp_options) -> nn.Module:
     """``model`` ready for ``info.world_size`` processes (unchanged in one process).
 
     Call after loading any checkpoint into ``model`` and before building the optimizer (FSDP
@@ -38,8 +41,13 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
     in fine-tuning), so DDP must look for them every step. LayerDrop's dropped blocks need no
     such search: under DDP they are tied into the output at weight zero (every parameter gets
     a gradient; `TransformerEncoder.dropped_blocks` "skip" becomes "tie").
+    ``allreduce_dtype`` (DDP): "bf16" sends the gradient buckets as bfloat16 (half the bytes;
+    each rank's share is rounded to bf16 before the sum, as fairseq's fp16 training sends fp16
+    gradients), "fp32" as they are.
     ``ddp_options`` go to DistributedDataParallel (e.g. ``bucket_cap_mb``).
     """
+    if allreduce_dtype not in ALLREDUCE_DTYPES:
+        raise ValueError(f"allreduce_dtype {allreduce_dtype!r}; expected one of {ALLREDUCE_DTYPES}")
     if not info.enabled:
         return model
     if strategy == "ddp":
@@ -50,8 +58,11 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
 
         # after this no encoder leaves a dropped block unused (accel.layerdrop_leaves_parameters_unused)
         set_module_flags(model, TransformerEncoder, lambda m: m.dropped_blocks == "skip", dropped_blocks="tie")
-        return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                                       find_unused_parameters=find_unused, **ddp_options)
+        ddp = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                      find_unused_parameters=find_unused, **ddp_options)
+        if allreduce_dtype == "bf16":
+            ddp.register_comm_hook(None, _bf16_allreduce)
+        return ddp
     if strategy != "fsdp":
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
     from torch.distributed.device_mesh import init_device_mesh
@@ -69,6 +80,17 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
         fully_shard(layer, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
     return model
+
+
+def _bf16_allreduce(group, bucket):  # no annotations: DDP compares them to its own types, which postponed ones are not
+    """DDP communication hook (a `dist.GradBucket` in, a future of its tensor out): the bucket's
+    mean over the ranks, sent as bfloat16 (any backend that sums bfloat16: NCCL and gloo) and
+    written back into the fp32 bucket."""
+    group = group or dist.group.WORLD
+    buffer = bucket.buffer()
+    wire = buffer.to(torch.bfloat16).div_(dist.get_world_size(group))
+    work = dist.all_reduce(wire, group=group, async_op=True)
+    return work.get_future().then(lambda fut: buffer.copy_(fut.value()[0]))
 
 
 def compile_for(model: nn.Module, strategy: str, info: DistInfo, per_block: bool = False,
