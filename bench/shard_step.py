@@ -18,11 +18,22 @@ AdamW state take per rank (16 bytes per parameter, divided by the ranks under fs
 
 ``--scaling`` runs the same command on one rank and then on all of them, one after the other on
 the same machine, and ends with one JSON line: both throughputs and their ratio.
+
+``--interleave ROUNDS`` measures the same ratio in one job, where a shared machine's drift
+(single steps here move by 10 ms+ from one minute to the next) hits both sides alike: each
+round every rank runs ``--steps`` steps alone (no DDP: what one GPU does), then under DDP with
+each ``--variant`` of its settings in turn; the first round compiles and is left out. One
+compile serves every phase (the graphs are the same with and without DDP).
+
+    python bench/shard_step.py --preset base --batch 8 --steps 24 --strategy ddp --compile --matmul-conv \
+        --no-activation-checkpointing --interleave 6 --variant allreduce_dtype=fp32 \
+        --variant allreduce_dtype=bf16,bucket_cap_mb=400                       # DDP settings side by side
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -43,6 +54,8 @@ from w2v.models.accel import (  # noqa: E402
     set_activation_checkpointing,
     use_matmul_convolutions,
 )
+from w2v.models.accel import set_module_flags  # noqa: E402
+from w2v.models.components import TransformerEncoder  # noqa: E402
 from w2v.train import distributed, sharding  # noqa: E402
 from w2v.train.losses import pretraining_loss  # noqa: E402
 
@@ -83,11 +96,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--static-graph", action="store_true", help="ddp: the same parameters get gradients every step")
     p.add_argument("--scaling", action="store_true",
                    help="run on one rank, then on all (--ranks or every visible GPU), and report the throughput ratio")
+    p.add_argument("--interleave", type=int, default=0, metavar="ROUNDS",
+                   help="ddp: in one job, ROUNDS rounds (2 or more; the first compiles and is left out) of --steps "
+                        "steps: every rank alone (as one GPU), then under DDP with each --variant in turn; "
+                        "the scaling of each variant from the medians")
+    p.add_argument("--variant", action="append", default=None, metavar="K=V[,K=V]",
+                   help="with --interleave, repeatable: one variant's DDP settings (allreduce_dtype, bucket_cap_mb, "
+                        "gradient_as_bucket_view, static_graph); default: the command's own flags")
     p.add_argument("--repeat", type=int, default=1,
                    help="with --scaling: that many (one rank, all ranks) pairs in turn; the ratio of the medians")
     a = p.parse_args(argv)
     if a.repeat < 1 or (a.repeat > 1 and not a.scaling):
         p.error(f"--repeat {a.repeat}: a number of --scaling pairs, 1 or more (and only with --scaling)")
+    if a.interleave and (a.interleave < 2 or a.strategy != "ddp" or a.scaling or a.profile):
+        p.error(f"--interleave {a.interleave}: 2 or more rounds, with --strategy ddp, without --scaling or --profile")
+    if a.variant and not a.interleave:
+        p.error("--variant: only with --interleave")
+    try:
+        a.variants = [parse_variant(v) for v in a.variant or []]
+    except ValueError as e:
+        p.error(f"--variant: {e}")
     return a
 
 
@@ -191,6 +219,83 @@ def allreduce_rate(numel: int, dev: torch.device, info) -> dict:
             "bus_gb_s": round(numel * 4 * 2 * (n - 1) / n / dt / 1e9, 1)}
 
 
+VARIANT_KEYS = {"allreduce_dtype": str, "bucket_cap_mb": float, "gradient_as_bucket_view": bool,
+                "static_graph": bool}
+
+
+def parse_variant(text: str) -> dict:
+    """``--variant`` ``K=V[,K=V...]`` (keys VARIANT_KEYS; booleans 1/0, true/false): DDP settings.
+    ValueError says what is wrong."""
+    settings = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in VARIANT_KEYS:
+            raise ValueError(f"{item!r} is not K=V with K one of {sorted(VARIANT_KEYS)}")
+        kind = VARIANT_KEYS[key]
+        if kind is bool:
+            if value.lower() not in ("1", "0", "true", "false"):
+                raise ValueError(f"{key} takes 1/0 or true/false, not {value!r}")
+            settings[key] = value.lower() in ("1", "true")
+        else:
+            try:
+                settings[key] = kind(value)
+            except ValueError:
+                raise ValueError(f"{key}={value!r} is not a {kind.__name__}") from None
+    if settings.get("allreduce_dtype", "fp32") not in sharding.ALLREDUCE_DTYPES:
+        raise ValueError(f"allreduce_dtype is one of {sharding.ALLREDUCE_DTYPES}")
+    return settings
+
+
+def command_variant(a: argparse.Namespace) -> dict:
+    """The DDP settings the command's own flags give."""
+    return {"allreduce_dtype": a.allreduce_dtype,
+            **{k: v for k, v in (("bucket_cap_mb", a.bucket_mb), ("gradient_as_bucket_view", a.bucket_view),
+                                 ("static_graph", a.static_graph)) if v not in (None, False)}}
+
+
+def wrap_variant(model, info, dev, bf16: bool, settings: dict):
+    """``model`` under DDP with one variant's settings (as training wraps it)."""
+    settings = dict(settings)
+    dtype = settings.pop("allreduce_dtype", "fp32")
+    return sharding.wrap(model, "ddp", info, dev, bf16, find_unused=False, allreduce_dtype=dtype, **settings)
+
+
+def interleaved(a: argparse.Namespace, raw, step, timed, info, dev, bf16: bool) -> dict | None:
+    """``--interleave`` rounds in this job: each round times every rank alone (no DDP, the
+    dropped blocks skipped: what one GPU does, on every GPU at once), then each variant under
+    DDP; the same steps (LayerDrop draws) in every phase. Round 1 compiles and is left out, and
+    so are each phase's first 2 steps (DDP rebuilds its buckets at the second). Alone: the
+    fastest rank's median; DDP: the slowest rank's. Rank 0 gets the summary."""
+    variants = a.variants or [command_variant(a)]
+    phases = {"alone": []} | {i: [] for i in range(len(variants))}  # per round: this rank's step times
+    for _ in range(a.interleave):
+        phases["alone"].append(timed(raw, barrier=False))
+        for i, settings in enumerate(variants):
+            ddp = wrap_variant(raw, info, dev, bf16, settings)
+            phases[i].append(timed(ddp, barrier=True))
+            del ddp  # its reducer's hooks go with it
+            gc.collect()
+            set_module_flags(raw, TransformerEncoder, lambda m: True, dropped_blocks="skip")
+    mine = {k: [t[2:] for t in rounds[1:]] for k, rounds in phases.items()}
+    ranks = distributed.gather(mine, info)
+    if not info.is_main:
+        return None
+
+    def median(key, rnd=None) -> list[float]:  # each rank's median over the counted steps (of one round)
+        return [statistics.median(t for r in (m[key] if rnd is None else [m[key][rnd]]) for t in r) for m in ranks]
+
+    n, audio = info.world_size, a.batch * a.seconds
+    alone = min(median("alone"))
+    out = []
+    for i, settings in enumerate(variants):
+        step_s = max(median(i))
+        per_round = [round(n * min(median("alone", r)) / max(median(i, r)), 3) for r in range(a.interleave - 1)]
+        out.append({"settings": settings, "step_s": round(step_s, 5), "audio_s_per_s": round(n * audio / step_s, 1),
+                    "scaling": round(n * alone / step_s, 3), "scaling_per_round": per_round})
+    return {"interleave": a.interleave, "world_size": n, "alone_step_s": round(alone, 5),
+            "alone_audio_s_per_s": round(audio / alone, 1), "variants": out}
+
+
 def run_rank(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
     info = distributed.dist_info()
@@ -204,23 +309,23 @@ def run_rank(a: argparse.Namespace) -> None:
     use_matmul_convolutions(model, a.matmul_conv)
     if a.compile:  # as the training loop: before wrapping
         sharding.compile_for(model, a.strategy, info, per_block=a.per_block)
+        torch._dynamo.config.cache_size_limit = 64  # a graph per number of blocks kept, per LayerDrop draw
     if a.ddp_split is not None:  # compiling is lazy: this holds from the first call on
         torch._dynamo.config.optimize_ddp = a.ddp_split == "on"
-    ddp_options = {k: v for k, v in (("bucket_cap_mb", a.bucket_mb), ("gradient_as_bucket_view", a.bucket_view),
-                                                   ("static_graph", a.static_graph))
-                   if v not in (None, False)}
-    model = sharding.wrap(model, a.strategy, info, dev, bf16, find_unused=False,
-                          allreduce_dtype=a.allreduce_dtype, **ddp_options)
+    raw = model
+    settings = command_variant(a)
+    if not a.interleave:
+        model = wrap_variant(model, info, dev, bf16, settings) if a.strategy == "ddp" else \
+            sharding.wrap(model, a.strategy, info, dev, bf16, find_unused=False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     samples = int(a.seconds * 16000)
     g = torch.Generator().manual_seed(a.seed + info.rank)
     wav = torch.randn(a.batch, samples, generator=g).to(dev)
     lengths = torch.full((a.batch,), samples, device=dev)
-    raw = model.module if hasattr(model, "module") else model
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    times, losses = [], []
+    losses = []
 
     def layerdrop(number: int) -> torch.Generator:
         """Step ``number``'s LayerDrop draws, the same on every rank and for every number of
@@ -230,7 +335,7 @@ def run_rank(a: argparse.Namespace) -> None:
     # blocks LayerDrop drops at each timed step (drawn again from the same seeds)
     dropped = [raw.wav2vec2.encoder.layerdrop_keeps(layerdrop(number)).count(False) for number in range(a.steps)]
 
-    def step(number: int) -> None:
+    def step(model, number: int) -> None:
         sharding.share_layerdrop(model, layerdrop(number))
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             raw.set_num_updates(number)
@@ -242,37 +347,51 @@ def run_rank(a: argparse.Namespace) -> None:
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))  # a host sync, as in training
 
-    for number in range(a.steps):
-        if info.enabled:
-            torch.distributed.barrier()
-        t0 = time.perf_counter()
-        step(number)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        times.append(round(time.perf_counter() - t0, 4))
-    profiled = profile_steps(step, a.steps, a.profile, dev, info, a.trace) if a.profile else {}
+    def timed(model, barrier: bool) -> list[float]:
+        """``--steps`` steps (numbered from 0: the same LayerDrop draws each time), each timed."""
+        times = []
+        for number in range(a.steps):
+            if barrier and info.enabled:
+                torch.distributed.barrier()
+            t0 = time.perf_counter()
+            step(model, number)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            times.append(round(time.perf_counter() - t0, 4))
+        return times
+
+    common = {"preset": a.preset, "params_m": round(n_params / 1e6, 1), "strategy": a.strategy,
+              "world_size": info.world_size, "batch_per_rank": a.batch, "seconds": a.seconds,
+              "precision": "bf16" if bf16 else "fp32", "activation_checkpointing": a.checkpointing,
+              "compiled": a.compile, "matmul_conv": a.matmul_conv, "per_block": a.per_block,
+              "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else
+              f"{platform.processor() or 'cpu'}, {a.threads} thread(s) per rank",
+              "torch": torch.__version__, "layerdrop": cfg.layerdrop, "layerdrop_blocks_dropped": dropped}
+    if a.interleave:
+        summary = interleaved(a, raw, step, timed, info, dev, bf16)
+        if summary is not None:
+            print(json.dumps({**common, "steps": a.steps, **summary}), flush=True)
+        distributed.shutdown()
+        return
+    times = timed(model, barrier=True)
+    profiled = profile_steps(lambda number: step(model, number), a.steps, a.profile, dev, info, a.trace) \
+        if a.profile else {}
     if a.profile and info.enabled and a.strategy == "ddp":
         profiled["allreduce"] = allreduce_rate(sum(p.numel() for p in params), dev, info)
     mine = {"rank": info.rank, **peak_memory(dev), "step_s": times, "loss": [round(x, 4) for x in losses][:a.steps],
             **profiled}
     ranks = distributed.gather(mine, info)
     if info.is_main:
-        device = torch.cuda.get_device_name(dev) if dev.type == "cuda" else \
-            f"{platform.processor() or 'cpu'}, {a.threads} thread(s) per rank"
         shards = info.world_size if a.strategy == "fsdp" else 1
         # the slowest rank's median over the second half of the steps (single steps jump by 10 ms+)
         last = max(statistics.median(r["step_s"][len(r["step_s"]) // 2:]) for r in ranks)
+        ddp_options = {k: v for k, v in settings.items() if k != "allreduce_dtype"}
         print(json.dumps({
-            "preset": a.preset, "params_m": round(n_params / 1e6, 1), "strategy": a.strategy,
-            "world_size": info.world_size, "batch_per_rank": a.batch, "seconds": a.seconds,
-            "precision": "bf16" if bf16 else "fp32", "activation_checkpointing": a.checkpointing,
-            "compiled": a.compile, "matmul_conv": a.matmul_conv, "per_block": a.per_block,
-            "ddp_options": ddp_options, "allreduce_dtype": a.allreduce_dtype, "dynamo_optimize_ddp": torch._dynamo.config.optimize_ddp,
+            **common, "ddp_options": ddp_options, "allreduce_dtype": settings["allreduce_dtype"],
+            "dynamo_optimize_ddp": torch._dynamo.config.optimize_ddp,
             "ddp_find_unused": getattr(model, "find_unused_parameters", None),
-            "device": device, "torch": torch.__version__,
             "state_gib_per_rank_estimate": round(16 * n_params / shards / GIB, 3),
             "step_s": last, "audio_s_per_s": round(info.world_size * a.batch * a.seconds / last, 1),
-            "layerdrop": cfg.layerdrop, "layerdrop_blocks_dropped": dropped,
             "ranks": ranks}), flush=True)
     distributed.shutdown()
 
@@ -282,6 +401,9 @@ def main() -> int:
     if "RANK" in os.environ:
         run_rank(a)
         return 0
+    if a.interleave and all_ranks(a) < 2:
+        raise SystemExit(f"shard_step.py --interleave: needs 2 or more ranks; this machine gives {all_ranks(a)} "
+                         "(--ranks N on a CPU)")
     return scaling(a) if a.scaling else relaunch(a)[0]
 
 

@@ -87,3 +87,36 @@ def test_shard_step_scaling_refuses_a_single_rank_by_name():
     r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--repeat", "3"],
                        capture_output=True, text=True, timeout=60, cwd=ROOT, env=CPU_ONLY)
     assert r.returncode == 2 and "--repeat 3: a number of --scaling pairs" in r.stderr
+
+
+def test_shard_step_interleave_times_ranks_alone_and_each_ddp_variant_in_rounds():
+    r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--preset", "tiny", "--ranks", "2",
+                        "--batch", "1", "--seconds", "1", "--steps", "4", "--strategy", "ddp", "--interleave", "3",
+                        "--layerdrop", "0.5", "--no-activation-checkpointing",
+                        "--variant", "allreduce_dtype=fp32",
+                        "--variant", "allreduce_dtype=bf16,bucket_cap_mb=400,gradient_as_bucket_view=1"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT, env=CPU_ONLY)
+    assert r.returncode == 0, r.stderr[-4000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["interleave"] == 3 and out["world_size"] == 2 and sum(out["layerdrop_blocks_dropped"]) > 0
+    assert [v["settings"] for v in out["variants"]] == [
+        {"allreduce_dtype": "fp32"},
+        {"allreduce_dtype": "bf16", "bucket_cap_mb": 400.0, "gradient_as_bucket_view": True}]
+    assert out["alone_step_s"] > 0 and out["alone_audio_s_per_s"] == round(1 / out["alone_step_s"], 1)
+    for v in out["variants"]:
+        assert v["scaling"] == round(2 * out["alone_step_s"] / v["step_s"], 3) > 0
+        assert len(v["scaling_per_round"]) == 2  # the first round compiles: left out
+        assert v["audio_s_per_s"] == round(2 / v["step_s"], 1)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--variant", "allreduce_dtype=bf16"], "--variant: only with --interleave"),
+    (["--interleave", "2", "--variant", "bucket=4"], "'bucket=4' is not K=V with K one of"),
+    (["--interleave", "2", "--variant", "static_graph=yes"], "static_graph takes 1/0 or true/false, not 'yes'"),
+    (["--interleave", "2", "--variant", "allreduce_dtype=fp16"], "allreduce_dtype is one of ('fp32', 'bf16')"),
+    (["--interleave", "1"], "--interleave 1: 2 or more rounds, with --strategy ddp"),
+])
+def test_shard_step_interleave_refuses_bad_settings_by_name(args, message):
+    r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--strategy", "ddp", *args],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT, env=CPU_ONLY)
+    assert r.returncode == 2 and message in r.stderr, r.stderr[-2000:]

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -78,17 +84,14 @@ def test_a_loaded_optimizer_state_keeps_how_the_optimizer_computes():
     assert skipped and float(opt.state[model.weight]["step"]) == 1
 
 
-def _layerdrop_ddp(tmp_path, *args: str):
-    import subprocess
-    import sys
-    from pathlib import Path
-
+def _two_cpu_ranks(worker: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """tests/train/``worker`` under torchrun as 2 CPU processes (gloo), writing into ``tmp_path``."""
     root = Path(__file__).resolve().parents[2]
     tmp_path.mkdir(parents=True, exist_ok=True)
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(root / "tests/train/layerdrop_ddp_worker.py"), str(tmp_path), *args],
+                           str(root / "tests/train" / worker), str(tmp_path), *args],
                           capture_output=True, text=True, timeout=300, cwd=root,
-                          env={**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""})
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
 
 
 @pytest.mark.parametrize("path", ["compiled", "eager"])
@@ -98,9 +101,7 @@ def test_ddp_skips_dropped_blocks_and_ties_their_parameters_in(tmp_path, path):
     into the output at weight zero: DDP, not searching for unused parameters, finds every
     gradient ready, the dropped blocks stay untouched by the update, and both ranks end with
     the same weights. Without the tie the same DDP fails at the next update."""
-    import json
-
-    r = _layerdrop_ddp(tmp_path / "tie", path)
+    r = _two_cpu_ranks("layerdrop_ddp_worker.py", tmp_path / "tie", path)
     assert r.returncode == 0, r.stderr[-4000:]
     seen = [json.loads((tmp_path / f"tie/rank_{k}.json").read_text()) for k in (0, 1)]
     assert seen[0]["dropped_blocks"] == "tie" and not seen[0]["find_unused"]
@@ -110,5 +111,26 @@ def test_ddp_skips_dropped_blocks_and_ties_their_parameters_in(tmp_path, path):
     w0, w1 = (torch.load(tmp_path / f"tie/weights_{k}.pt", weights_only=True) for k in (0, 1))
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
 
-    r = _layerdrop_ddp(tmp_path / "skip", path, "skip-unsearched")
+    r = _two_cpu_ranks("layerdrop_ddp_worker.py", tmp_path / "skip", path, "skip-unsearched")
     assert r.returncode != 0 and "find_unused_parameters" in r.stderr
+
+
+def test_ddp_all_reduces_gradients_in_fp32_or_bf16_and_a_deleted_wrapper_leaves_no_hooks(tmp_path):
+    """`sharding.wrap(allreduce_dtype=...)`: "fp32" leaves every rank the exact mean gradient,
+    "bf16" the mean to bfloat16's precision (half the bytes on the wire); a wrapper deleted
+    before the next is made no longer reduces (bench/shard_step.py --interleave relies on it)."""
+    r = _two_cpu_ranks("ddp_hook_worker.py", tmp_path)
+    assert r.returncode == 0, r.stderr[-4000:]
+    seen = [json.loads((tmp_path / f"rank_{k}.json").read_text()) for k in (0, 1)]
+    mean = torch.tensor(seen[0]["mean"])
+    assert mean.abs().max() > 1e-3  # a gradient to compare
+    # each rank's share rounded to bfloat16 (8 significant bits), then the sum rounded again
+    bound = 2**-8 * (torch.tensor(seen[0]["own"]).abs() + torch.tensor(seen[1]["own"]).abs()) / 2 + 2**-8 * mean.abs()
+    for rank in seen:
+        assert torch.allclose(torch.tensor(rank["first"]), mean, rtol=1e-5, atol=1e-7)
+        assert torch.allclose(torch.tensor(rank["fp32"]), mean, rtol=1e-5, atol=1e-7)
+        bf16 = torch.tensor(rank["bf16"])
+        assert ((bf16 - mean).abs() <= bound + 1e-9).all()
+        assert not torch.equal(bf16, mean)  # rounded on the wire
+        assert rank["counted_first"] >= 1 and rank["counted_after"] == rank["counted_first"]
+    assert seen[0]["bf16"] == seen[1]["bf16"] and seen[0]["fp32"] == seen[1]["fp32"]
