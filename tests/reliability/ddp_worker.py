@@ -57,9 +57,18 @@ modules = []
 real_init = torch.nn.parallel.DistributedDataParallel.__init__
 
 
+real_hook = torch.nn.parallel.DistributedDataParallel.register_comm_hook
+
+
 def ddp_init(self, module, *a, **k):
     modules.append(module)
+    seen["ddp_bucket_cap_mb"] = k.get("bucket_cap_mb")
     real_init(self, module, *a, **k)
+
+
+def register_comm_hook(self, state, hook):
+    seen.setdefault("comm_hooks", []).append(hook.__name__)
+    real_hook(self, state, hook)
 
 
 distributed.shard_batches, builtins.open, os.replace = shard, open_, replace
@@ -73,6 +82,7 @@ if len(sys.argv) > 4:
 
     ck.CheckpointDir.save = save_then_die
 torch.nn.parallel.DistributedDataParallel.__init__ = ddp_init
+torch.nn.parallel.DistributedDataParallel.register_comm_hook = register_comm_hook
 tcfg = TrainConfig(task="pretrain", max_updates=4, lr=5e-4, warmup=1, max_duration=3.0, crop_seconds=1.0,
                    save_every=2, log_every=1, num_buckets=2, **json.loads(os.environ.get("W2V_TEST_SETTINGS", "{}")))
 train(tcfg, cuts, out, load_model_config("tiny", **SMALL), device="cpu")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,3 +45,12 @@ def w2v_cmd(task: str, recipe: Path, cuts: Path, out: Path, *extra: str, units: 
 
 def run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def ddp_worker(cuts, out, rec, *extra: str, **settings) -> subprocess.CompletedProcess:
+    """tests/reliability/ddp_worker.py as 2 torchrun processes (gloo), training ``settings``
+    overriding its own (W2V_TEST_SETTINGS)."""
+    env = dict(ENV, W2V_TEST_SETTINGS=json.dumps(settings))
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(ROOT / "tests/reliability/ddp_worker.py"), str(cuts), str(out), str(rec), *extra],
+                          env=env, capture_output=True, text=True, timeout=180, cwd=ROOT)

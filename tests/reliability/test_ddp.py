@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
 from lhotse import load_manifest
 
-from reliability.helpers import ROOT, run, tiny_data, tiny_recipe, w2v_cmd
+from reliability.helpers import ddp_worker, run, tiny_data, tiny_recipe, w2v_cmd
 from synth import write_tiny_cuts
 from w2v.data.batching import BatchPlan
 from w2v.train.distributed import shard_batches
@@ -27,17 +26,12 @@ def test_every_rank_gets_the_same_number_of_batches(n_batches, world):
     assert shard_batches(batches, 0, 1) == batches
 
 
-def _worker(cuts, out, rec, *extra: str):
-    return run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                str(ROOT / "tests/reliability/ddp_worker.py"), str(cuts), str(out), str(rec), *extra])
-
-
 @pytest.fixture(scope="module")
 def two_rank_run(tmp_path_factory):
     """An uninterrupted 2-process pre-training on 7 cuts (an odd number of batches per epoch)."""
     tmp = tmp_path_factory.mktemp("ddp")
     cuts = write_tiny_cuts(tmp / "a", n=7)
-    r = _worker(cuts, tmp / "out", tmp / "rec")
+    r = ddp_worker(cuts, tmp / "out", tmp / "rec")
     assert r.returncode == 0, r.stderr[-4000:]
     return cuts, tmp / "out", tmp / "rec"
 
@@ -48,6 +42,7 @@ def test_two_processes_train_identically_and_only_rank0_writes(two_rank_run):
     assert seen[0]["all_batches"] % 2 == 1  # uneven: the case that hangs DDP without padding
     assert seen[0]["batches_per_epoch"] == seen[1]["batches_per_epoch"]
     assert seen[1]["writes"] == []
+    assert seen[0]["ddp_bucket_cap_mb"] == 25.0 and "comm_hooks" not in seen[0]  # the defaults: fp32 on the wire
     assert any(w.endswith("model.pt") for w in seen[0]["writes"])
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_00000002.pt",
                                                                       "checkpoint_00000004.pt"]
@@ -62,11 +57,25 @@ def test_two_processes_train_identically_and_only_rank0_writes(two_rank_run):
     assert all(torch.equal(final[k], w0[k]) for k in w0)
 
 
+def test_ddp_settings_reach_the_wrapper_and_bf16_gradients_keep_the_ranks_equal(tmp_path):
+    """Training's `allreduce_dtype: bf16` and `ddp_bucket_mb` reach DDP; the ranks, each summing
+    the same bf16 shares, still end with the same weights."""
+    cuts = write_tiny_cuts(tmp_path / "a", n=7)
+    r = ddp_worker(cuts, tmp_path / "out", tmp_path / "rec", allreduce_dtype="bf16", ddp_bucket_mb=1.5)
+    assert r.returncode == 0, r.stderr[-4000:]
+    seen = [json.loads((tmp_path / f"rec/rank_{k}.json").read_text()) for k in (0, 1)]
+    for rank in seen:
+        assert rank["ddp_bucket_cap_mb"] == 1.5 and rank["comm_hooks"] == ["_bf16_allreduce"]
+    w0, w1 = (torch.load(tmp_path / f"rec/weights_{k}.pt", weights_only=True) for k in (0, 1))
+    for k in w0:
+        assert torch.isfinite(w0[k].float()).all() and torch.equal(w0[k], w1[k]), k
+
+
 def test_killed_two_process_run_resumes_bit_identical(two_rank_run, tmp_path):
     cuts, _, rec_ref = two_rank_run
-    r = _worker(cuts, tmp_path / "out", tmp_path / "rec", "2")  # rank 0 SIGKILLed after checkpoint 2
+    r = ddp_worker(cuts, tmp_path / "out", tmp_path / "rec", "2")  # rank 0 SIGKILLed after checkpoint 2
     assert r.returncode != 0 and not (tmp_path / "out/model.pt").exists()
-    r = _worker(cuts, tmp_path / "out", tmp_path / "rec")
+    r = ddp_worker(cuts, tmp_path / "out", tmp_path / "rec")
     assert r.returncode == 0, r.stderr[-4000:]
     assert "resumed from" in r.stderr
     ref = torch.load(rec_ref / "weights_0.pt", weights_only=True)

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import re
 
 import pytest
 import torch
 
-from reliability.helpers import ENV, ROOT, run, tiny_data, tiny_recipe, w2v_cmd
+from reliability.helpers import ddp_worker, run, tiny_data, tiny_recipe, w2v_cmd
 from synth import write_tiny_cuts
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
-
-
-def _worker(cuts, out, rec, *extra: str, **settings):
-    env = dict(ENV, W2V_TEST_SETTINGS=json.dumps(settings))
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(ROOT / "tests/reliability/ddp_worker.py"), str(cuts), str(out), str(rec), *extra],
-                          env=env, capture_output=True, text=True, timeout=180, cwd=ROOT)
 
 
 def _model(path):
@@ -32,7 +24,7 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fsdp")
     cuts = write_tiny_cuts(tmp / "a", n=7)
     for strategy in ("ddp", "fsdp"):
-        r = _worker(cuts, tmp / strategy, tmp / f"rec_{strategy}", strategy=strategy)
+        r = ddp_worker(cuts, tmp / strategy, tmp / f"rec_{strategy}", strategy=strategy)
         assert r.returncode == 0, r.stderr[-4000:]
     return cuts, tmp
 
@@ -61,7 +53,7 @@ def test_fsdp_checkpoint_resumes_under_ddp(runs, tmp_path):
     (out / "checkpoints").mkdir(parents=True)
     src = tmp / "fsdp/checkpoints/checkpoint_00000002.pt"
     (out / "checkpoints" / src.name).write_bytes(src.read_bytes())
-    r = _worker(cuts, out, tmp_path / "rec", strategy="ddp")
+    r = ddp_worker(cuts, out, tmp_path / "rec", strategy="ddp")
     assert r.returncode == 0, r.stderr[-4000:]
     assert "resumed from" in r.stderr
     ref, got = _model(tmp / "fsdp/model.pt")["model"], _model(out / "model.pt")["model"]
@@ -72,9 +64,9 @@ def test_fsdp_checkpoint_resumes_under_ddp(runs, tmp_path):
 def test_killed_fsdp_run_resumes_bit_identical(runs, tmp_path):
     cuts, tmp = runs
     out = tmp_path / "out"
-    r = _worker(cuts, out, tmp_path / "rec", "2", strategy="fsdp")  # rank 0 SIGKILLed after checkpoint 2
+    r = ddp_worker(cuts, out, tmp_path / "rec", "2", strategy="fsdp")  # rank 0 SIGKILLed after checkpoint 2
     assert r.returncode != 0 and not (out / "model.pt").exists()
-    r = _worker(cuts, out, tmp_path / "rec", strategy="fsdp")
+    r = ddp_worker(cuts, out, tmp_path / "rec", strategy="fsdp")
     assert r.returncode == 0, r.stderr[-4000:]
     assert "resumed from" in r.stderr
     ref, got = _model(tmp / "fsdp/model.pt")["model"], _model(out / "model.pt")["model"]
@@ -84,7 +76,7 @@ def test_killed_fsdp_run_resumes_bit_identical(runs, tmp_path):
 def test_fsdp_with_layerdrop_and_activation_checkpointing(tmp_path):
     """Ranks draw their own dropout but must skip the same blocks, or their all-gathers mismatch."""
     cuts = write_tiny_cuts(tmp_path / "a", n=4)
-    r = _worker(cuts, tmp_path / "out", tmp_path / "rec", strategy="fsdp", activation_checkpointing=True,
+    r = ddp_worker(cuts, tmp_path / "out", tmp_path / "rec", strategy="fsdp", activation_checkpointing=True,
                 dist_timeout=60.0, model_overrides={"encoder_layers": 4, "layerdrop": 0.5})
     assert r.returncode == 0, r.stderr[-4000:]
     got = _model(tmp_path / "out/model.pt")
@@ -120,3 +112,17 @@ def test_unknown_strategy_is_an_error_naming_it():
     with pytest.raises(ValueError, match="recipe.yaml: strategy must be ddp or fsdp, got 'zero3'"):
         TrainConfig.from_dict({"strategy": "zero3"}, "recipe.yaml")
     assert TrainConfig.from_dict({"strategy": "fsdp", "activation_checkpointing": True}).strategy == "fsdp"
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"allreduce_dtype": "fp16"}, "allreduce_dtype must be fp32 or bf16, got 'fp16'"),
+    ({"allreduce_dtype": "bf16", "strategy": "fsdp"}, "allreduce_dtype is a ddp setting; fsdp reduces gradients in fp32"),
+    ({"ddp_bucket_mb": 0}, "ddp_bucket_mb must be a number of MB > 0, got 0"),
+    ({"ddp_bucket_mb": "big"}, "ddp_bucket_mb must be a number of MB > 0, got 'big'"),
+])
+def test_bad_ddp_settings_are_errors_naming_them(settings, message):
+    from w2v.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match=f"recipe.yaml: {re.escape(message)}"):
+        TrainConfig.from_dict(settings, "recipe.yaml")
+    assert TrainConfig.from_dict({"allreduce_dtype": "bf16", "ddp_bucket_mb": 100}).ddp_bucket_mb == 100

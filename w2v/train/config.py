@@ -53,6 +53,8 @@ class TrainConfig:
     dist_timeout: float = 900.0  # seconds a rank waits for the others before giving up (several processes)
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     strategy: str = "ddp"  # several processes: ddp (full copy per GPU) | fsdp (weights, grads, optimizer sharded)
+    allreduce_dtype: str = "fp32"  # ddp: the gradients on the wire: fp32 | bf16 (half the bytes; fairseq's fp16 comm hook)
+    ddp_bucket_mb: float = 25.0  # ddp: gradient bucket size in MB (torch's and fairseq's --bucket-cap-mb default)
     activation_checkpointing: bool = False  # recompute each Transformer block in backward (LARGE and above)
     compile: bool = False  # torch.compile the conv stack and Transformer blocks (w2v.models.accel)
     matmul_conv: bool = False  # conv encoder and positional conv as matrix products (same function; GPU speed)
@@ -82,6 +84,13 @@ class TrainConfig:
             d["adapter"] = {"lang": adapter["lang"], "dim": adapter.get("dim", 16)}
         if d.get("strategy", "ddp") not in ("ddp", "fsdp"):
             raise ValueError(f"{where}: strategy must be ddp or fsdp, got {d['strategy']!r}")
+        if d.get("allreduce_dtype", "fp32") not in ("fp32", "bf16"):
+            raise ValueError(f"{where}: allreduce_dtype must be fp32 or bf16, got {d['allreduce_dtype']!r}")
+        if d.get("allreduce_dtype", "fp32") != "fp32" and d.get("strategy", "ddp") == "fsdp":
+            raise ValueError(f"{where}: allreduce_dtype is a ddp setting; fsdp reduces gradients in fp32")
+        bucket = d.get("ddp_bucket_mb", 25.0)
+        if isinstance(bucket, bool) or not isinstance(bucket, (int, float)) or not bucket > 0:
+            raise ValueError(f"{where}: ddp_bucket_mb must be a number of MB > 0, got {bucket!r}")
         if not 0 <= d.get("diversity_gate", 0.0) < 1:
             raise ValueError(f"{where}: diversity_gate is a contrastive accuracy in [0, 1), got {d['diversity_gate']!r}")
         if d.get("cuda_graphs") and not d.get("compile"):

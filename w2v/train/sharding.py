@@ -41,7 +41,7 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
     in fine-tuning), so DDP must look for them every step. LayerDrop's dropped blocks need no
     such search: under DDP they are tied into the output at weight zero (every parameter gets
     a gradient; `TransformerEncoder.dropped_blocks` "skip" becomes "tie").
-    ``allreduce_dtype`` (DDP): "bf16" sends the gradient buckets as bfloat16 (half the bytes;
+    ``allreduce_dtype`` (DDP only): "bf16" sends the gradient buckets as bfloat16 (half the bytes;
     each rank's share is rounded to bf16 before the sum, as fairseq's fp16 training sends fp16
     gradients), "fp32" as they are.
     ``ddp_options`` go to DistributedDataParallel (e.g. ``bucket_cap_mb``).
@@ -65,6 +65,9 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
         return ddp
     if strategy != "fsdp":
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    if allreduce_dtype != "fp32" or ddp_options:
+        raise ValueError(f"allreduce_dtype={allreduce_dtype!r} and {sorted(ddp_options)} are DDP settings; "
+                         "fsdp reduces gradients in fp32")
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
