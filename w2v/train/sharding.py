@@ -88,12 +88,14 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
 def _bf16_allreduce(group, bucket):  # no annotations: DDP compares them to its own types, which postponed ones are not
     """DDP communication hook (a `dist.GradBucket` in, a future of its tensor out): the bucket's
     mean over the ranks, sent as bfloat16 (any backend that sums bfloat16: NCCL and gloo) and
-    written back into the fp32 bucket."""
+    written back into the fp32 bucket. Two passes over the bucket besides the all-reduce (torch's
+    bf16_compress_hook takes three, and refuses gloo)."""
     group = group or dist.group.WORLD
     buffer = bucket.buffer()
-    wire = buffer.to(torch.bfloat16).div_(dist.get_world_size(group))
-    work = dist.all_reduce(wire, group=group, async_op=True)
-    return work.get_future().then(lambda fut: buffer.copy_(fut.value()[0]))
+    scale = 1.0 / dist.get_world_size(group)
+    work = dist.all_reduce(buffer.to(torch.bfloat16), group=group, async_op=True)  # the sum; bf16 has fp32's range
+    # the mean written back in the pass that copies it into the bucket
+    return work.get_future().then(lambda fut: torch.mul(fut.value()[0], scale, out=buffer))
 
 
 def compile_for(model: nn.Module, strategy: str, info: DistInfo, per_block: bool = False,
