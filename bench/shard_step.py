@@ -110,6 +110,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--repeat {a.repeat}: a number of --scaling pairs, 1 or more (and only with --scaling)")
     if a.interleave and (a.interleave < 2 or a.strategy != "ddp" or a.scaling or a.profile):
         p.error(f"--interleave {a.interleave}: 2 or more rounds, with --strategy ddp, without --scaling or --profile")
+    if a.strategy != "ddp" and (a.allreduce_dtype != "fp32" or a.bucket_mb is not None or a.bucket_view
+                                or a.static_graph):
+        p.error(f"--allreduce-dtype, --bucket-mb, --bucket-view, --static-graph: DDP settings, not for --strategy "
+                f"{a.strategy}")
     if a.variant and not a.interleave:
         p.error("--variant: only with --interleave")
     try:

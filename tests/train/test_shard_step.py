@@ -115,6 +115,7 @@ def test_shard_step_interleave_times_ranks_alone_and_each_ddp_variant_in_rounds(
     (["--interleave", "2", "--variant", "static_graph=yes"], "static_graph takes 1/0 or true/false, not 'yes'"),
     (["--interleave", "2", "--variant", "allreduce_dtype=fp16"], "allreduce_dtype is one of ('fp32', 'bf16')"),
     (["--interleave", "1"], "--interleave 1: 2 or more rounds, with --strategy ddp"),
+    (["--strategy", "fsdp", "--allreduce-dtype", "bf16"], "DDP settings, not for --strategy fsdp"),
 ])
 def test_shard_step_interleave_refuses_bad_settings_by_name(args, message):
     r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--strategy", "ddp", *args],
