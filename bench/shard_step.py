@@ -183,8 +183,9 @@ def peak_memory(dev: torch.device) -> dict:
 
 
 def profile_steps(step, first: int, count: int, dev: torch.device, info, trace: Path | None = None) -> dict:
-    """`count` more steps under torch.profiler on this rank: wall and device time per step;
-    the timeline to ``trace``/rank<N>.json.gz if given."""
+    """`count` more steps under torch.profiler on this rank: wall and device time per step (idle:
+    no kernel running; with DDP, NCCL's time alone on the device and beside other kernels); the
+    timeline to ``trace``/rank<N>.json.gz if given."""
     from torch.profiler import ProfilerActivity, profile
 
     from w2v.bench.gpu import kernel_summary
@@ -202,7 +203,9 @@ def profile_steps(step, first: int, count: int, dev: torch.device, info, trace: 
     if trace is not None:
         trace.mkdir(parents=True, exist_ok=True)
         prof.export_chrome_trace(str(trace / f"rank{info.rank}.json.gz"))
-    return {"profile": {"steps": count, "wall_ms_per_step": round(wall, 2), **kernel_summary(prof, count, top=15)}}
+    kernels = kernel_summary(prof, count, top=15)
+    return {"profile": {"steps": count, "wall_ms_per_step": round(wall, 2),
+                        "device_idle_ms_per_step": round(wall - kernels["device_any_busy_ms_per_step"], 2), **kernels}}
 
 
 def allreduce_rate(numel: int, dev: torch.device, info) -> dict:

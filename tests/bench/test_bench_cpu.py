@@ -65,6 +65,30 @@ def test_kernel_summary_counts_kernels_not_the_annotated_ranges_around_them():
     assert got["classes_ms"] == {"optimizer (AdamW)": 1.0, "communication (NCCL)": 1.0}
     assert [n for n, _ in got["top_kernels_ms"]] == ["void at::native::multi_tensor_apply_kernel<...>",
                                                      "ncclDevKernel_AllReduce_Sum_f32_RING_LL"]
+    assert got["nccl_exposed_ms_per_step"] == 1.0 and got["nccl_hidden_ms_per_step"] == 0.0
+
+
+def test_kernel_summary_splits_collectives_into_exposed_and_hidden_time():
+    """An all-reduce beside the backward costs the step only where nothing else runs."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    def kernel(name, start, end):
+        return SimpleNamespace(name=name, device_type=DeviceType.CUDA, is_user_annotation=False,
+                               time_range=SimpleNamespace(start=start, end=end, elapsed_us=lambda: end - start))
+
+    prof = SimpleNamespace(events=lambda: [
+        kernel("nvjet_sm90_tst_192x192_backward", 0, 6000),
+        kernel("ncclDevKernel_AllReduce_Sum_f32_RING_LL", 4000, 9000),  # 2 ms beside the product, 3 ms alone
+        kernel("ncclDevKernel_AllReduce_Sum_f32_RING_LL", 8000, 10000),  # overlaps the first: 1 ms more alone
+        kernel("void at::native::multi_tensor_apply_kernel<...>", 10000, 12000),
+    ])
+    got = gpu.kernel_summary(prof, steps=2)
+    assert got["nccl_exposed_ms_per_step"] == 2.0 and got["nccl_hidden_ms_per_step"] == 1.0  # per step: 4/2, 2/2
+    assert got["device_any_busy_ms_per_step"] == 6.0
+    one_gpu = SimpleNamespace(events=lambda: [kernel("nvjet_sm90_tst_192x192_backward", 0, 6000)])
+    assert "nccl_exposed_ms_per_step" not in gpu.kernel_summary(one_gpu, steps=1)
 
 
 def test_bench_parses_its_compile_options():

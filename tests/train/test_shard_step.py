@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -35,16 +36,21 @@ def test_shard_step_reports_every_rank():
     assert out["step_s"] == max(x["step_s"][-1] for x in out["ranks"])  # 2 steps: the median of the last one
 
 
-def test_shard_step_profiles_ddp_ranks_and_their_all_reduce():
+def test_shard_step_profiles_ddp_ranks_and_their_all_reduce(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--preset", "tiny", "--ranks", "2",
                         "--batch", "1", "--seconds", "1", "--steps", "1", "--strategy", "ddp", "--profile", "1",
-                        "--bucket-mb", "5"], capture_output=True, text=True, timeout=180, cwd=ROOT, env=CPU_ONLY)
+                        "--bucket-mb", "5", "--trace", str(tmp_path / "trace")],
+                       capture_output=True, text=True, timeout=180, cwd=ROOT, env=CPU_ONLY)
     assert r.returncode == 0, r.stderr[-4000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["ddp_options"] == {"bucket_cap_mb": 5.0}
+    for k in (0, 1):  # each rank's timeline, readable as a Chrome trace
+        assert json.loads(gzip.decompress((tmp_path / f"trace/rank{k}.json.gz").read_bytes()))["traceEvents"]
     for rank in out["ranks"]:
         assert len(rank["step_s"]) == 1 and len(rank["loss"]) == 1  # the profiled step is not timed
         assert rank["profile"]["steps"] == 1 and rank["profile"]["wall_ms_per_step"] > 0
+        assert rank["profile"]["device_idle_ms_per_step"] == round(rank["profile"]["wall_ms_per_step"] - rank[
+            "profile"]["device_any_busy_ms_per_step"], 2)
         assert abs(rank["allreduce"]["mb"] - out["params_m"] * 4) < 0.25  # the fp32 gradient (params_m rounded)
 
 

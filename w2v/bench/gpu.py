@@ -634,8 +634,9 @@ def ablation(a, preset: str, batch: int) -> list[dict]:
     return rows
 
 
+COMMUNICATION = "communication (NCCL)"
 KERNEL_CLASSES = (
-    ("communication (NCCL)", ("nccl",)),
+    (COMMUNICATION, ("nccl",)),
     ("attention (flash/SDPA)", ("flash", "fmha", "attention", "sdpa")),
     ("optimizer (AdamW)", ("adam", "multi_tensor")),
     ("convolutions (cuDNN)", ("conv", "cudnn", "fprop", "dgrad", "wgrad", "implicit", "winograd")),
@@ -690,12 +691,14 @@ def kernel_summary(prof, steps: int, top: int = 30) -> dict:
     class, and the `top` kernels (also used by bench/shard_step.py for each rank). Kernels and
     copies only: the profiler also puts the ranges that `record_function` marks (AdamW's step,
     DDP's forward, NCCL's collectives) on the device's timeline, spanning kernels counted
-    already and the gaps between them."""
+    already and the gaps between them. With collectives in the profile, their time alone on the
+    device (``nccl_exposed``: the step waits on it, or on a slower rank) and beside other kernels
+    (``nccl_hidden``: overlapped)."""
     from torch.autograd import DeviceType
 
     by_class: dict[str, float] = {}
     by_name: dict[str, float] = {}
-    spans = []
+    spans, compute, comm = [], [], []
     for e in prof.events():
         if e.device_type != DeviceType.CUDA or getattr(e, "is_user_annotation", False):
             continue
@@ -704,11 +707,18 @@ def kernel_summary(prof, steps: int, top: int = 30) -> dict:
         by_class[label] = by_class.get(label, 0.0) + ms
         by_name[e.name] = by_name.get(e.name, 0.0) + ms
         spans.append((e.time_range.start, e.time_range.end))
+        (comm if label == COMMUNICATION else compute).append(spans[-1])
     heaviest = sorted(by_name.items(), key=lambda kv: -kv[1])[:top]
-    return {"device_busy_ms_per_step": round(sum(by_class.values()), 2),
-            "device_any_busy_ms_per_step": round(covered_us(spans) / 1e3 / steps, 2),
-            "classes_ms": {k: round(v, 2) for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])},
-            "top_kernels_ms": [[n[:120], round(v, 2)] for n, v in heaviest]}
+    per_step = lambda us: round(us / 1e3 / steps, 2)  # noqa: E731
+    out = {"device_busy_ms_per_step": round(sum(by_class.values()), 2),
+           "device_any_busy_ms_per_step": per_step(covered_us(spans)),
+           "classes_ms": {k: round(v, 2) for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])},
+           "top_kernels_ms": [[n[:120], round(v, 2)] for n, v in heaviest]}
+    if comm:  # collectives: how much of their time no other kernel ran beside them
+        exposed = covered_us(spans) - covered_us(compute)
+        out["nccl_exposed_ms_per_step"] = per_step(exposed)  # on the step's critical path (or waiting for a rank)
+        out["nccl_hidden_ms_per_step"] = per_step(covered_us(comm) - exposed)
+    return out
 
 
 # host calls that wait for the device (cudaStreamSynchronize, cudaDeviceSynchronize, ...)
