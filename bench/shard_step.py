@@ -260,13 +260,6 @@ def command_variant(a: argparse.Namespace) -> dict:
                                  ("static_graph", a.static_graph)) if v not in (None, False)}}
 
 
-def wrap_variant(model, info, dev, bf16: bool, settings: dict):
-    """``model`` under DDP with one variant's settings (as training wraps it)."""
-    settings = dict(settings)
-    dtype = settings.pop("allreduce_dtype", "fp32")
-    return sharding.wrap(model, "ddp", info, dev, bf16, find_unused=False, allreduce_dtype=dtype, **settings)
-
-
 def interleaved(a: argparse.Namespace, raw, step, timed, info, dev, bf16: bool) -> dict | None:
     """``--interleave`` rounds in this job: each round times every rank alone (no DDP, the
     dropped blocks skipped: what one GPU does, on every GPU at once), then each variant under
@@ -278,11 +271,11 @@ def interleaved(a: argparse.Namespace, raw, step, timed, info, dev, bf16: bool) 
     for _ in range(a.interleave):
         phases["alone"].append(timed(raw, barrier=False))
         for i, settings in enumerate(variants):
-            ddp = wrap_variant(raw, info, dev, bf16, settings)
+            ddp = sharding.wrap(raw, "ddp", info, dev, bf16, find_unused=False, **settings)
             phases[i].append(timed(ddp, barrier=True))
             del ddp  # its reducer's hooks go with it
             gc.collect()
-            set_module_flags(raw, TransformerEncoder, lambda m: True, dropped_blocks="skip")
+            set_module_flags(raw, TransformerEncoder, dropped_blocks="skip")  # alone again, as one GPU
     mine = {k: [t[2:] for t in rounds[1:]] for k, rounds in phases.items()}
     ranks = distributed.gather(mine, info)
     if not info.is_main:
@@ -322,8 +315,7 @@ def run_rank(a: argparse.Namespace) -> None:
     raw = model
     settings = command_variant(a)
     if not a.interleave:
-        model = wrap_variant(model, info, dev, bf16, settings) if a.strategy == "ddp" else \
-            sharding.wrap(model, a.strategy, info, dev, bf16, find_unused=False)
+        model = sharding.wrap(model, a.strategy, info, dev, bf16, find_unused=False, **settings)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     samples = int(a.seconds * 16000)

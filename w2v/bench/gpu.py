@@ -710,12 +710,13 @@ def kernel_summary(prof, steps: int, top: int = 30) -> dict:
         (comm if label == COMMUNICATION else compute).append(spans[-1])
     heaviest = sorted(by_name.items(), key=lambda kv: -kv[1])[:top]
     per_step = lambda us: round(us / 1e3 / steps, 2)  # noqa: E731
+    busy = covered_us(spans)
     out = {"device_busy_ms_per_step": round(sum(by_class.values()), 2),
-           "device_any_busy_ms_per_step": per_step(covered_us(spans)),
+           "device_any_busy_ms_per_step": per_step(busy),
            "classes_ms": {k: round(v, 2) for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])},
            "top_kernels_ms": [[n[:120], round(v, 2)] for n, v in heaviest]}
     if comm:  # collectives: how much of their time no other kernel ran beside them
-        exposed = covered_us(spans) - covered_us(compute)
+        exposed = busy - covered_us(compute)
         out["nccl_exposed_ms_per_step"] = per_step(exposed)  # on the step's critical path (or waiting for a rank)
         out["nccl_hidden_ms_per_step"] = per_step(covered_us(comm) - exposed)
     return out

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+STRATEGIES = ("ddp", "fsdp")  # several processes (w2v.train.sharding)
+ALLREDUCE_DTYPES = ("fp32", "bf16")  # DDP's gradients on the wire (sharding.wrap)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -82,9 +85,9 @@ class TrainConfig:
             if d.get("task", "pretrain") != "finetune":
                 raise ValueError(f"{where}: adapter is a fine-tuning setting")
             d["adapter"] = {"lang": adapter["lang"], "dim": adapter.get("dim", 16)}
-        if d.get("strategy", "ddp") not in ("ddp", "fsdp"):
+        if d.get("strategy", "ddp") not in STRATEGIES:
             raise ValueError(f"{where}: strategy must be ddp or fsdp, got {d['strategy']!r}")
-        if d.get("allreduce_dtype", "fp32") not in ("fp32", "bf16"):
+        if d.get("allreduce_dtype", "fp32") not in ALLREDUCE_DTYPES:
             raise ValueError(f"{where}: allreduce_dtype must be fp32 or bf16, got {d['allreduce_dtype']!r}")
         if d.get("allreduce_dtype", "fp32") != "fp32" and d.get("strategy", "ddp") == "fsdp":
             raise ValueError(f"{where}: allreduce_dtype is a ddp setting; fsdp reduces gradients in fp32")

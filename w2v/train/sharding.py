@@ -18,17 +18,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from w2v.train.config import ALLREDUCE_DTYPES, STRATEGIES
 from w2v.train.distributed import DistInfo
 
-STRATEGIES = ("ddp", "fsdp")
 
 
 def _layers(model: nn.Module) -> nn.ModuleList:
     """The Transformer blocks of a wav2vec 2.0 model (pre-training or CTC)."""
     return model.wav2vec2.encoder.layers
-
-
-ALLREDUCE_DTYPES = ("fp32", "bf16")
 
 
 def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf16: bool,
