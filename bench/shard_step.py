@@ -28,6 +28,9 @@ compile serves every phase (the graphs are the same with and without DDP).
     python bench/shard_step.py --preset base --batch 8 --steps 24 --strategy ddp --compile --matmul-conv \
         --no-activation-checkpointing --interleave 6 --variant allreduce_dtype=fp32 \
         --variant allreduce_dtype=bf16,bucket_cap_mb=400                       # DDP settings side by side
+
+``--update-freq K`` makes each step an update of K batches whose gradients accumulate (training's
+``update_freq``, fairseq's ``--update-freq``): DDP all-reduces once per update, with its last batch.
 """
 
 from __future__ import annotations
@@ -87,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "class (NCCL included), time with any kernel running, host time per step")
     p.add_argument("--ddp-split", choices=("on", "off"), default=None,
                    help="ddp + --compile: dynamo's DDPOptimizer (graphs split at gradient buckets); default off, as training")
+    p.add_argument("--update-freq", type=int, default=1, metavar="K",
+                   help="each step an update of K batches, gradients accumulated (training's update_freq): "
+                        "DDP all-reduces once per K batches")
     p.add_argument("--bucket-mb", type=float, default=None, help="ddp: gradient bucket size (DDP's default 25)")
     p.add_argument("--bucket-view", action="store_true", help="ddp: gradients as views into the buckets")
     p.add_argument("--allreduce-dtype", choices=sharding.ALLREDUCE_DTYPES, default="fp32",
@@ -106,6 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1,
                    help="with --scaling: that many (one rank, all ranks) pairs in turn; the ratio of the medians")
     a = p.parse_args(argv)
+    if a.update_freq < 1:
+        p.error(f"--update-freq {a.update_freq}: batches per update, 1 or more")
     if a.repeat < 1 or (a.repeat > 1 and not a.scaling):
         p.error(f"--repeat {a.repeat}: a number of --scaling pairs, 1 or more (and only with --scaling)")
     if a.interleave and (a.interleave < 2 or a.strategy != "ddp" or a.scaling or a.profile):
@@ -284,15 +292,21 @@ def interleaved(a: argparse.Namespace, raw, step, timed, info, dev, bf16: bool) 
     def median(key, rnd=None) -> list[float]:  # each rank's median over the counted steps (of one round)
         return [statistics.median(t for r in (m[key] if rnd is None else [m[key][rnd]]) for t in r) for m in ranks]
 
-    n, audio = info.world_size, a.batch * a.seconds
+    def p90(key) -> list[float]:  # each rank's slow steps: how much a step waiting for the other rank can lose
+        steps = [[t for r in m[key] for t in r] for m in ranks]
+        return [round(statistics.quantiles(ts, n=10)[-1] if len(ts) > 1 else ts[0], 5) for ts in steps]
+
+    n, audio = info.world_size, a.update_freq * a.batch * a.seconds
     alone = min(median("alone"))
     out = []
     for i, settings in enumerate(variants):
         step_s = max(median(i))
         per_round = [round(n * min(median("alone", r)) / max(median(i, r)), 3) for r in range(a.interleave - 1)]
         out.append({"settings": settings, "step_s": round(step_s, 5), "audio_s_per_s": round(n * audio / step_s, 1),
+                    "step_s_per_rank": [round(t, 5) for t in median(i)], "step_s_p90_per_rank": p90(i),
                     "scaling": round(n * alone / step_s, 3), "scaling_per_round": per_round})
     return {"interleave": a.interleave, "world_size": n, "alone_step_s": round(alone, 5),
+            "alone_step_s_per_rank": [round(t, 5) for t in median("alone")], "alone_step_s_p90_per_rank": p90("alone"),
             "alone_audio_s_per_s": round(audio / alone, 1), "variants": out}
 
 
@@ -326,21 +340,27 @@ def run_rank(a: argparse.Namespace) -> None:
         torch.cuda.reset_peak_memory_stats(dev)
     losses = []
 
-    def layerdrop(number: int) -> torch.Generator:
-        """Step ``number``'s LayerDrop draws, the same on every rank and for every number of
-        ranks (so that --scaling's runs skip the same blocks), as training draws them per update."""
-        return torch.Generator().manual_seed(a.seed * 1_000_003 + number)
+    def layerdrop(number: int, micro: int = 0) -> torch.Generator:
+        """Step ``number``'s LayerDrop draws for its batch ``micro``, the same on every rank and for
+        every number of ranks (so that --scaling's runs skip the same blocks), as training draws
+        them per batch of an update."""
+        return torch.Generator().manual_seed(a.seed * 1_000_003 + number + micro * 1_000_000_000_039)
 
-    # blocks LayerDrop drops at each timed step (drawn again from the same seeds)
-    dropped = [raw.wav2vec2.encoder.layerdrop_keeps(layerdrop(number)).count(False) for number in range(a.steps)]
+    # blocks LayerDrop drops at each timed step's batches (drawn again from the same seeds)
+    dropped = [sum(raw.wav2vec2.encoder.layerdrop_keeps(layerdrop(number, micro)).count(False)
+                   for micro in range(a.update_freq)) for number in range(a.steps)]
 
     def step(model, number: int) -> None:
-        sharding.share_layerdrop(model, layerdrop(number))
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            raw.set_num_updates(number)
-            loss, _ = pretraining_loss(model(wav, lengths, generator=torch.Generator().manual_seed(number)))
-        loss.backward()
-        release_dropped_grads(raw)
+        raw.set_num_updates(number)
+        for micro in range(a.update_freq):  # as training's update_freq: one all-reduce, with the last batch
+            last = micro == a.update_freq - 1
+            with sharding.gradient_sync(model, last):
+                sharding.share_layerdrop(model, layerdrop(number, micro))
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                    masks = torch.Generator().manual_seed(number + micro * 1_000_000_000_039)
+                    loss, _ = pretraining_loss(model(wav, lengths, generator=masks))
+                (loss / a.update_freq if a.update_freq > 1 else loss).backward()
+            release_dropped_grads(raw, update_ends=last)
         sharding.grad_norm(params, 10.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -360,7 +380,8 @@ def run_rank(a: argparse.Namespace) -> None:
         return times
 
     common = {"preset": a.preset, "params_m": round(n_params / 1e6, 1), "strategy": a.strategy,
-              "world_size": info.world_size, "batch_per_rank": a.batch, "seconds": a.seconds,
+              "world_size": info.world_size, "batch_per_rank": a.batch, "update_freq": a.update_freq,
+              "seconds": a.seconds,
               "precision": "bf16" if bf16 else "fp32", "activation_checkpointing": a.checkpointing,
               "compiled": a.compile, "matmul_conv": a.matmul_conv, "per_block": a.per_block,
               "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else
@@ -390,7 +411,7 @@ def run_rank(a: argparse.Namespace) -> None:
             "dynamo_optimize_ddp": torch._dynamo.config.optimize_ddp,
             "ddp_find_unused": getattr(model, "find_unused_parameters", None),
             "state_gib_per_rank_estimate": round(16 * n_params / shards / GIB, 3),
-            "step_s": last, "audio_s_per_s": round(info.world_size * a.batch * a.seconds / last, 1),
+            "step_s": last, "audio_s_per_s": round(info.world_size * a.update_freq * a.batch * a.seconds / last, 1),
             "ranks": ranks}), flush=True)
     distributed.shutdown()
 

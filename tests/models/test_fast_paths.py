@@ -228,6 +228,40 @@ def test_blocks_as_one_stack_equal_the_block_loop_layerdrop_included(layerdrop, 
                 torch.testing.assert_close(b, a)
 
 
+def test_gradients_accumulated_over_batches_release_only_blocks_dropped_in_every_batch():
+    """Gradient accumulation (training's update_freq): a block dropped in one batch of an update
+    and run in another keeps the gradient its run gave (the tie's zeros add nothing); one dropped
+    in every batch ends with None, as skipping it each time leaves; the same as "skip" gives."""
+    from w2v.models.accel import release_dropped_grads
+
+    cfg = small_cfg(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, dropout_input=0.0,
+                    dropout_features=0.0, layerdrop=0.4, encoder_layers=6)
+    torch.manual_seed(0)
+    model = Wav2Vec2ForPreTraining(cfg).train()
+    encoder = model.wav2vec2.encoder
+    xs = [torch.randn(2, 30, cfg.encoder_embed_dim) for _ in range(3)]
+    runs = {}
+    for mode in ("skip", "tie"):
+        encoder.dropped_blocks = mode
+        model.zero_grad(set_to_none=True)
+        drops = []
+        for k, (x, seed) in enumerate(zip(xs, (11, 13, 16))):
+            encoder.layerdrop_generator = torch.Generator().manual_seed(seed)
+            y, _ = encoder(x)
+            y.square().sum().backward()
+            drops.append(set(i for i, kept in enumerate(encoder.layerdrop_keeps(
+                torch.Generator().manual_seed(seed))) if not kept))
+            release_dropped_grads(model, update_ends=k == 2)
+        runs[mode] = [None if p.grad is None else p.grad.clone() for p in encoder.layers.parameters()]
+    always = drops[0] & drops[1] & drops[2]
+    assert always == {0, 3} and drops[0] | drops[1] | drops[2] == {0, 3, 4, 5}  # 4 and 5 run in some batches
+    block_of = [i for i, layer in enumerate(encoder.layers) for _ in layer.parameters()]
+    for i, a, b in zip(block_of, runs["skip"], runs["tie"]):
+        assert (a is None) == (b is None) == (i in always), i
+        if a is not None:
+            torch.testing.assert_close(b, a)
+
+
 def test_tying_dropped_blocks_in_leaves_frozen_blocks_alone():
     """A dropped block whose parameters do not train (a frozen Transformer) has nothing to tie in."""
     cfg = small_cfg(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.4, encoder_layers=6)

@@ -63,7 +63,16 @@ real_hook = torch.nn.parallel.DistributedDataParallel.register_comm_hook
 def ddp_init(self, module, *a, **k):
     modules.append(module)
     seen["ddp_bucket_cap_mb"] = k.get("bucket_cap_mb")
+    seen["ddp_bucket_view"] = k.get("gradient_as_bucket_view")
     real_init(self, module, *a, **k)
+
+
+real_no_sync = torch.nn.parallel.DistributedDataParallel.no_sync
+
+
+def no_sync(self):  # counted: the batches of an update before its last (update_freq)
+    seen["no_sync"] = seen.get("no_sync", 0) + 1
+    return real_no_sync(self)
 
 
 def register_comm_hook(self, state, hook):
@@ -83,6 +92,7 @@ if len(sys.argv) > 4:
     ck.CheckpointDir.save = save_then_die
 torch.nn.parallel.DistributedDataParallel.__init__ = ddp_init
 torch.nn.parallel.DistributedDataParallel.register_comm_hook = register_comm_hook
+torch.nn.parallel.DistributedDataParallel.no_sync = no_sync
 tcfg = TrainConfig(task="pretrain", max_updates=4, lr=5e-4, warmup=1, max_duration=3.0, crop_seconds=1.0,
                    save_every=2, log_every=1, num_buckets=2, **json.loads(os.environ.get("W2V_TEST_SETTINGS", "{}")))
 train(tcfg, cuts, out, load_model_config("tiny", **SMALL), device="cpu")

@@ -126,3 +126,22 @@ def test_bad_ddp_settings_are_errors_naming_them(settings, message):
     with pytest.raises(ValueError, match=f"recipe.yaml: {re.escape(message)}"):
         TrainConfig.from_dict(settings, "recipe.yaml")
     assert TrainConfig.from_dict({"allreduce_dtype": "bf16", "ddp_bucket_mb": 100}).ddp_bucket_mb == 100
+
+
+def test_update_freq_reduces_once_per_update_under_ddp_and_fsdp_alike(tmp_path):
+    """`update_freq: 2`: the first batch of each update keeps its gradients local (DDP's no_sync,
+    FSDP's gradient sync off), the second reduces the sum; DDP's ranks stay equal, with gradients
+    in the buckets (`ddp_bucket_view`, the default), and FSDP trains the same model."""
+    cuts = write_tiny_cuts(tmp_path / "a", n=7)
+    for strategy in ("ddp", "fsdp"):
+        r = ddp_worker(cuts, tmp_path / strategy, tmp_path / f"rec_{strategy}", strategy=strategy, update_freq=2)
+        assert r.returncode == 0, r.stderr[-4000:]
+    seen = [json.loads((tmp_path / f"rec_ddp/rank_{k}.json").read_text()) for k in (0, 1)]
+    for rank in seen:
+        assert rank["no_sync"] == 4 and rank["ddp_bucket_view"] is True  # 4 updates of 2 batches
+    w0, w1 = (torch.load(tmp_path / f"rec_ddp/weights_{k}.pt", weights_only=True) for k in (0, 1))
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    ddp, fsdp = _model(tmp_path / "ddp/model.pt"), _model(tmp_path / "fsdp/model.pt")
+    assert ddp["train_config"]["update_freq"] == 2
+    for k, v in ddp["model"].items():
+        torch.testing.assert_close(fsdp["model"][k], v, rtol=1e-4, atol=1e-5, msg=k)

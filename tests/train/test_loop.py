@@ -279,3 +279,49 @@ def test_padded_fine_tuning_batches_go_to_whole_hops_for_padding_invariant_model
         out[name] = [logits[i, :n] for i, n in enumerate(flens.tolist())]
     for a, b in zip(out["collated"], out["whole hops"]):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_update_freq_sums_several_batches_into_one_update(tmp_path, monkeypatch):
+    """`update_freq: 2` (fairseq --update-freq): each update runs 2 batches' forward and backward,
+    their gradients adding up (each batch's loss halved) before one optimizer step; the update
+    logs the batches' mean loss and ends where twice as many single-batch updates end."""
+    import pytest
+
+    from w2v.train import loop
+
+    cuts = write_tiny_cuts(tmp_path / "a", n=10)
+    train(_pretrain_cfg(max_updates=4, save_every=4), cuts, tmp_path / "one", _cfg())
+    losses, own, grads, steps = [], [], [], []
+    real_step, real_update = loop.pretrain_step, loop.optim.update
+    weight = lambda model: model.wav2vec2.encoder.layers[0].feed_forward.intermediate_dense.weight  # noqa: E731
+
+    def pretrain_step(model, *a, **k):  # each batch's loss, and its own gradient of one weight
+        loss, stats = real_step(model, *a, **k)
+        losses.append(float(loss.detach()))
+        own.append(torch.autograd.grad(loss, weight(model), retain_graph=True)[0])
+        return loss, stats
+
+    def release(model, update_ends=True):  # after each batch's backward: the update's gradient so far
+        grads.append(weight(model).grad.clone())
+
+    def update(opt, loss, gnorm, stats, info):
+        steps.append(len(grads))
+        return real_update(opt, loss, gnorm, stats, info)
+
+    monkeypatch.setattr(loop, "pretrain_step", pretrain_step)
+    monkeypatch.setattr(loop, "release_dropped_grads", release)
+    monkeypatch.setattr(loop.optim, "update", update)
+    train(_pretrain_cfg(max_updates=2, save_every=2, update_freq=2), cuts, tmp_path / "two", _cfg())
+    assert len(losses) == 4 and steps == [2, 4]  # one optimizer step per 2 batches
+    for u in (0, 2):  # the first batch's gradient halved, then the second's half added to it
+        assert own[u].abs().sum() > 0 and not torch.allclose(own[u], own[u + 1])
+        assert torch.allclose(grads[u], own[u] / 2, atol=1e-7)
+        assert torch.allclose(grads[u + 1], (own[u] + own[u + 1]) / 2, atol=1e-7)
+    rows = [json.loads(x) for x in (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows] == [1, 2]
+    assert rows[0]["loss"] == pytest.approx((losses[0] + losses[1]) / 2, rel=1e-4)
+    single, twice = (ck.load(tmp_path / run / "checkpoints" / name) for run, name in
+                     (("one", "checkpoint_00000004.pt"), ("two", "checkpoint_00000002.pt")))
+    assert (twice["epoch"], twice["batch"]) == (single["epoch"], single["batch"])  # 4 batches either way
+    with pytest.raises(ValueError, match="recipe.yaml: update_freq is a number of batches per update"):
+        TrainConfig.from_dict({"update_freq": 0}, "recipe.yaml")

@@ -96,9 +96,10 @@ def test_shard_step_scaling_refuses_a_single_rank_by_name():
 
 
 def test_shard_step_interleave_times_ranks_alone_and_each_ddp_variant_in_rounds():
+    """Each step an update of 2 batches (--update-freq 2: DDP all-reduces with the second)."""
     r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--preset", "tiny", "--ranks", "2",
                         "--batch", "1", "--seconds", "1", "--steps", "4", "--strategy", "ddp", "--interleave", "3",
-                        "--layerdrop", "0.5", "--no-activation-checkpointing",
+                        "--layerdrop", "0.5", "--no-activation-checkpointing", "--update-freq", "2",
                         "--variant", "allreduce_dtype=fp32",
                         "--variant", "allreduce_dtype=bf16,bucket_cap_mb=400,gradient_as_bucket_view=1"],
                        capture_output=True, text=True, timeout=300, cwd=ROOT, env=CPU_ONLY)
@@ -108,11 +109,15 @@ def test_shard_step_interleave_times_ranks_alone_and_each_ddp_variant_in_rounds(
     assert [v["settings"] for v in out["variants"]] == [
         {"allreduce_dtype": "fp32"},
         {"allreduce_dtype": "bf16", "bucket_cap_mb": 400.0, "gradient_as_bucket_view": True}]
-    assert out["alone_step_s"] > 0 and out["alone_audio_s_per_s"] == round(1 / out["alone_step_s"], 1)
+    assert out["update_freq"] == 2 and len(out["layerdrop_blocks_dropped"]) == 4  # per step, both batches'
+    assert out["alone_step_s"] > 0 and out["alone_audio_s_per_s"] == round(2 / out["alone_step_s"], 1)
+    assert out["alone_step_s"] == min(out["alone_step_s_per_rank"]) and len(out["alone_step_s_per_rank"]) == 2
+    assert all(p >= m for p, m in zip(out["alone_step_s_p90_per_rank"], out["alone_step_s_per_rank"]))
     for v in out["variants"]:
         assert v["scaling"] == round(2 * out["alone_step_s"] / v["step_s"], 3) > 0
         assert len(v["scaling_per_round"]) == 2  # the first round compiles: left out
-        assert v["audio_s_per_s"] == round(2 / v["step_s"], 1)
+        assert v["audio_s_per_s"] == round(2 * 2 / v["step_s"], 1) and v["step_s"] == max(v["step_s_per_rank"])
+        assert all(p >= m for p, m in zip(v["step_s_p90_per_rank"], v["step_s_per_rank"]))
 
 
 @pytest.mark.parametrize("args,message", [
@@ -121,6 +126,7 @@ def test_shard_step_interleave_times_ranks_alone_and_each_ddp_variant_in_rounds(
     (["--interleave", "2", "--variant", "static_graph=yes"], "static_graph takes 1/0 or true/false, not 'yes'"),
     (["--interleave", "2", "--variant", "allreduce_dtype=fp16"], "allreduce_dtype is one of ('fp32', 'bf16')"),
     (["--interleave", "1"], "--interleave 1: 2 or more rounds, with --strategy ddp"),
+    (["--update-freq", "0"], "--update-freq 0: batches per update, 1 or more"),
     (["--strategy", "fsdp", "--allreduce-dtype", "bf16"], "DDP settings, not for --strategy fsdp"),
 ])
 def test_shard_step_interleave_refuses_bad_settings_by_name(args, message):

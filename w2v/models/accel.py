@@ -204,15 +204,17 @@ def layerdrop_leaves_parameters_unused(model: nn.Module) -> bool:
                if isinstance(m, TransformerEncoder))
 
 
-def release_dropped_grads(model: nn.Module) -> None:
+def release_dropped_grads(model: nn.Module, update_ends: bool = True) -> None:
     """After backward: blocks LayerDrop dropped inside the compiled stack get no gradient, as
     if skipped (no-op for other models and paths). Every process must have dropped the same
-    blocks (a shared LayerDrop generator), or their replicas would part."""
+    blocks (a shared LayerDrop generator), or their replicas would part. Accumulating over
+    several batches: ``update_ends`` False but for the update's last batch
+    (`TransformerEncoder.release_dropped_grads`)."""
     from w2v.models.components import TransformerEncoder
 
     for module in model.modules():
         if isinstance(module, TransformerEncoder):
-            module.release_dropped_grads()
+            module.release_dropped_grads(update_ends)
 
 
 def triton_available() -> bool:

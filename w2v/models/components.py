@@ -679,6 +679,7 @@ class TransformerEncoder(nn.Module):
         self.dropped_blocks = "skip"
         self.max_stack_skips = 1
         self.dropped_layers: list[int] = []
+        self._dropped_this_update: set[int] | None = None  # dropped in every batch so far (release_dropped_grads)
         self.pos_conv_embed = ConvPositionalEmbedding(dim, conv_pos, conv_pos_groups, dropout)
         self.layer_norm = nn.LayerNorm(dim, eps=1e-5)
         self.dropout = nn.Dropout(dropout)
@@ -789,13 +790,23 @@ class TransformerEncoder(nn.Module):
             x = y if keep is None else torch.where(keep[i], y, x)
         return x
 
-    def release_dropped_grads(self) -> None:
-        """Gradients of the blocks LayerDrop dropped in the last forward back to None (what
-        skipping them leaves), so that AdamW leaves them untouched this update."""
-        for i in self.dropped_layers:
+    def release_dropped_grads(self, update_ends: bool = True) -> None:
+        """Gradients of the blocks LayerDrop dropped back to None (what skipping them leaves), so
+        that AdamW leaves them untouched this update. Call after each backward; with gradients
+        accumulated over several batches, ``update_ends`` False until the update's last: a block
+        is released only if it was dropped in every batch of the update (otherwise its gradient
+        is what the batches that ran it gave, the others' ties adding zero)."""
+        dropped = set(self.dropped_layers)
+        if self._dropped_this_update is not None:
+            dropped &= self._dropped_this_update
+        self.dropped_layers = []
+        if not update_ends:
+            self._dropped_this_update = dropped
+            return
+        self._dropped_this_update = None
+        for i in sorted(dropped):
             for p in self.layers[i].parameters():
                 p.grad = None
-        self.dropped_layers = []
 
 
 def init_bert_params(module: nn.Module) -> None:

@@ -30,6 +30,7 @@ class TrainConfig:
     clip_norm: float = 10.0  # 0 disables clipping
     max_duration: float = 60.0  # padded seconds per batch (fairseq max_tokens / 16000)
     max_batch_size: int | None = None
+    update_freq: int = 1  # fairseq --update-freq: batches per update, their mean gradient (the paper's batch on fewer GPUs)
     crop_seconds: float = 15.625  # pre-training crop (fairseq max_sample_size 250k)
     min_seconds: float = 0.5  # shorter utterances are skipped and counted
     num_buckets: int = 8
@@ -58,6 +59,7 @@ class TrainConfig:
     strategy: str = "ddp"  # several processes: ddp (full copy per GPU) | fsdp (weights, grads, optimizer sharded)
     allreduce_dtype: str = "fp32"  # ddp: the gradients on the wire: fp32 | bf16 (half the bytes; fairseq's fp16 comm hook)
     ddp_bucket_mb: float = 25.0  # ddp: gradient bucket size in MB (torch's and fairseq's --bucket-cap-mb default)
+    ddp_bucket_view: bool = True  # ddp: gradients live in the all-reduce buckets (no copies in and out; BENCHMARKS.md)
     activation_checkpointing: bool = False  # recompute each Transformer block in backward (LARGE and above)
     compile: bool = False  # torch.compile the conv stack and Transformer blocks (w2v.models.accel)
     matmul_conv: bool = False  # conv encoder and positional conv as matrix products (same function; GPU speed)
@@ -94,6 +96,9 @@ class TrainConfig:
         bucket = d.get("ddp_bucket_mb", 25.0)
         if isinstance(bucket, bool) or not isinstance(bucket, (int, float)) or not bucket > 0:
             raise ValueError(f"{where}: ddp_bucket_mb must be a number of MB > 0, got {bucket!r}")
+        freq = d.get("update_freq", 1)
+        if isinstance(freq, bool) or not isinstance(freq, int) or freq < 1:
+            raise ValueError(f"{where}: update_freq is a number of batches per update, 1 or more, got {freq!r}")
         if not 0 <= d.get("diversity_gate", 0.0) < 1:
             raise ValueError(f"{where}: diversity_gate is a contrastive accuracy in [0, 1), got {d['diversity_gate']!r}")
         if d.get("cuda_graphs") and not d.get("compile"):

@@ -2,7 +2,7 @@
 
 Set-up, data, model, optimizer, loop, checkpoint, in a straight line. Everything random in
 an update (crops, masks, negatives, Gumbel noise) is drawn from a generator seeded by
-``(seed, update, rank)``; dropout uses torch's global generator, whose state is checkpointed.
+``(seed, update, rank)`` and, with ``update_freq`` batches per update, the batch; dropout uses torch's global generator, whose state is checkpointed.
 With the data position stored as ``(epoch, batch)`` a killed run resumes exactly where it was.
 Under ``torchrun`` the same loop runs as DDP or FSDP ranks (:mod:`w2v.train.distributed`,
 :mod:`w2v.train.sharding`); updates with a non-finite loss or gradient are skipped
@@ -265,8 +265,10 @@ def _set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def _step_generator(seed: int, num_updates: int, rank: int = 0) -> tuple[torch.Generator, np.random.Generator]:
-    s = seed * 1_000_003 + num_updates + rank * 1_000_000_007
+def _step_generator(seed: int, num_updates: int, rank: int = 0, micro: int = 0) -> tuple[torch.Generator,
+                                                                                        np.random.Generator]:
+    """The random draws (crops, masks, negatives, LayerDrop) of batch ``micro`` of an update, on ``rank``."""
+    s = seed * 1_000_003 + num_updates + rank * 1_000_000_007 + micro * 1_000_000_000_039
     return torch.Generator().manual_seed(s), np.random.default_rng(s)
 
 
@@ -491,8 +493,8 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     # after loading: every rank starts from rank 0's weights; frozen-transformer updates leave
     # parameters without gradients (DDP must be told; LayerDrop's dropped blocks wrap ties in)
     model = sharding.wrap(model, tcfg.strategy, info, dev, use_bf16, find_unused=task == "finetune",
-                          **({"allreduce_dtype": tcfg.allreduce_dtype, "bucket_cap_mb": tcfg.ddp_bucket_mb}
-                             if tcfg.strategy == "ddp" else {}))
+                          **({"allreduce_dtype": tcfg.allreduce_dtype, "bucket_cap_mb": tcfg.ddp_bucket_mb,
+                              "gradient_as_bucket_view": tcfg.ddp_bucket_view} if tcfg.strategy == "ddp" else {}))
     sharded = sharding.is_sharded(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = optim.adamw(params, tcfg, sharded)
@@ -537,75 +539,96 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     # the decoded-audio cache lives in this process: workers in other processes would not fill it
     kind = "threads" if tcfg.cache_audio else resolve_kind(tcfg.loader, dev.type)
     loader = Prefetcher(store.__getitem__, tcfg.loader_workers, kind)
-    try:
-        while num_updates < tcfg.max_updates:
-            if batches_epoch != epoch:
-                batches, batches_epoch = epoch_batches(epoch), epoch
-            if pos >= len(batches):
-                epoch, pos = epoch + 1, 0
-                continue
-            batch = batches[pos]
-            loader.schedule(i for b in batches[pos:pos + 1 + tcfg.prefetch_batches] for i in b)
-            g, npg = _step_generator(tcfg.seed, num_updates, info.rank)
-            waves, batch_labels = [], []
-            t_data = time.perf_counter()  # waiting for decoded audio, cropping, collating
-            for i in batch:
-                w = loader.get(i)
-                start = 0
-                if task == "pretrain" and len(w) > int(tcfg.crop_seconds * SAMPLE_RATE):
-                    crop = int(tcfg.crop_seconds * SAMPLE_RATE)
-                    start = int(npg.integers(0, len(w) - crop + 1))
-                    start -= start % crop_align
-                    w = w[start:start + crop]
-                waves.append(w)
-                if labels is not None:
-                    first = start // crop_align
-                    batch_labels.append(labels[i][first:first + conv_output_frames(cfg, len(w))])
-            # normalised on the device; lengths stay on the CPU: the model sees unpadded batches without a sync
-            wav, lens = collate_audio(waves, tcfg.normalize_audio, dev)
-            if hop > 1 and int(lens.min()) < wav.shape[1]:  # a padded batch
-                wav = pad_to_multiple(wav, hop)
-            data_s += time.perf_counter() - t_data
-            lr = sched(num_updates)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            frozen = task == "finetune" and num_updates < tcfg.freeze_transformer_updates
-            if tcfg.cuda_graphs:  # the stack's replays may now overwrite the last step's outputs
-                step_begins()
+
+    def run_batch(batch: list[int], update: int, micro: int, frozen: bool) -> tuple[torch.Tensor, dict, float]:
+        """One batch's forward and backward, its gradients added to the update's (all-reduced with
+        the update's last batch, ``micro`` counting from 0): its loss, its statistics and its
+        seconds of audio."""
+        nonlocal data_s
+        g, npg = _step_generator(tcfg.seed, update, info.rank, micro)
+        waves, batch_labels = [], []
+        t_data = time.perf_counter()  # waiting for decoded audio, cropping, collating
+        for i in batch:
+            w = loader.get(i)
+            start = 0
+            if task == "pretrain" and len(w) > int(tcfg.crop_seconds * SAMPLE_RATE):
+                crop = int(tcfg.crop_seconds * SAMPLE_RATE)
+                start = int(npg.integers(0, len(w) - crop + 1))
+                start -= start % crop_align
+                w = w[start:start + crop]
+            waves.append(w)
+            if labels is not None:
+                first = start // crop_align
+                batch_labels.append(labels[i][first:first + conv_output_frames(cfg, len(w))])
+        # normalised on the device; lengths stay on the CPU: the model sees unpadded batches without a sync
+        wav, lens = collate_audio(waves, tcfg.normalize_audio, dev)
+        if hop > 1 and int(lens.min()) < wav.shape[1]:  # a padded batch
+            wav = pad_to_multiple(wav, hop)
+        data_s += time.perf_counter() - t_data
+        if tcfg.cuda_graphs:  # the stack's replays may now overwrite the last batch's outputs
+            step_begins()
+        last = micro == tcfg.update_freq - 1
+        with sharding.gradient_sync(model, last):
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 # every rank must skip the same blocks: FSDP's collectives, and the compiled
                 # stack's released gradients (accel.release_dropped_grads) after DDP's all-reduce
                 if info.enabled:
-                    sharding.share_layerdrop(raw_model, _step_generator(tcfg.seed, num_updates)[0])
+                    sharding.share_layerdrop(raw_model, _step_generator(tcfg.seed, update, micro=micro)[0])
                 if task == "pretrain":
                     lab = to_device(collate_labels(batch_labels), dev) if labels is not None else None
-                    loss, stats = pretrain_step(raw_model, wav, lens, g, num_updates, tcfg, lab, forward=model,
-                                                diversity_weight=tcfg.diversity_weight_at(num_updates, diversity_opened))
+                    loss, stats = pretrain_step(raw_model, wav, lens, g, update, tcfg, lab, forward=model,
+                                                diversity_weight=tcfg.diversity_weight_at(update, diversity_opened))
                 else:
                     tgt, tlens = collate_targets([targets[i] for i in batch])
                     logits, flens = model(wav, lens, apply_mask=True, generator=g, train_encoder=not frozen)
                     loss = ctc_loss(logits, flens, to_device(tgt, dev), to_device(tlens, dev))
                     stats = {"loss": loss.detach()}
-            opt.zero_grad(set_to_none=True)
             # backward even on a bad loss: with several processes every rank must join the all-reduce
-            loss.backward()
-            release_dropped_grads(raw_model)
+            (loss / tcfg.update_freq if tcfg.update_freq > 1 else loss).backward()
+        release_dropped_grads(raw_model, update_ends=last)
+        return loss, stats, float(lens.sum()) / SAMPLE_RATE
+
+    try:
+        while num_updates < tcfg.max_updates:
+            lr = sched(num_updates)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            frozen = task == "finetune" and num_updates < tcfg.freeze_transformer_updates
+            opt.zero_grad(set_to_none=True)
+            update_batches, loss, stats = [], 0.0, {}  # (batch, audio seconds) in turn
+            for micro in range(tcfg.update_freq):  # batches whose gradients this update sums
+                if batches_epoch != epoch:
+                    batches, batches_epoch = epoch_batches(epoch), epoch
+                if pos >= len(batches):
+                    epoch, pos = epoch + 1, 0
+                    batches, batches_epoch = epoch_batches(epoch), epoch
+                if micro == 0:
+                    begins = (epoch, pos)  # where this update's batches start (a skipped update's record)
+                batch = batches[pos]
+                loader.schedule(i for b in batches[pos:pos + 1 + tcfg.prefetch_batches] for i in b)
+                pos += 1
+                micro_loss, micro_stats, seconds = run_batch(batch, num_updates, micro, frozen)
+                update_batches.append((batch, seconds))
+                # the update's loss and statistics: the mean over its batches, kept on the device
+                loss = loss + micro_loss.detach() / tcfg.update_freq
+                for k, v in micro_stats.items():
+                    stats[k] = stats.get(k, 0.0) + v / tcfg.update_freq
             gnorm = sharding.grad_norm(params, tcfg.clip_norm if tcfg.clip_norm > 0 else math.inf)
             loss_value, gnorm_value, bad = optim.update(opt, loss, gnorm, stats, info)  # the step's one host sync
             if bad:
-                ids = [cid for ids in distributed.gather([store.cuts[i].id for i in batch], info) for cid in ids]
+                ids = [cid for ids in distributed.gather([store.cuts[i].id for b, _ in update_batches for i in b], info)
+                       for cid in ids]
                 opt.zero_grad(set_to_none=True)
-                skipped.skip(update=num_updates, epoch=epoch, batch=pos, cut_ids=ids, loss=loss_value,
+                skipped.skip(update=num_updates, epoch=begins[0], batch=begins[1], cut_ids=ids, loss=loss_value,
                              gnorm=gnorm_value, lr=lr)
-                pos += 1
                 continue
             skipped.ok()
             num_updates += 1
-            pos += 1
-            audio_s += float(lens.sum()) / SAMPLE_RATE
-            if plan.multilingual:  # a batch holds one language
-                lang = languages[batch[0]]
-                lang_seconds[lang] = lang_seconds.get(lang, 0.0) + float(lens.sum()) / SAMPLE_RATE
+            for batch, seconds in update_batches:
+                audio_s += seconds
+                if plan.multilingual:  # a batch holds one language
+                    lang = languages[batch[0]]
+                    lang_seconds[lang] = lang_seconds.get(lang, 0.0) + seconds
             stats.update(lr=lr, gnorm=gnorm_value)
             for k, v in stats.items():
                 acc[k] = acc.get(k, 0.0) + float(v)

@@ -12,6 +12,7 @@ are gathered to rank 0's CPU and written in the same format as a single process 
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -135,6 +136,27 @@ def share_layerdrop(model: nn.Module, generator: torch.Generator) -> None:
     encoder = getattr(getattr(raw, "wav2vec2", None), "encoder", None)
     if encoder is not None and hasattr(encoder, "layerdrop_generator"):
         encoder.layerdrop_generator = generator
+
+
+@contextlib.contextmanager
+def gradient_sync(model: nn.Module, enabled: bool):
+    """Run one batch's forward and backward in this context; ``enabled`` False (all batches of an
+    update but its last, when gradients accumulate over several) keeps the gradients local:
+    DDP all-reduces and FSDP reduce-scatters once per update, the last batch's backward carrying
+    the sum of all. A no-op in one process and when ``enabled``."""
+    if enabled:
+        yield
+    elif isinstance(model, nn.parallel.DistributedDataParallel):
+        with model.no_sync():
+            yield
+    elif is_sharded(model):
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    else:
+        yield
 
 
 def is_sharded(model: nn.Module) -> bool:
