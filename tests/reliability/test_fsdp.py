@@ -119,6 +119,8 @@ def test_unknown_strategy_is_an_error_naming_it():
     ({"allreduce_dtype": "bf16", "strategy": "fsdp"}, "allreduce_dtype is a ddp setting; fsdp reduces gradients in fp32"),
     ({"ddp_bucket_mb": 0}, "ddp_bucket_mb must be a number of MB > 0, got 0"),
     ({"ddp_bucket_mb": "big"}, "ddp_bucket_mb must be a number of MB > 0, got 'big'"),
+    ({"ddp_bucket_view": "yes"}, "ddp_bucket_view is true or false, got 'yes'"),
+    ({"update_freq": 2.5}, "update_freq is a number of batches per update, 1 or more, got 2.5"),
 ])
 def test_bad_ddp_settings_are_errors_naming_them(settings, message):
     from w2v.train.config import TrainConfig

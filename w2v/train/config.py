@@ -96,6 +96,8 @@ class TrainConfig:
         bucket = d.get("ddp_bucket_mb", 25.0)
         if isinstance(bucket, bool) or not isinstance(bucket, (int, float)) or not bucket > 0:
             raise ValueError(f"{where}: ddp_bucket_mb must be a number of MB > 0, got {bucket!r}")
+        if not isinstance(d.get("ddp_bucket_view", True), bool):
+            raise ValueError(f"{where}: ddp_bucket_view is true or false, got {d['ddp_bucket_view']!r}")
         freq = d.get("update_freq", 1)
         if isinstance(freq, bool) or not isinstance(freq, int) or freq < 1:
             raise ValueError(f"{where}: update_freq is a number of batches per update, 1 or more, got {freq!r}")
