@@ -23,7 +23,10 @@ the same machine, and ends with one JSON line: both throughputs and their ratio.
 (single steps here move by 10 ms+ from one minute to the next) hits both sides alike: each
 round every rank runs ``--steps`` steps alone (no DDP: what one GPU does), then under DDP with
 each ``--variant`` of its settings in turn; the first round compiles and is left out. One
-compile serves every phase (the graphs are the same with and without DDP).
+compile serves every phase (the graphs are the same with and without DDP). Each phase is timed
+step by step (a barrier before each DDP step, every step's own time) and then once more as a
+window of steps back to back, as training runs them (``window_scaling``): the per-step barrier
+lets one rank start its clock while the other is still leaving it.
 
     python bench/shard_step.py --preset base --batch 8 --steps 24 --strategy ddp --compile --matmul-conv \
         --no-activation-checkpointing --interleave 6 --variant allreduce_dtype=fp32 \
@@ -268,26 +271,35 @@ def command_variant(a: argparse.Namespace) -> dict:
                                  ("static_graph", a.static_graph)) if v not in (None, False)}}
 
 
-def interleaved(a: argparse.Namespace, raw, step, timed, info, dev, bf16: bool) -> dict | None:
+def interleaved(a: argparse.Namespace, raw, step, timed, window, info, dev, bf16: bool) -> dict | None:
     """``--interleave`` rounds in this job: each round times every rank alone (no DDP, the
     dropped blocks skipped: what one GPU does, on every GPU at once), then each variant under
     DDP; the same steps (LayerDrop draws) in every phase. Round 1 compiles and is left out, and
     so are each phase's first 2 steps (DDP rebuilds its buckets at the second). Alone: the
-    fastest rank's median; DDP: the slowest rank's. Rank 0 gets the summary."""
+    fastest rank's median; DDP: the slowest rank's. Each phase is timed twice: step by step
+    (a barrier before each DDP step), then as one window of steps back to back, as training
+    runs them (``window_*``). Rank 0 gets the summary."""
     variants = a.variants or [command_variant(a)]
     phases = {"alone": []} | {i: [] for i in range(len(variants))}  # per round: this rank's step times
+    windows = {k: [] for k in phases}  # per round: this rank's seconds per step, back to back
     for _ in range(a.interleave):
         phases["alone"].append(timed(raw, barrier=False))
+        windows["alone"].append(window(raw, barrier=False))
         for i, settings in enumerate(variants):
             ddp = sharding.wrap(raw, "ddp", info, dev, bf16, find_unused=False, **settings)
             phases[i].append(timed(ddp, barrier=True))
+            windows[i].append(window(ddp, barrier=True))
             del ddp  # its reducer's hooks go with it
             gc.collect()
             set_module_flags(raw, TransformerEncoder, dropped_blocks="skip")  # alone again, as one GPU
     mine = {k: [t[2:] for t in rounds[1:]] for k, rounds in phases.items()}
-    ranks = distributed.gather(mine, info)
+    ranks = distributed.gather({"steps": mine, "windows": {k: w[1:] for k, w in windows.items()}}, info)
     if not info.is_main:
         return None
+    ranks, windowed = [r["steps"] for r in ranks], [r["windows"] for r in ranks]
+
+    def window_median(key, rnd=None) -> list[float]:  # each rank's median window (or one round's)
+        return [statistics.median(w[key]) if rnd is None else w[key][rnd] for w in windowed]
 
     def median(key, rnd=None) -> list[float]:  # each rank's median over the counted steps (of one round)
         return [statistics.median(t for r in (m[key] if rnd is None else [m[key][rnd]]) for t in r) for m in ranks]
@@ -297,17 +309,24 @@ def interleaved(a: argparse.Namespace, raw, step, timed, info, dev, bf16: bool) 
         return [round(statistics.quantiles(ts, n=10)[-1] if len(ts) > 1 else ts[0], 5) for ts in steps]
 
     n, audio = info.world_size, a.update_freq * a.batch * a.seconds
-    alone = min(median("alone"))
+    alone, alone_window = min(median("alone")), min(window_median("alone"))
+    rounds = range(a.interleave - 1)
     out = []
     for i, settings in enumerate(variants):
-        step_s = max(median(i))
-        per_round = [round(n * min(median("alone", r)) / max(median(i, r)), 3) for r in range(a.interleave - 1)]
+        step_s, window_s = max(median(i)), max(window_median(i))
         out.append({"settings": settings, "step_s": round(step_s, 5), "audio_s_per_s": round(n * audio / step_s, 1),
                     "step_s_per_rank": [round(t, 5) for t in median(i)], "step_s_p90_per_rank": p90(i),
-                    "scaling": round(n * alone / step_s, 3), "scaling_per_round": per_round})
+                    "scaling": round(n * alone / step_s, 3),
+                    "scaling_per_round": [round(n * min(median("alone", r)) / max(median(i, r)), 3) for r in rounds],
+                    "window_step_s_per_rank": [round(t, 5) for t in window_median(i)],
+                    "window_audio_s_per_s": round(n * audio / window_s, 1),
+                    "window_scaling": round(n * alone_window / window_s, 3),
+                    "window_scaling_per_round": [round(n * min(window_median("alone", r)) / max(window_median(i, r)), 3)
+                                                 for r in rounds]})
     return {"interleave": a.interleave, "world_size": n, "alone_step_s": round(alone, 5),
             "alone_step_s_per_rank": [round(t, 5) for t in median("alone")], "alone_step_s_p90_per_rank": p90("alone"),
-            "alone_audio_s_per_s": round(audio / alone, 1), "variants": out}
+            "alone_audio_s_per_s": round(audio / alone, 1),
+            "alone_window_step_s_per_rank": [round(t, 5) for t in window_median("alone")], "variants": out}
 
 
 def run_rank(a: argparse.Namespace) -> None:
@@ -379,6 +398,19 @@ def run_rank(a: argparse.Namespace) -> None:
             times.append(round(time.perf_counter() - t0, 4))
         return times
 
+    def window(model, barrier: bool) -> float:
+        """``--steps`` steps back to back, as training runs them: no barrier or device sync between
+        them but each step's loss read. Seconds per step on this rank (its clock starts after a
+        barrier when ``barrier``; the ranks of a DDP job end together)."""
+        if barrier and info.enabled:
+            torch.distributed.barrier()
+        t0 = time.perf_counter()
+        for number in range(a.steps):
+            step(model, number)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return (time.perf_counter() - t0) / a.steps
+
     common = {"preset": a.preset, "params_m": round(n_params / 1e6, 1), "strategy": a.strategy,
               "world_size": info.world_size, "batch_per_rank": a.batch, "update_freq": a.update_freq,
               "seconds": a.seconds,
@@ -388,7 +420,7 @@ def run_rank(a: argparse.Namespace) -> None:
               f"{platform.processor() or 'cpu'}, {a.threads} thread(s) per rank",
               "torch": torch.__version__, "layerdrop": cfg.layerdrop, "layerdrop_blocks_dropped": dropped}
     if a.interleave:
-        summary = interleaved(a, raw, step, timed, info, dev, bf16)
+        summary = interleaved(a, raw, step, timed, window, info, dev, bf16)
         if summary is not None:
             print(json.dumps({**common, "steps": a.steps, **summary}), flush=True)
         distributed.shutdown()

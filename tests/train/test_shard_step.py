@@ -118,6 +118,11 @@ def test_shard_step_interleave_times_ranks_alone_and_each_ddp_variant_in_rounds(
         assert len(v["scaling_per_round"]) == 2  # the first round compiles: left out
         assert v["audio_s_per_s"] == round(2 * 2 / v["step_s"], 1) and v["step_s"] == max(v["step_s_per_rank"])
         assert all(p >= m for p, m in zip(v["step_s_p90_per_rank"], v["step_s_per_rank"]))
+        # the same steps back to back, as training runs them: the slowest rank's window against the fastest alone
+        window = max(v["window_step_s_per_rank"])
+        assert v["window_scaling"] == pytest.approx(2 * min(out["alone_window_step_s_per_rank"]) / window, abs=2e-3)
+        assert v["window_audio_s_per_s"] == pytest.approx(2 * 2 / window, abs=0.1) and len(
+            v["window_scaling_per_round"]) == 2
 
 
 @pytest.mark.parametrize("args,message", [
