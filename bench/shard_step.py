@@ -363,7 +363,7 @@ def run_rank(a: argparse.Namespace) -> None:
         """Step ``number``'s LayerDrop draws for its batch ``micro``, the same on every rank and for
         every number of ranks (so that --scaling's runs skip the same blocks), as training draws
         them per batch of an update."""
-        return torch.Generator().manual_seed(a.seed * 1_000_003 + number + micro * 1_000_000_000_039)
+        return torch.Generator().manual_seed(distributed.step_seed(a.seed, number, micro=micro))
 
     # blocks LayerDrop drops at each timed step's batches (drawn again from the same seeds)
     dropped = [sum(raw.wav2vec2.encoder.layerdrop_keeps(layerdrop(number, micro)).count(False)
@@ -376,7 +376,7 @@ def run_rank(a: argparse.Namespace) -> None:
             with sharding.gradient_sync(model, last):
                 sharding.share_layerdrop(model, layerdrop(number, micro))
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                    masks = torch.Generator().manual_seed(number + micro * 1_000_000_000_039)
+                    masks = torch.Generator().manual_seed(distributed.step_seed(0, number, micro=micro))
                     loss, _ = pretraining_loss(model(wav, lengths, generator=masks))
                 (loss / a.update_freq if a.update_freq > 1 else loss).backward()
             release_dropped_grads(raw, update_ends=last)

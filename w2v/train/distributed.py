@@ -38,6 +38,13 @@ class DistInfo:
         return self.world_size > 1
 
 
+def step_seed(seed: int, update: int, rank: int = 0, micro: int = 0) -> int:
+    """The seed of one batch's random draws (crops, masks, negatives, LayerDrop): batch ``micro``
+    of update ``update`` on ``rank``, each combination its own (rank 0 for draws every rank must
+    share, e.g. LayerDrop's)."""
+    return seed * 1_000_003 + update + rank * 1_000_000_007 + micro * 1_000_000_000_039
+
+
 def dist_info() -> DistInfo:
     """Read torchrun's environment variables."""
     env = os.environ

@@ -2,7 +2,8 @@
 
 Set-up, data, model, optimizer, loop, checkpoint, in a straight line. Everything random in
 an update (crops, masks, negatives, Gumbel noise) is drawn from a generator seeded by
-``(seed, update, rank)`` and, with ``update_freq`` batches per update, the batch; dropout uses torch's global generator, whose state is checkpointed.
+``(seed, update, rank)`` and, with ``update_freq`` batches per update, the batch
+(`distributed.step_seed`); dropout uses torch's global generator, whose state is checkpointed.
 With the data position stored as ``(epoch, batch)`` a killed run resumes exactly where it was.
 Under ``torchrun`` the same loop runs as DDP or FSDP ranks (:mod:`w2v.train.distributed`,
 :mod:`w2v.train.sharding`); updates with a non-finite loss or gradient are skipped
@@ -268,7 +269,7 @@ def _set_rng_state(s: dict) -> None:
 def _step_generator(seed: int, num_updates: int, rank: int = 0, micro: int = 0) -> tuple[torch.Generator,
                                                                                         np.random.Generator]:
     """The random draws (crops, masks, negatives, LayerDrop) of batch ``micro`` of an update, on ``rank``."""
-    s = seed * 1_000_003 + num_updates + rank * 1_000_000_007 + micro * 1_000_000_000_039
+    s = distributed.step_seed(seed, num_updates, rank, micro)
     return torch.Generator().manual_seed(s), np.random.default_rng(s)
 
 
@@ -595,12 +596,11 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 group["lr"] = lr
             frozen = task == "finetune" and num_updates < tcfg.freeze_transformer_updates
             opt.zero_grad(set_to_none=True)
-            update_batches, loss, stats = [], 0.0, {}  # (batch, audio seconds) in turn
+            update_batches = []  # (batch, audio seconds) in turn
             for micro in range(tcfg.update_freq):  # batches whose gradients this update sums
-                if batches_epoch != epoch:
-                    batches, batches_epoch = epoch_batches(epoch), epoch
                 if pos >= len(batches):
                     epoch, pos = epoch + 1, 0
+                if batches_epoch != epoch:
                     batches, batches_epoch = epoch_batches(epoch), epoch
                 if micro == 0:
                     begins = (epoch, pos)  # where this update's batches start (a skipped update's record)
@@ -609,10 +609,12 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 pos += 1
                 micro_loss, micro_stats, seconds = run_batch(batch, num_updates, micro, frozen)
                 update_batches.append((batch, seconds))
-                # the update's loss and statistics: the mean over its batches, kept on the device
-                loss = loss + micro_loss.detach() / tcfg.update_freq
-                for k, v in micro_stats.items():
-                    stats[k] = stats.get(k, 0.0) + v / tcfg.update_freq
+                if micro == 0:  # the first batch's (with update_freq 1, the update's as they are)
+                    loss, stats = micro_loss.detach(), micro_stats
+                else:  # summed on the device
+                    loss, stats = loss + micro_loss.detach(), {k: stats[k] + v for k, v in micro_stats.items()}
+            if tcfg.update_freq > 1:  # the update's loss and statistics: the mean over its batches
+                loss, stats = loss / tcfg.update_freq, {k: v / tcfg.update_freq for k, v in stats.items()}
             gnorm = sharding.grad_norm(params, tcfg.clip_norm if tcfg.clip_norm > 0 else math.inf)
             loss_value, gnorm_value, bad = optim.update(opt, loss, gnorm, stats, info)  # the step's one host sync
             if bad:
