@@ -39,6 +39,7 @@ lets one rank start its clock while the other is still leaving it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -90,7 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="with --compile: one compiled call per Transformer block instead of one graph for all")
     p.add_argument("--profile", type=int, default=0,
                    help="after the timed steps, profile this many more on every rank: device time by kernel "
-                        "class (NCCL included), time with any kernel running, host time per step")
+                        "class (NCCL included), time with any kernel running, host time per step; with "
+                        "--interleave, after the rounds, alone and under DDP with the first --variant")
     p.add_argument("--ddp-split", choices=("on", "off"), default=None,
                    help="ddp + --compile: dynamo's DDPOptimizer (graphs split at gradient buckets); default off, as training")
     p.add_argument("--update-freq", type=int, default=1, metavar="K",
@@ -111,7 +113,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the scaling of each variant from the medians")
     p.add_argument("--variant", action="append", default=None, metavar="K=V[,K=V]",
                    help="with --interleave, repeatable: one variant's DDP settings (allreduce_dtype, bucket_cap_mb, "
-                        "gradient_as_bucket_view, static_graph); default: the command's own flags")
+                        "gradient_as_bucket_view, static_graph) and how its phase runs (gradient_sync=0: no "
+                        "all-reduce, every batch under no_sync; python_gc=0: no garbage collection); default: "
+                        "the command's own flags")
     p.add_argument("--repeat", type=int, default=1,
                    help="with --scaling: that many (one rank, all ranks) pairs in turn; the ratio of the medians")
     a = p.parse_args(argv)
@@ -119,8 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--update-freq {a.update_freq}: batches per update, 1 or more")
     if a.repeat < 1 or (a.repeat > 1 and not a.scaling):
         p.error(f"--repeat {a.repeat}: a number of --scaling pairs, 1 or more (and only with --scaling)")
-    if a.interleave and (a.interleave < 2 or a.strategy != "ddp" or a.scaling or a.profile):
-        p.error(f"--interleave {a.interleave}: 2 or more rounds, with --strategy ddp, without --scaling or --profile")
+    if a.interleave and (a.interleave < 2 or a.strategy != "ddp" or a.scaling):
+        p.error(f"--interleave {a.interleave}: 2 or more rounds, with --strategy ddp, without --scaling")
     if a.strategy != "ddp" and (a.allreduce_dtype != "fp32" or a.bucket_mb is not None or a.bucket_view
                                 or a.static_graph):
         p.error(f"--allreduce-dtype, --bucket-mb, --bucket-view, --static-graph: DDP settings, not for --strategy "
@@ -195,8 +199,8 @@ def peak_memory(dev: torch.device) -> dict:
 
 def profile_steps(step, first: int, count: int, dev: torch.device, info, trace: Path | None = None) -> dict:
     """`count` more steps under torch.profiler on this rank: wall and device time per step (idle:
-    no kernel running; with DDP, NCCL's time alone on the device and beside other kernels); the
-    timeline to ``trace``/rank<N>.json.gz if given."""
+    no kernel running; with DDP, NCCL's time alone on the device and beside other kernels), the
+    all-reduces issued per step; the timeline to ``trace``/rank<N>.json.gz if given."""
     from torch.profiler import ProfilerActivity, profile
 
     from w2v.bench.gpu import kernel_summary
@@ -215,7 +219,8 @@ def profile_steps(step, first: int, count: int, dev: torch.device, info, trace: 
         trace.mkdir(parents=True, exist_ok=True)
         prof.export_chrome_trace(str(trace / f"rank{info.rank}.json.gz"))
     kernels = kernel_summary(prof, count, top=15)
-    return {"profile": {"steps": count, "wall_ms_per_step": round(wall, 2),
+    allreduces = sum(e.name == "c10d::allreduce_" for e in prof.events())  # host side: any backend
+    return {"profile": {"steps": count, "wall_ms_per_step": round(wall, 2), "allreduces_per_step": allreduces / count,
                         "device_idle_ms_per_step": round(wall - kernels["device_any_busy_ms_per_step"], 2), **kernels}}
 
 
@@ -238,7 +243,12 @@ def allreduce_rate(numel: int, dev: torch.device, info) -> dict:
 
 
 VARIANT_KEYS = {"allreduce_dtype": str, "bucket_cap_mb": float, "gradient_as_bucket_view": bool,
-                "static_graph": bool}
+                "static_graph": bool, "gradient_sync": bool, "python_gc": bool}
+# variant keys that are not DDP's settings but how the phase runs: gradient_sync=0 runs every batch
+# under no_sync (the DDP wrapper without its all-reduce: what the wrapper alone costs a batch);
+# python_gc=0 switches Python's garbage collector off for the phase (a collection on one rank
+# makes the other wait at the all-reduce)
+PHASE_KEYS = {"gradient_sync": True, "python_gc": True}
 
 
 def parse_variant(text: str) -> dict:
@@ -282,20 +292,45 @@ def interleaved(a: argparse.Namespace, raw, step, timed, window, info, dev, bf16
     variants = a.variants or [command_variant(a)]
     phases = {"alone": []} | {i: [] for i in range(len(variants))}  # per round: this rank's step times
     windows = {k: [] for k in phases}  # per round: this rank's seconds per step, back to back
+
+    @contextlib.contextmanager
+    def under_ddp(settings: dict):
+        """The model under DDP with ``settings`` (PHASE_KEYS among them say how the phase runs)."""
+        phase = {k: settings.get(k, v) for k, v in PHASE_KEYS.items()}
+        ddp = sharding.wrap(raw, "ddp", info, dev, bf16, find_unused=False,
+                            **{k: v for k, v in settings.items() if k not in PHASE_KEYS})
+        if not phase["python_gc"]:
+            gc.disable()
+        try:
+            yield ddp, phase["gradient_sync"]
+        finally:
+            gc.enable()
+            del ddp  # its reducer's hooks go with it
+            gc.collect()
+            set_module_flags(raw, TransformerEncoder, dropped_blocks="skip")  # alone again, as one GPU
+
     for _ in range(a.interleave):
         phases["alone"].append(timed(raw, barrier=False))
         windows["alone"].append(window(raw, barrier=False))
         for i, settings in enumerate(variants):
-            ddp = sharding.wrap(raw, "ddp", info, dev, bf16, find_unused=False, **settings)
-            phases[i].append(timed(ddp, barrier=True))
-            windows[i].append(window(ddp, barrier=True))
-            del ddp  # its reducer's hooks go with it
-            gc.collect()
-            set_module_flags(raw, TransformerEncoder, dropped_blocks="skip")  # alone again, as one GPU
+            with under_ddp(settings) as (ddp, sync):
+                phases[i].append(timed(ddp, barrier=True, sync=sync))
+                windows[i].append(window(ddp, barrier=True, sync=sync))
+    profiled = {}
+    if a.profile:  # the same steps alone and under the first variant, each after 2 to warm DDP's buckets
+        profiled["alone"] = profile_steps(lambda number: step(raw, number), 2, a.profile, dev, info,
+                                          a.trace and a.trace / "alone")["profile"]
+        with under_ddp(variants[0]) as (ddp, sync):
+            for number in range(2):
+                step(ddp, number, sync)
+            profiled["ddp"] = profile_steps(lambda number: step(ddp, number, sync), 2, a.profile, dev, info,
+                                            a.trace and a.trace / "ddp")["profile"]
     mine = {k: [t[2:] for t in rounds[1:]] for k, rounds in phases.items()}
-    ranks = distributed.gather({"steps": mine, "windows": {k: w[1:] for k, w in windows.items()}}, info)
+    ranks = distributed.gather({"steps": mine, "windows": {k: w[1:] for k, w in windows.items()},
+                                "profile": profiled}, info)
     if not info.is_main:
         return None
+    profiles = [r["profile"] for r in ranks]
     ranks, windowed = [r["steps"] for r in ranks], [r["windows"] for r in ranks]
 
     def window_median(key, rnd=None) -> list[float]:  # each rank's median window (or one round's)
@@ -326,7 +361,8 @@ def interleaved(a: argparse.Namespace, raw, step, timed, window, info, dev, bf16
     return {"interleave": a.interleave, "world_size": n, "alone_step_s": round(alone, 5),
             "alone_step_s_per_rank": [round(t, 5) for t in median("alone")], "alone_step_s_p90_per_rank": p90("alone"),
             "alone_audio_s_per_s": round(audio / alone, 1),
-            "alone_window_step_s_per_rank": [round(t, 5) for t in window_median("alone")], "variants": out}
+            "alone_window_step_s_per_rank": [round(t, 5) for t in window_median("alone")], "variants": out,
+            **({"profile_per_rank": profiles} if a.profile else {})}
 
 
 def run_rank(a: argparse.Namespace) -> None:
@@ -369,11 +405,12 @@ def run_rank(a: argparse.Namespace) -> None:
     dropped = [sum(raw.wav2vec2.encoder.layerdrop_keeps(layerdrop(number, micro)).count(False)
                    for micro in range(a.update_freq)) for number in range(a.steps)]
 
-    def step(model, number: int) -> None:
+    def step(model, number: int, sync: bool = True) -> None:
+        """One update; ``sync`` False: no all-reduce at all (every batch under DDP's no_sync)."""
         raw.set_num_updates(number)
         for micro in range(a.update_freq):  # as training's update_freq: one all-reduce, with the last batch
             last = micro == a.update_freq - 1
-            with sharding.gradient_sync(model, last):
+            with sharding.gradient_sync(model, last and sync):
                 sharding.share_layerdrop(model, layerdrop(number, micro))
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                     masks = torch.Generator().manual_seed(distributed.step_seed(0, number, micro=micro))
@@ -385,20 +422,20 @@ def run_rank(a: argparse.Namespace) -> None:
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))  # a host sync, as in training
 
-    def timed(model, barrier: bool) -> list[float]:
+    def timed(model, barrier: bool, sync: bool = True) -> list[float]:
         """``--steps`` steps (numbered from 0: the same LayerDrop draws each time), each timed."""
         times = []
         for number in range(a.steps):
             if barrier and info.enabled:
                 torch.distributed.barrier()
             t0 = time.perf_counter()
-            step(model, number)
+            step(model, number, sync)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             times.append(round(time.perf_counter() - t0, 4))
         return times
 
-    def window(model, barrier: bool) -> float:
+    def window(model, barrier: bool, sync: bool = True) -> float:
         """``--steps`` steps back to back, as training runs them: no barrier or device sync between
         them but each step's loss read. Seconds per step on this rank (its clock starts after a
         barrier when ``barrier``; the ranks of a DDP job end together)."""
@@ -406,7 +443,7 @@ def run_rank(a: argparse.Namespace) -> None:
             torch.distributed.barrier()
         t0 = time.perf_counter()
         for number in range(a.steps):
-            step(model, number)
+            step(model, number, sync)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         return (time.perf_counter() - t0) / a.steps

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import subprocess
 import sys
@@ -49,6 +50,8 @@ def test_shard_step_profiles_ddp_ranks_and_their_all_reduce(tmp_path):
     for rank in out["ranks"]:
         assert len(rank["step_s"]) == 1 and len(rank["loss"]) == 1  # the profiled step is not timed
         assert rank["profile"]["steps"] == 1 and rank["profile"]["wall_ms_per_step"] > 0
+        # DDP's reducer all-reduces each 5 MB bucket
+        assert rank["profile"]["allreduces_per_step"] >= math.ceil(out["params_m"] * 4 / 5)
         assert rank["profile"]["device_idle_ms_per_step"] == round(rank["profile"]["wall_ms_per_step"] - rank[
             "profile"]["device_any_busy_ms_per_step"], 2)
         assert abs(rank["allreduce"]["mb"] - out["params_m"] * 4) < 0.25  # the fp32 gradient (params_m rounded)
@@ -100,15 +103,20 @@ def test_shard_step_interleave_times_ranks_alone_and_each_ddp_variant_in_rounds(
     r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--preset", "tiny", "--ranks", "2",
                         "--batch", "1", "--seconds", "1", "--steps", "4", "--strategy", "ddp", "--interleave", "3",
                         "--layerdrop", "0.5", "--no-activation-checkpointing", "--update-freq", "2",
-                        "--variant", "allreduce_dtype=fp32",
-                        "--variant", "allreduce_dtype=bf16,bucket_cap_mb=400,gradient_as_bucket_view=1"],
+                        "--variant", "gradient_sync=0,python_gc=0", "--variant", "allreduce_dtype=fp32",
+                        "--variant", "allreduce_dtype=bf16,bucket_cap_mb=400,gradient_as_bucket_view=1",
+                        "--profile", "1"],
                        capture_output=True, text=True, timeout=300, cwd=ROOT, env=CPU_ONLY)
     assert r.returncode == 0, r.stderr[-4000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["interleave"] == 3 and out["world_size"] == 2 and sum(out["layerdrop_blocks_dropped"]) > 0
     assert [v["settings"] for v in out["variants"]] == [
-        {"allreduce_dtype": "fp32"},
+        {"gradient_sync": False, "python_gc": False}, {"allreduce_dtype": "fp32"},
         {"allreduce_dtype": "bf16", "bucket_cap_mb": 400.0, "gradient_as_bucket_view": True}]
+    # --profile: the same steps alone and under the first variant, the DDP wrapper without its all-reduce
+    for rank in out["profile_per_rank"]:
+        assert rank["alone"]["steps"] == rank["ddp"]["steps"] == 1 and rank["ddp"]["wall_ms_per_step"] > 0
+        assert rank["alone"]["allreduces_per_step"] == rank["ddp"]["allreduces_per_step"] == 0
     assert out["update_freq"] == 2 and len(out["layerdrop_blocks_dropped"]) == 4  # per step, both batches'
     assert out["alone_step_s"] > 0 and out["alone_audio_s_per_s"] == round(2 / out["alone_step_s"], 1)
     assert out["alone_step_s"] == min(out["alone_step_s_per_rank"]) and len(out["alone_step_s_per_rank"]) == 2
