@@ -64,6 +64,8 @@ from w2v.models.accel import (  # noqa: E402
 from w2v.models.accel import set_module_flags  # noqa: E402
 from w2v.models.components import TransformerEncoder  # noqa: E402
 from w2v.train import distributed, sharding  # noqa: E402
+from w2v.train.collect import ScheduledCollection  # noqa: E402
+from w2v.train.config import TrainConfig  # noqa: E402
 from w2v.train.losses import pretraining_loss  # noqa: E402
 
 GIB = 2**30
@@ -105,6 +107,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trace", type=Path, default=None,
                    help="with --profile: each rank's timeline as a Chrome trace, DIR/rank<N>.json.gz")
     p.add_argument("--static-graph", action="store_true", help="ddp: the same parameters get gradients every step")
+    p.add_argument("--mean-in-allreduce", action="store_true",
+                   help="ddp: the all-reduce takes the mean (NCCL's AVG) instead of DDP dividing each gradient")
+    p.add_argument("--gc-interval", type=int, default=TrainConfig.gc_interval, metavar="N",
+                   help="Python's garbage collection every N steps on every rank, as training's gc_interval "
+                        "(0: Python's automatic collection); default %(default)s")
     p.add_argument("--scaling", action="store_true",
                    help="run on one rank, then on all (--ranks or every visible GPU), and report the throughput ratio")
     p.add_argument("--interleave", type=int, default=0, metavar="ROUNDS",
@@ -126,9 +133,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if a.interleave and (a.interleave < 2 or a.strategy != "ddp" or a.scaling):
         p.error(f"--interleave {a.interleave}: 2 or more rounds, with --strategy ddp, without --scaling")
     if a.strategy != "ddp" and (a.allreduce_dtype != "fp32" or a.bucket_mb is not None or a.bucket_view
-                                or a.static_graph):
-        p.error(f"--allreduce-dtype, --bucket-mb, --bucket-view, --static-graph: DDP settings, not for --strategy "
-                f"{a.strategy}")
+                                or a.static_graph or a.mean_in_allreduce):
+        p.error(f"--allreduce-dtype, --bucket-mb, --bucket-view, --static-graph, --mean-in-allreduce: DDP settings, "
+                f"not for --strategy {a.strategy}")
+    if a.gc_interval < 0:
+        p.error(f"--gc-interval {a.gc_interval}: a number of steps, 0 (Python's automatic collection) or more")
     if a.variant and not a.interleave:
         p.error("--variant: only with --interleave")
     try:
@@ -243,11 +252,11 @@ def allreduce_rate(numel: int, dev: torch.device, info) -> dict:
 
 
 VARIANT_KEYS = {"allreduce_dtype": str, "bucket_cap_mb": float, "gradient_as_bucket_view": bool,
-                "static_graph": bool, "gradient_sync": bool, "python_gc": bool}
+                "static_graph": bool, "mean_in_allreduce": bool, "gradient_sync": bool, "python_gc": bool}
 # variant keys that are not DDP's settings but how the phase runs: gradient_sync=0 runs every batch
 # under no_sync (the DDP wrapper without its all-reduce: what the wrapper alone costs a batch);
-# python_gc=0 switches Python's garbage collector off for the phase (a collection on one rank
-# makes the other wait at the all-reduce)
+# python_gc=0 switches Python's garbage collection off for the phase, scheduled collections too
+# (a collection on one rank makes the other wait at the all-reduce)
 PHASE_KEYS = {"gradient_sync": True, "python_gc": True}
 
 
@@ -278,10 +287,11 @@ def command_variant(a: argparse.Namespace) -> dict:
     """The DDP settings the command's own flags give."""
     return {"allreduce_dtype": a.allreduce_dtype,
             **{k: v for k, v in (("bucket_cap_mb", a.bucket_mb), ("gradient_as_bucket_view", a.bucket_view),
-                                 ("static_graph", a.static_graph)) if v not in (None, False)}}
+                                 ("static_graph", a.static_graph), ("mean_in_allreduce", a.mean_in_allreduce))
+               if v not in (None, False)}}
 
 
-def interleaved(a: argparse.Namespace, raw, step, timed, window, info, dev, bf16: bool) -> dict | None:
+def interleaved(a: argparse.Namespace, raw, step, timed, window, collector, info, dev, bf16: bool) -> dict | None:
     """``--interleave`` rounds in this job: each round times every rank alone (no DDP, the
     dropped blocks skipped: what one GPU does, on every GPU at once), then each variant under
     DDP; the same steps (LayerDrop draws) in every phase. Round 1 compiles and is left out, and
@@ -299,12 +309,16 @@ def interleaved(a: argparse.Namespace, raw, step, timed, window, info, dev, bf16
         phase = {k: settings.get(k, v) for k, v in PHASE_KEYS.items()}
         ddp = sharding.wrap(raw, "ddp", info, dev, bf16, find_unused=False,
                             **{k: v for k, v in settings.items() if k not in PHASE_KEYS})
+        interval, automatic = collector.interval, gc.isenabled()
         if not phase["python_gc"]:
             gc.disable()
+            collector.interval = 0
         try:
             yield ddp, phase["gradient_sync"]
         finally:
-            gc.enable()
+            collector.interval = interval
+            if automatic:
+                gc.enable()
             del ddp  # its reducer's hooks go with it
             gc.collect()
             set_module_flags(raw, TransformerEncoder, dropped_blocks="skip")  # alone again, as one GPU
@@ -394,6 +408,7 @@ def run_rank(a: argparse.Namespace) -> None:
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     losses = []
+    collector = ScheduledCollection(a.gc_interval).start()  # as training: every rank collects at the same step
 
     def layerdrop(number: int, micro: int = 0) -> torch.Generator:
         """Step ``number``'s LayerDrop draws for its batch ``micro``, the same on every rank and for
@@ -421,6 +436,7 @@ def run_rank(a: argparse.Namespace) -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))  # a host sync, as in training
+        collector.after_update()
 
     def timed(model, barrier: bool, sync: bool = True) -> list[float]:
         """``--steps`` steps (numbered from 0: the same LayerDrop draws each time), each timed."""
@@ -453,11 +469,12 @@ def run_rank(a: argparse.Namespace) -> None:
               "seconds": a.seconds,
               "precision": "bf16" if bf16 else "fp32", "activation_checkpointing": a.checkpointing,
               "compiled": a.compile, "matmul_conv": a.matmul_conv, "per_block": a.per_block,
+              "gc_interval": a.gc_interval,
               "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else
               f"{platform.processor() or 'cpu'}, {a.threads} thread(s) per rank",
               "torch": torch.__version__, "layerdrop": cfg.layerdrop, "layerdrop_blocks_dropped": dropped}
     if a.interleave:
-        summary = interleaved(a, raw, step, timed, window, info, dev, bf16)
+        summary = interleaved(a, raw, step, timed, window, collector, info, dev, bf16)
         if summary is not None:
             print(json.dumps({**common, "steps": a.steps, **summary}), flush=True)
         distributed.shutdown()

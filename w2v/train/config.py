@@ -60,6 +60,7 @@ class TrainConfig:
     allreduce_dtype: str = "fp32"  # ddp: the gradients on the wire: fp32 | bf16 (half the bytes; fairseq's fp16 comm hook)
     ddp_bucket_mb: float = 25.0  # ddp: gradient bucket size in MB (torch's and fairseq's --bucket-cap-mb default)
     ddp_bucket_view: bool = True  # ddp: gradients live in the all-reduce buckets (no copies in and out; BENCHMARKS.md)
+    gc_interval: int = 50  # Python's garbage collection every this many updates, on every rank at once (0: automatic)
     activation_checkpointing: bool = False  # recompute each Transformer block in backward (LARGE and above)
     compile: bool = False  # torch.compile the conv stack and Transformer blocks (w2v.models.accel)
     matmul_conv: bool = False  # conv encoder and positional conv as matrix products (same function; GPU speed)
@@ -98,6 +99,10 @@ class TrainConfig:
             raise ValueError(f"{where}: ddp_bucket_mb must be a number of MB > 0, got {bucket!r}")
         if not isinstance(d.get("ddp_bucket_view", True), bool):
             raise ValueError(f"{where}: ddp_bucket_view is true or false, got {d['ddp_bucket_view']!r}")
+        gc_interval = d.get("gc_interval", 50)
+        if isinstance(gc_interval, bool) or not isinstance(gc_interval, int) or gc_interval < 0:
+            raise ValueError(f"{where}: gc_interval is a number of updates, 0 (Python's automatic garbage "
+                             f"collection) or more, got {gc_interval!r}")
         freq = d.get("update_freq", 1)
         if isinstance(freq, bool) or not isinstance(freq, int) or freq < 1:
             raise ValueError(f"{where}: update_freq is a number of batches per update, 1 or more, got {freq!r}")

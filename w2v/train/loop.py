@@ -40,6 +40,7 @@ from w2v.models.adapters import adapter_weights, freeze_base, is_adapter_key
 from w2v.models.components import padding_hop
 from w2v.models.families import build_ctc_model, build_pretraining_model, config_from_dict, family_of
 from w2v.train.checkpoint import CheckpointDir, load, save_atomic
+from w2v.train.collect import ScheduledCollection
 from w2v.train import distributed, optim, sharding
 from w2v.train.config import TrainConfig
 from w2v.train.guards import SkippedBatches, codebook_warnings
@@ -589,6 +590,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
         release_dropped_grads(raw_model, update_ends=last)
         return loss, stats, float(lens.sum()) / SAMPLE_RATE
 
+    collector = ScheduledCollection(tcfg.gc_interval).start()  # Python's pauses: the same update on every rank
     try:
         while num_updates < tcfg.max_updates:
             lr = sched(num_updates)
@@ -617,6 +619,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 loss, stats = loss / tcfg.update_freq, {k: v / tcfg.update_freq for k, v in stats.items()}
             gnorm = sharding.grad_norm(params, tcfg.clip_norm if tcfg.clip_norm > 0 else math.inf)
             loss_value, gnorm_value, bad = optim.update(opt, loss, gnorm, stats, info)  # the step's one host sync
+            collector.after_update()
             if bad:
                 ids = [cid for ids in distributed.gather([store.cuts[i].id for b, _ in update_batches for i in b], info)
                        for cid in ids]
@@ -682,7 +685,10 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
                 st = state()
                 if main:
                     ckdir.save(st, num_updates, is_best=is_best)
+                del st
+                collector.full()  # every rank has just waited for the others anyway
     finally:
+        collector.stop()
         loader.close()
         bar.close()
         if logf is not None:
