@@ -109,6 +109,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--static-graph", action="store_true", help="ddp: the same parameters get gradients every step")
     p.add_argument("--mean-in-allreduce", action="store_true",
                    help="ddp: the all-reduce takes the mean (NCCL's AVG) instead of DDP dividing each gradient")
+    p.add_argument("--no-host-sync", dest="host_sync", action="store_false",
+                   help="steps without reading their loss on the host (training reads it every update: the "
+                        "host waits for the device once a step); what the device idles for the host's sake")
     p.add_argument("--gc-interval", type=int, default=TrainConfig.gc_interval, metavar="N",
                    help="Python's garbage collection every N steps on every rank, as training's gc_interval "
                         "(0: Python's automatic collection); default %(default)s")
@@ -435,7 +438,8 @@ def run_rank(a: argparse.Namespace) -> None:
         sharding.grad_norm(params, 10.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))  # a host sync, as in training
+        # a host sync, as in training (its one per update); --no-host-sync: read when the phase ends
+        losses.append(float(loss.detach()) if a.host_sync else loss.detach())
         collector.after_update()
 
     def timed(model, barrier: bool, sync: bool = True) -> list[float]:
@@ -469,7 +473,7 @@ def run_rank(a: argparse.Namespace) -> None:
               "seconds": a.seconds,
               "precision": "bf16" if bf16 else "fp32", "activation_checkpointing": a.checkpointing,
               "compiled": a.compile, "matmul_conv": a.matmul_conv, "per_block": a.per_block,
-              "gc_interval": a.gc_interval,
+              "gc_interval": a.gc_interval, "host_sync": a.host_sync,
               "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else
               f"{platform.processor() or 'cpu'}, {a.threads} thread(s) per rank",
               "torch": torch.__version__, "layerdrop": cfg.layerdrop, "layerdrop_blocks_dropped": dropped}
@@ -484,7 +488,7 @@ def run_rank(a: argparse.Namespace) -> None:
         if a.profile else {}
     if a.profile and info.enabled and a.strategy == "ddp":
         profiled["allreduce"] = allreduce_rate(sum(p.numel() for p in params), dev, info)
-    mine = {"rank": info.rank, **peak_memory(dev), "step_s": times, "loss": [round(x, 4) for x in losses][:a.steps],
+    mine = {"rank": info.rank, **peak_memory(dev), "step_s": times, "loss": [round(float(x), 4) for x in losses][:a.steps],
             **profiled}
     ranks = distributed.gather(mine, info)
     if info.is_main:
