@@ -255,12 +255,14 @@ def allreduce_rate(numel: int, dev: torch.device, info) -> dict:
 
 
 VARIANT_KEYS = {"allreduce_dtype": str, "bucket_cap_mb": float, "gradient_as_bucket_view": bool,
-                "static_graph": bool, "mean_in_allreduce": bool, "gradient_sync": bool, "python_gc": bool}
+                "static_graph": bool, "mean_in_allreduce": bool, "gradient_sync": bool, "python_gc": bool,
+                "gc_interval": int}
 # variant keys that are not DDP's settings but how the phase runs: gradient_sync=0 runs every batch
 # under no_sync (the DDP wrapper without its all-reduce: what the wrapper alone costs a batch);
 # python_gc=0 switches Python's garbage collection off for the phase, scheduled collections too
-# (a collection on one rank makes the other wait at the all-reduce)
-PHASE_KEYS = {"gradient_sync": True, "python_gc": True}
+# (a collection on one rank makes the other wait at the all-reduce); gc_interval=N collects every
+# N steps in the phase (0: Python's automatic collection) instead of as --gc-interval says
+PHASE_KEYS = {"gradient_sync": True, "python_gc": True, "gc_interval": None}
 
 
 def parse_variant(text: str) -> dict:
@@ -279,8 +281,10 @@ def parse_variant(text: str) -> dict:
         else:
             try:
                 settings[key] = kind(value)
+                if kind is int and settings[key] < 0:
+                    raise ValueError
             except ValueError:
-                raise ValueError(f"{key}={value!r} is not a {kind.__name__}") from None
+                raise ValueError(f"{key}={value!r} is not a {kind.__name__}{' >= 0' if kind is int else ''}") from None
     if settings.get("allreduce_dtype", "fp32") not in sharding.ALLREDUCE_DTYPES:
         raise ValueError(f"allreduce_dtype is one of {sharding.ALLREDUCE_DTYPES}")
     return settings
@@ -313,6 +317,9 @@ def interleaved(a: argparse.Namespace, raw, step, timed, window, collector, info
         ddp = sharding.wrap(raw, "ddp", info, dev, bf16, find_unused=False,
                             **{k: v for k, v in settings.items() if k not in PHASE_KEYS})
         interval, automatic = collector.interval, gc.isenabled()
+        if phase["gc_interval"] is not None:  # this phase's schedule
+            collector.interval = phase["gc_interval"]
+            (gc.disable if collector.interval else gc.enable)()
         if not phase["python_gc"]:
             gc.disable()
             collector.interval = 0
@@ -320,8 +327,7 @@ def interleaved(a: argparse.Namespace, raw, step, timed, window, collector, info
             yield ddp, phase["gradient_sync"]
         finally:
             collector.interval = interval
-            if automatic:
-                gc.enable()
+            (gc.enable if automatic else gc.disable)()
             del ddp  # its reducer's hooks go with it
             gc.collect()
             set_module_flags(raw, TransformerEncoder, dropped_blocks="skip")  # alone again, as one GPU

@@ -103,7 +103,7 @@ def test_shard_step_interleave_times_ranks_alone_and_each_ddp_variant_in_rounds(
     r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--preset", "tiny", "--ranks", "2",
                         "--batch", "1", "--seconds", "1", "--steps", "4", "--strategy", "ddp", "--interleave", "3",
                         "--layerdrop", "0.5", "--no-activation-checkpointing", "--update-freq", "2",
-                        "--variant", "gradient_sync=0,python_gc=0", "--variant", "allreduce_dtype=fp32",
+                        "--variant", "gradient_sync=0,python_gc=0", "--variant", "allreduce_dtype=fp32,gc_interval=2",
                         "--variant", "allreduce_dtype=bf16,bucket_cap_mb=400,gradient_as_bucket_view=1",
                         "--profile", "1"],
                        capture_output=True, text=True, timeout=300, cwd=ROOT, env=CPU_ONLY)
@@ -111,7 +111,7 @@ def test_shard_step_interleave_times_ranks_alone_and_each_ddp_variant_in_rounds(
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["interleave"] == 3 and out["world_size"] == 2 and sum(out["layerdrop_blocks_dropped"]) > 0
     assert [v["settings"] for v in out["variants"]] == [
-        {"gradient_sync": False, "python_gc": False}, {"allreduce_dtype": "fp32"},
+        {"gradient_sync": False, "python_gc": False}, {"allreduce_dtype": "fp32", "gc_interval": 2},
         {"allreduce_dtype": "bf16", "bucket_cap_mb": 400.0, "gradient_as_bucket_view": True}]
     # --profile: the same steps alone and under the first variant, the DDP wrapper without its all-reduce
     for rank in out["profile_per_rank"]:
@@ -137,6 +137,8 @@ def test_shard_step_interleave_times_ranks_alone_and_each_ddp_variant_in_rounds(
     (["--variant", "allreduce_dtype=bf16"], "--variant: only with --interleave"),
     (["--interleave", "2", "--variant", "bucket=4"], "'bucket=4' is not K=V with K one of"),
     (["--interleave", "2", "--variant", "static_graph=yes"], "static_graph takes 1/0 or true/false, not 'yes'"),
+    (["--interleave", "2", "--variant", "gc_interval=-5"], "gc_interval='-5' is not a int >= 0"),
+    (["--gc-interval", "-1"], "--gc-interval -1: a number of steps, 0 (Python's automatic collection) or more"),
     (["--interleave", "2", "--variant", "allreduce_dtype=fp16"], "allreduce_dtype is one of ('fp32', 'bf16')"),
     (["--interleave", "1"], "--interleave 1: 2 or more rounds, with --strategy ddp"),
     (["--update-freq", "0"], "--update-freq 0: batches per update, 1 or more"),
