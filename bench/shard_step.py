@@ -26,11 +26,16 @@ each ``--variant`` of its settings in turn; the first round compiles and is left
 compile serves every phase (the graphs are the same with and without DDP). Each phase is timed
 step by step (a barrier before each DDP step, every step's own time) and then once more as a
 window of steps back to back, as training runs them (``window_scaling``): the per-step barrier
-lets one rank start its clock while the other is still leaving it.
+lets one rank start its clock while the other is still leaving it. Medians of single steps hide
+pauses that a window pays (Python's garbage collections: ``--gc-interval``, as training's
+``gc_interval``). Variants may also say how their phase runs: ``gradient_sync=0`` (the DDP
+wrapper with no all-reduce at all: what waiting for the other rank and the all-reduce cost),
+``python_gc=0``, ``gc_interval=N``. ``--profile N`` then profiles N steps alone and N under the
+first variant (``--trace DIR`` keeps both timelines).
 
     python bench/shard_step.py --preset base --batch 8 --steps 24 --strategy ddp --compile --matmul-conv \
         --no-activation-checkpointing --interleave 6 --variant allreduce_dtype=fp32 \
-        --variant allreduce_dtype=bf16,bucket_cap_mb=400                       # DDP settings side by side
+        --variant allreduce_dtype=bf16,bucket_cap_mb=400 --variant gradient_sync=0    # DDP settings side by side
 
 ``--update-freq K`` makes each step an update of K batches whose gradients accumulate (training's
 ``update_freq``, fairseq's ``--update-freq``): DDP all-reduces once per update, with its last batch.
@@ -107,8 +112,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trace", type=Path, default=None,
                    help="with --profile: each rank's timeline as a Chrome trace, DIR/rank<N>.json.gz")
     p.add_argument("--static-graph", action="store_true", help="ddp: the same parameters get gradients every step")
-    p.add_argument("--mean-in-allreduce", action="store_true",
-                   help="ddp: the all-reduce takes the mean (NCCL's AVG) instead of DDP dividing each gradient")
     p.add_argument("--no-host-sync", dest="host_sync", action="store_false",
                    help="steps without reading their loss on the host (training reads it every update: the "
                         "host waits for the device once a step); what the device idles for the host's sake")
@@ -124,8 +127,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variant", action="append", default=None, metavar="K=V[,K=V]",
                    help="with --interleave, repeatable: one variant's DDP settings (allreduce_dtype, bucket_cap_mb, "
                         "gradient_as_bucket_view, static_graph) and how its phase runs (gradient_sync=0: no "
-                        "all-reduce, every batch under no_sync; python_gc=0: no garbage collection); default: "
-                        "the command's own flags")
+                        "all-reduce, every batch under no_sync; python_gc=0: no garbage collection; gc_interval=N: "
+                        "the phase's own collection schedule); default: the command's own flags")
     p.add_argument("--repeat", type=int, default=1,
                    help="with --scaling: that many (one rank, all ranks) pairs in turn; the ratio of the medians")
     a = p.parse_args(argv)
@@ -136,9 +139,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if a.interleave and (a.interleave < 2 or a.strategy != "ddp" or a.scaling):
         p.error(f"--interleave {a.interleave}: 2 or more rounds, with --strategy ddp, without --scaling")
     if a.strategy != "ddp" and (a.allreduce_dtype != "fp32" or a.bucket_mb is not None or a.bucket_view
-                                or a.static_graph or a.mean_in_allreduce):
-        p.error(f"--allreduce-dtype, --bucket-mb, --bucket-view, --static-graph, --mean-in-allreduce: DDP settings, "
-                f"not for --strategy {a.strategy}")
+                                or a.static_graph):
+        p.error(f"--allreduce-dtype, --bucket-mb, --bucket-view, --static-graph: DDP settings, not for --strategy "
+                f"{a.strategy}")
     if a.gc_interval < 0:
         p.error(f"--gc-interval {a.gc_interval}: a number of steps, 0 (Python's automatic collection) or more")
     if a.variant and not a.interleave:
@@ -255,7 +258,7 @@ def allreduce_rate(numel: int, dev: torch.device, info) -> dict:
 
 
 VARIANT_KEYS = {"allreduce_dtype": str, "bucket_cap_mb": float, "gradient_as_bucket_view": bool,
-                "static_graph": bool, "mean_in_allreduce": bool, "gradient_sync": bool, "python_gc": bool,
+                "static_graph": bool, "gradient_sync": bool, "python_gc": bool,
                 "gc_interval": int}
 # variant keys that are not DDP's settings but how the phase runs: gradient_sync=0 runs every batch
 # under no_sync (the DDP wrapper without its all-reduce: what the wrapper alone costs a batch);
@@ -294,8 +297,7 @@ def command_variant(a: argparse.Namespace) -> dict:
     """The DDP settings the command's own flags give."""
     return {"allreduce_dtype": a.allreduce_dtype,
             **{k: v for k, v in (("bucket_cap_mb", a.bucket_mb), ("gradient_as_bucket_view", a.bucket_view),
-                                 ("static_graph", a.static_graph), ("mean_in_allreduce", a.mean_in_allreduce))
-               if v not in (None, False)}}
+                                 ("static_graph", a.static_graph)) if v not in (None, False)}}
 
 
 def interleaved(a: argparse.Namespace, raw, step, timed, window, collector, info, dev, bf16: bool) -> dict | None:

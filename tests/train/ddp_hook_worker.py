@@ -1,8 +1,8 @@
 """Run under torchrun (2 CPU processes, gloo) by test_sharding.py: DDP's gradient all-reduce as
 `sharding.wrap` sets it up, on a small linear model and different data on each rank.
 
-Arguments: OUT_DIR. Each rank writes rank_K.json: its own gradients, their mean over the ranks (an fp32 all-reduce), the gradients DDP leaves after an "fp32", a "bf16"
-and an fp32 all-reduce that takes the mean itself (mean_in_allreduce) (each from a fresh wrapper of the same model, the one before deleted, as
+Arguments: OUT_DIR. Each rank writes rank_K.json: its own gradients, their mean over the ranks (an fp32 all-reduce), the gradients DDP leaves after an "fp32" and after a "bf16"
+all-reduce (each from a fresh wrapper of the same model, the one before deleted, as
 bench/shard_step.py --interleave does), and how many buckets the first wrapper's counting
 communication hook saw before and after the others ran.
 """
@@ -56,16 +56,13 @@ seen_by_first = len(counted)
 del first  # its reducer's autograd hooks go with it
 gc.collect()
 results = {}
-for name, settings in (("fp32", {}), ("bf16", {"allreduce_dtype": "bf16"}), ("mean", {"mean_in_allreduce": True})):
-    ddp = sharding.wrap(model, "ddp", info, dev, False, find_unused=False, **settings)
-    results[name] = grads(ddp)
-    if name == "mean":
-        hook = ddp._comm_hooks[0][0].__name__ if ddp._comm_hooks else None
+for dtype in ("fp32", "bf16"):
+    ddp = sharding.wrap(model, "ddp", info, dev, False, find_unused=False, allreduce_dtype=dtype)
+    results[dtype] = grads(ddp)
     del ddp
     gc.collect()
 flat = lambda gs: torch.cat([g.reshape(-1) for g in gs]).tolist()  # noqa: E731
 (out / f"rank_{info.rank}.json").write_text(json.dumps({
     "own": flat(own), "mean": flat(plain), "first": flat(via_first), "fp32": flat(results["fp32"]), "bf16": flat(results["bf16"]),
-    "mean_in_allreduce": flat(results["mean"]), "mean_hook": hook,
     "counted_first": seen_by_first, "counted_after": len(counted)}))
 distributed.shutdown()

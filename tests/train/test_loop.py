@@ -325,3 +325,34 @@ def test_update_freq_sums_several_batches_into_one_update(tmp_path, monkeypatch)
     assert (twice["epoch"], twice["batch"]) == (single["epoch"], single["batch"])  # 4 batches either way
     with pytest.raises(ValueError, match="recipe.yaml: update_freq is a number of batches per update"):
         TrainConfig.from_dict({"update_freq": 0}, "recipe.yaml")
+
+
+def test_garbage_collection_runs_on_the_updates_schedule_and_python_gets_its_own_back(tmp_path, monkeypatch):
+    """`gc_interval: 2`: automatic collection off while training, a collection after every update's
+    step counted (ScheduledCollection decides which collect), a full one after each checkpoint,
+    and Python's own collection back on afterwards; 0 changes nothing."""
+    import gc
+
+    from w2v.train import loop
+    from w2v.train.collect import ScheduledCollection
+
+    seen = {"updates": 0, "full": 0, "enabled_inside": []}
+
+    class Recording(ScheduledCollection):
+        def after_update(self):
+            seen["updates"] += 1
+            seen["enabled_inside"].append(gc.isenabled())
+            super().after_update()
+
+        def full(self):
+            seen["full"] += 1
+            super().full()
+
+    monkeypatch.setattr(loop, "ScheduledCollection", Recording)
+    cuts = write_tiny_cuts(tmp_path / "a", n=6)
+    train(_pretrain_cfg(max_updates=4, save_every=2, gc_interval=2), cuts, tmp_path / "on", _cfg())
+    assert seen["updates"] == 4 and seen["full"] == 2 and not any(seen["enabled_inside"])
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    seen.update(updates=0, full=0, enabled_inside=[])
+    train(_pretrain_cfg(max_updates=2, save_every=2, gc_interval=0), cuts, tmp_path / "off", _cfg())
+    assert seen["updates"] == 2 and all(seen["enabled_inside"]) and gc.isenabled()

@@ -30,8 +30,7 @@ def _layers(model: nn.Module) -> nn.ModuleList:
 
 
 def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf16: bool,
-         find_unused: bool, allreduce_dtype: str = "fp32", mean_in_allreduce: bool = False,
-         **ddp_options) -> nn.Module:
+         find_unused: bool, allreduce_dtype: str = "fp32", **ddp_options) -> nn.Module:
     """``model`` ready for ``info.world_size`` processes (unchanged in one process).
 
     Call after loading any checkpoint into ``model`` and before building the optimizer (FSDP
@@ -43,10 +42,6 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
     ``allreduce_dtype`` (DDP only): "bf16" sends the gradient buckets as bfloat16 (half the bytes;
     each rank's share is rounded to bf16 before the sum, as fairseq's fp16 training sends fp16
     gradients), "fp32" as they are.
-    ``mean_in_allreduce`` (DDP, fp32): the mean over the ranks taken by the all-reduce itself
-    (NCCL's average; other backends: the sum, then one division per bucket) instead of DDP's
-    division of each gradient before it (a kernel per parameter: 218 of them, 0.6 ms a step on
-    BASE). bf16 takes the mean in its own hook.
     ``ddp_options`` go to DistributedDataParallel (e.g. ``bucket_cap_mb``).
     """
     if allreduce_dtype not in ALLREDUCE_DTYPES:
@@ -65,13 +60,10 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
                                       find_unused_parameters=find_unused, **ddp_options)
         if allreduce_dtype == "bf16":
             ddp.register_comm_hook(None, _bf16_allreduce)
-        elif mean_in_allreduce:
-            ddp.register_comm_hook(None, _mean_allreduce)
         return ddp
     if strategy != "fsdp":
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-    ddp_only = sorted([*ddp_options, *(["allreduce_dtype"] if allreduce_dtype != "fp32" else []),
-                       *(["mean_in_allreduce"] if mean_in_allreduce else [])])
+    ddp_only = sorted([*ddp_options, *(["allreduce_dtype"] if allreduce_dtype != "fp32" else [])])
     if ddp_only:
         raise ValueError(f"{ddp_only} are DDP settings; fsdp reduces gradients in fp32 (its own way)")
     from torch.distributed.device_mesh import init_device_mesh
@@ -89,19 +81,6 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
         fully_shard(layer, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
     return model
-
-
-def _mean_allreduce(group, bucket):  # no annotations: see _bf16_allreduce
-    """DDP communication hook: the fp32 bucket's mean over the ranks, in place. NCCL averages in
-    the all-reduce itself; other backends sum, then the bucket is divided once."""
-    group = group or dist.group.WORLD
-    buffer = bucket.buffer()
-    if dist.get_backend(group) == "nccl":
-        return dist.all_reduce(buffer, op=dist.ReduceOp.AVG, group=group, async_op=True).get_future().then(
-            lambda fut: fut.value()[0])
-    scale = 1.0 / dist.get_world_size(group)
-    work = dist.all_reduce(buffer, group=group, async_op=True)
-    return work.get_future().then(lambda fut: fut.value()[0].mul_(scale))
 
 
 def _bf16_allreduce(group, bucket):  # no annotations: DDP compares them to its own types, which postponed ones are not
