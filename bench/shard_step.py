@@ -112,6 +112,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trace", type=Path, default=None,
                    help="with --profile: each rank's timeline as a Chrome trace, DIR/rank<N>.json.gz")
     p.add_argument("--static-graph", action="store_true", help="ddp: the same parameters get gradients every step")
+    p.add_argument("--reducer", choices=sharding.DDP_REDUCERS, default="buckets",
+                   help="ddp: buckets (torch's DDP) or flat (sharding.Replicated: one all-reduce of flat buffers "
+                        "after the backward), as training's ddp_reducer")
     p.add_argument("--no-host-sync", dest="host_sync", action="store_false",
                    help="steps without reading their loss on the host (training reads it every update: the "
                         "host waits for the device once a step); what the device idles for the host's sake")
@@ -126,7 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the scaling of each variant from the medians")
     p.add_argument("--variant", action="append", default=None, metavar="K=V[,K=V]",
                    help="with --interleave, repeatable: one variant's DDP settings (allreduce_dtype, bucket_cap_mb, "
-                        "gradient_as_bucket_view, static_graph) and how its phase runs (gradient_sync=0: no "
+                        "gradient_as_bucket_view, static_graph, reducer) and how its phase runs (gradient_sync=0: no "
                         "all-reduce, every batch under no_sync; python_gc=0: no garbage collection; gc_interval=N: "
                         "the phase's own collection schedule); default: the command's own flags")
     p.add_argument("--repeat", type=int, default=1,
@@ -139,9 +142,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if a.interleave and (a.interleave < 2 or a.strategy != "ddp" or a.scaling):
         p.error(f"--interleave {a.interleave}: 2 or more rounds, with --strategy ddp, without --scaling")
     if a.strategy != "ddp" and (a.allreduce_dtype != "fp32" or a.bucket_mb is not None or a.bucket_view
-                                or a.static_graph):
-        p.error(f"--allreduce-dtype, --bucket-mb, --bucket-view, --static-graph: DDP settings, not for --strategy "
-                f"{a.strategy}")
+                                or a.static_graph or a.reducer != "buckets"):
+        p.error(f"--allreduce-dtype, --bucket-mb, --bucket-view, --static-graph, --reducer: DDP settings, not for "
+                f"--strategy {a.strategy}")
     if a.gc_interval < 0:
         p.error(f"--gc-interval {a.gc_interval}: a number of steps, 0 (Python's automatic collection) or more")
     if a.variant and not a.interleave:
@@ -258,7 +261,7 @@ def allreduce_rate(numel: int, dev: torch.device, info) -> dict:
 
 
 VARIANT_KEYS = {"allreduce_dtype": str, "bucket_cap_mb": float, "gradient_as_bucket_view": bool,
-                "static_graph": bool, "gradient_sync": bool, "python_gc": bool,
+                "static_graph": bool, "reducer": str, "gradient_sync": bool, "python_gc": bool,
                 "gc_interval": int}
 # variant keys that are not DDP's settings but how the phase runs: gradient_sync=0 runs every batch
 # under no_sync (the DDP wrapper without its all-reduce: what the wrapper alone costs a batch);
@@ -290,12 +293,16 @@ def parse_variant(text: str) -> dict:
                 raise ValueError(f"{key}={value!r} is not a {kind.__name__}{' >= 0' if kind is int else ''}") from None
     if settings.get("allreduce_dtype", "fp32") not in sharding.ALLREDUCE_DTYPES:
         raise ValueError(f"allreduce_dtype is one of {sharding.ALLREDUCE_DTYPES}")
+    if settings.get("reducer", "buckets") not in sharding.DDP_REDUCERS:
+        raise ValueError(f"reducer is one of {sharding.DDP_REDUCERS}")
+    if settings.get("reducer") == "flat" and {"gradient_as_bucket_view", "static_graph"} & set(settings):
+        raise ValueError("gradient_as_bucket_view and static_graph are settings of torch's DDP (reducer buckets)")
     return settings
 
 
 def command_variant(a: argparse.Namespace) -> dict:
     """The DDP settings the command's own flags give."""
-    return {"allreduce_dtype": a.allreduce_dtype,
+    return {"allreduce_dtype": a.allreduce_dtype, **({"reducer": a.reducer} if a.reducer != "buckets" else {}),
             **{k: v for k, v in (("bucket_cap_mb", a.bucket_mb), ("gradient_as_bucket_view", a.bucket_view),
                                  ("static_graph", a.static_graph)) if v not in (None, False)}}
 

@@ -22,7 +22,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 from test_loop import SMALL  # noqa: E402
 from w2v.models import load_model_config  # noqa: E402
 from w2v.train import checkpoint as ck  # noqa: E402
-from w2v.train import distributed  # noqa: E402
+from w2v.train import distributed, sharding  # noqa: E402
 from w2v.train.config import TrainConfig  # noqa: E402
 from w2v.train.loop import train  # noqa: E402
 
@@ -80,6 +80,21 @@ def register_comm_hook(self, state, hook):
     real_hook(self, state, hook)
 
 
+real_replicated, real_reduce = sharding.Replicated.__init__, sharding.Replicated.reduce_gradients
+
+
+def replicated_init(self, module, *a, **k):  # ddp_reducer: flat
+    modules.append(module)
+    seen["flat_reducer"] = {"args": [*a], **k}
+    real_replicated(self, module, *a, **k)
+
+
+def reduce_gradients(self):  # counted: once per update
+    seen["flat_reductions"] = seen.get("flat_reductions", 0) + 1
+    real_reduce(self)
+
+
+sharding.Replicated.__init__, sharding.Replicated.reduce_gradients = replicated_init, reduce_gradients
 distributed.shard_batches, builtins.open, os.replace = shard, open_, replace
 if len(sys.argv) > 4:
     kill_at, real_save = int(sys.argv[4]), ck.CheckpointDir.save
@@ -98,6 +113,6 @@ tcfg = TrainConfig(task="pretrain", max_updates=4, lr=5e-4, warmup=1, max_durati
 train(tcfg, cuts, out, load_model_config("tiny", **SMALL), device="cpu")
 builtins.open, os.replace = real_open, real_replace
 record.mkdir(parents=True, exist_ok=True)
-if modules:  # DDP: this rank's own copy of the weights
+if modules:  # DDP (either reducer): this rank's own copy of the weights
     torch.save(modules[0].state_dict(), record / f"weights_{rank}.pt")
 (record / f"rank_{rank}.json").write_text(json.dumps(seen))

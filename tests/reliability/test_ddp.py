@@ -42,7 +42,8 @@ def test_two_processes_train_identically_and_only_rank0_writes(two_rank_run):
     assert seen[0]["all_batches"] % 2 == 1  # uneven: the case that hangs DDP without padding
     assert seen[0]["batches_per_epoch"] == seen[1]["batches_per_epoch"]
     assert seen[1]["writes"] == []
-    assert seen[0]["ddp_bucket_cap_mb"] == 25.0 and "comm_hooks" not in seen[0]  # the defaults: fp32 on the wire
+    # the defaults: torch's DDP with its own bucket size, fp32 on the wire
+    assert seen[0]["ddp_bucket_cap_mb"] is None and "comm_hooks" not in seen[0] and "flat_reducer" not in seen[0]
     assert any(w.endswith("model.pt") for w in seen[0]["writes"])
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_00000002.pt",
                                                                       "checkpoint_00000004.pt"]
@@ -69,6 +70,27 @@ def test_ddp_settings_reach_the_wrapper_and_bf16_gradients_keep_the_ranks_equal(
     w0, w1 = (torch.load(tmp_path / f"rec/weights_{k}.pt", weights_only=True) for k in (0, 1))
     for k in w0:
         assert torch.isfinite(w0[k].float()).all() and torch.equal(w0[k], w1[k]), k
+
+
+def test_flat_reducer_trains_the_model_torchs_ddp_trains_reducing_once_per_update(two_rank_run, tmp_path):
+    """`ddp_reducer: flat` (sharding.Replicated): no DDP wrapper, one all-reduce of flat buffers
+    after each update's last backward; the ranks stay equal and end where torch's DDP ends; with
+    `update_freq: 2` still one reduction per update."""
+    cuts, _, rec_ref = two_rank_run
+    for name, settings in (("flat", {}), ("flat2", {"update_freq": 2})):
+        r = ddp_worker(cuts, tmp_path / name, tmp_path / f"rec_{name}", ddp_reducer="flat", **settings)
+        assert r.returncode == 0, r.stderr[-4000:]
+        seen = [json.loads((tmp_path / f"rec_{name}/rank_{k}.json").read_text()) for k in (0, 1)]
+        for rank in seen:
+            assert "ddp_bucket_cap_mb" not in rank and "no_sync" not in rank  # torch's DDP never built
+            assert rank["flat_reducer"] == {"args": ["fp32", 512.0]} and rank["flat_reductions"] == 4
+        w0, w1 = (torch.load(tmp_path / f"rec_{name}/weights_{k}.pt", weights_only=True) for k in (0, 1))
+        assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    ref = torch.load(rec_ref / "weights_0.pt", weights_only=True)
+    flat = torch.load(tmp_path / "rec_flat/weights_0.pt", weights_only=True)
+    assert ref.keys() == flat.keys()
+    for k in ref:
+        torch.testing.assert_close(flat[k], ref[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
 def test_killed_two_process_run_resumes_bit_identical(two_rank_run, tmp_path):

@@ -4,7 +4,9 @@
 Arguments: OUT_DIR. Each rank writes rank_K.json: its own gradients, their mean over the ranks (an fp32 all-reduce), the gradients DDP leaves after an "fp32" and after a "bf16"
 all-reduce (each from a fresh wrapper of the same model, the one before deleted, as
 bench/shard_step.py --interleave does), and how many buckets the first wrapper's counting
-communication hook saw before and after the others ran.
+communication hook saw before and after the others ran; then the same through
+`sharding.Replicated` (reducer "flat", fp32 and bf16), and what its reduction does with a
+gradient that is not contiguous and with parameters that have none.
 """
 
 from __future__ import annotations
@@ -61,8 +63,29 @@ for dtype in ("fp32", "bf16"):
     results[dtype] = grads(ddp)
     del ddp
     gc.collect()
+# sharding.Replicated (reducer "flat"): the mean after the backward, in buffers of ~10 KB (several)
+for name, dtype in (("flat", "fp32"), ("flat_bf16", "bf16")):
+    rep = sharding.wrap(model, "ddp", info, dev, False, find_unused=False, reducer="flat", allreduce_dtype=dtype,
+                        bucket_cap_mb=0.01)
+    for p in model.parameters():
+        p.grad = None
+    with sharding.gradient_sync(rep, True):
+        rep(x).square().mean().backward()
+    results[name] = [p.grad.detach().clone() for p in model.parameters()]
+    buckets = len(rep.buckets())
+# a gradient that is not contiguous keeps its layout; the others become views of the buffers
+weight = model[0].weight
+weight.grad = own[0].t().contiguous().t()
+model[2].weight.grad = own[2].clone()
+model[0].bias.grad = model[2].bias.grad = None  # no gradient: left out, and left None
+rep.allreduce_dtype = "fp32"
+rep.reduce_gradients()
+layout = {"weight_strides": list(weight.grad.stride()), "weight": weight.grad.reshape(-1).tolist(),
+          "untouched": [model[0].bias.grad is None, model[2].bias.grad is None],
+          "view_of_buffer": model[2].weight.grad._base is not None}
 flat = lambda gs: torch.cat([g.reshape(-1) for g in gs]).tolist()  # noqa: E731
 (out / f"rank_{info.rank}.json").write_text(json.dumps({
     "own": flat(own), "mean": flat(plain), "first": flat(via_first), "fp32": flat(results["fp32"]), "bf16": flat(results["bf16"]),
-    "counted_first": seen_by_first, "counted_after": len(counted)}))
+    "flat": flat(results["flat"]), "flat_bf16": flat(results["flat_bf16"]), "flat_buckets": buckets,
+    "flat_layout": layout, "counted_first": seen_by_first, "counted_after": len(counted)}))
 distributed.shutdown()

@@ -57,6 +57,21 @@ def test_shard_step_profiles_ddp_ranks_and_their_all_reduce(tmp_path):
         assert abs(rank["allreduce"]["mb"] - out["params_m"] * 4) < 0.25  # the fp32 gradient (params_m rounded)
 
 
+def test_shard_step_flat_reducer_all_reduces_its_buffers_once_per_step():
+    """--reducer flat (training's ddp_reducer: flat): no DDP wrapper; the gradients all-reduced
+    after the backward in buffers of --bucket-mb, one all-reduce each."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--preset", "tiny", "--ranks", "2",
+                        "--batch", "1", "--seconds", "1", "--steps", "2", "--strategy", "ddp", "--profile", "1",
+                        "--reducer", "flat", "--bucket-mb", "0.5"],
+                       capture_output=True, text=True, timeout=180, cwd=ROOT, env=CPU_ONLY)
+    assert r.returncode == 0, r.stderr[-4000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["ddp_options"] == {"reducer": "flat", "bucket_cap_mb": 0.5} and out["ddp_find_unused"] is None
+    buffers = math.ceil(out["params_m"] * 1e6 * 4 / 2**19)  # at least: 0.5 MiB each, some left part-full
+    for rank in out["ranks"]:
+        assert buffers <= rank["profile"]["allreduces_per_step"] <= 3 * buffers
+
+
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 GPUs")
 def test_shard_step_on_two_gpus_reports_cuda_memory():
     r = subprocess.run([sys.executable, str(ROOT / "bench/shard_step.py"), "--preset", "base", "--ranks", "2",
@@ -105,14 +120,14 @@ def test_shard_step_interleave_times_ranks_alone_and_each_ddp_variant_in_rounds(
                         "--layerdrop", "0.5", "--no-activation-checkpointing", "--update-freq", "2",
                         "--variant", "gradient_sync=0,python_gc=0", "--variant", "allreduce_dtype=fp32,gc_interval=2",
                         "--variant", "allreduce_dtype=bf16,bucket_cap_mb=400,gradient_as_bucket_view=1",
-                        "--profile", "1"],
+                        "--variant", "reducer=flat", "--profile", "1"],
                        capture_output=True, text=True, timeout=300, cwd=ROOT, env=CPU_ONLY)
     assert r.returncode == 0, r.stderr[-4000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["interleave"] == 3 and out["world_size"] == 2 and sum(out["layerdrop_blocks_dropped"]) > 0
     assert [v["settings"] for v in out["variants"]] == [
         {"gradient_sync": False, "python_gc": False}, {"allreduce_dtype": "fp32", "gc_interval": 2},
-        {"allreduce_dtype": "bf16", "bucket_cap_mb": 400.0, "gradient_as_bucket_view": True}]
+        {"allreduce_dtype": "bf16", "bucket_cap_mb": 400.0, "gradient_as_bucket_view": True}, {"reducer": "flat"}]
     # --profile: the same steps alone and under the first variant, the DDP wrapper without its all-reduce
     for rank in out["profile_per_rank"]:
         assert rank["alone"]["steps"] == rank["ddp"]["steps"] == 1 and rank["ddp"]["wall_ms_per_step"] > 0
@@ -138,6 +153,9 @@ def test_shard_step_interleave_times_ranks_alone_and_each_ddp_variant_in_rounds(
     (["--interleave", "2", "--variant", "bucket=4"], "'bucket=4' is not K=V with K one of"),
     (["--interleave", "2", "--variant", "static_graph=yes"], "static_graph takes 1/0 or true/false, not 'yes'"),
     (["--interleave", "2", "--variant", "gc_interval=-5"], "gc_interval='-5' is not a int >= 0"),
+    (["--interleave", "2", "--variant", "reducer=ring"], "reducer is one of ('buckets', 'flat')"),
+    (["--interleave", "2", "--variant", "reducer=flat,gradient_as_bucket_view=1"],
+     "gradient_as_bucket_view and static_graph are settings of torch's DDP (reducer buckets)"),
     (["--gc-interval", "-1"], "--gc-interval -1: a number of steps, 0 (Python's automatic collection) or more"),
     (["--interleave", "2", "--variant", "allreduce_dtype=fp16"], "allreduce_dtype is one of ('fp32', 'bf16')"),
     (["--interleave", "1"], "--interleave 1: 2 or more rounds, with --strategy ddp"),

@@ -134,3 +134,14 @@ def test_ddp_all_reduces_gradients_in_fp32_or_bf16_and_a_deleted_wrapper_leaves_
         assert not torch.equal(bf16, mean)  # rounded on the wire
         assert rank["counted_first"] >= 1 and rank["counted_after"] == rank["counted_first"]
     assert seen[0]["bf16"] == seen[1]["bf16"] and seen[0]["fp32"] == seen[1]["fp32"]
+    # reducer "flat" (sharding.Replicated): the same mean after the backward, in several buffers
+    for rank in seen:
+        assert rank["flat_buckets"] == 2  # ~10 KB buffers: the 16 KB weight alone, then the other 516 B
+        assert torch.allclose(torch.tensor(rank["flat"]), mean, rtol=1e-5, atol=1e-7)
+        flat_bf16 = torch.tensor(rank["flat_bf16"])
+        assert ((flat_bf16 - mean).abs() <= bound + 1e-9).all() and not torch.equal(flat_bf16, mean)
+        layout = rank["flat_layout"]
+        assert layout["weight_strides"] == [1, 64]  # the transposed layout it came with
+        assert torch.allclose(torch.tensor(layout["weight"]), mean[:64 * 64], rtol=1e-5, atol=1e-7)
+        assert layout["untouched"] == [True, True] and layout["view_of_buffer"]
+    assert seen[0]["flat"] == seen[1]["flat"] and seen[0]["flat_layout"] == seen[1]["flat_layout"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 STRATEGIES = ("ddp", "fsdp")  # several processes (w2v.train.sharding)
 ALLREDUCE_DTYPES = ("fp32", "bf16")  # DDP's gradients on the wire (sharding.wrap)
+DDP_REDUCERS = ("buckets", "flat")  # torch's DDP, or sharding.Replicated (sharding.wrap)
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     strategy: str = "ddp"  # several processes: ddp (full copy per GPU) | fsdp (weights, grads, optimizer sharded)
     allreduce_dtype: str = "fp32"  # ddp: the gradients on the wire: fp32 | bf16 (half the bytes; fairseq's fp16 comm hook)
-    ddp_bucket_mb: float = 25.0  # ddp: gradient bucket size in MB (torch's and fairseq's --bucket-cap-mb default)
+    ddp_reducer: str = "buckets"  # ddp: buckets (torch's DDP) | flat (sharding.Replicated: after the backward, no hooks)
+    ddp_bucket_mb: float | None = None  # ddp: bucket size in MB; None: the reducer's own (buckets 25, flat 512)
     ddp_bucket_view: bool = True  # ddp: gradients live in the all-reduce buckets (no copies in and out; BENCHMARKS.md)
     gc_interval: int = 50  # Python's garbage collection every this many updates, on every rank at once (0: automatic)
     activation_checkpointing: bool = False  # recompute each Transformer block in backward (LARGE and above)
@@ -94,8 +96,12 @@ class TrainConfig:
             raise ValueError(f"{where}: allreduce_dtype must be fp32 or bf16, got {d['allreduce_dtype']!r}")
         if d.get("allreduce_dtype", "fp32") != "fp32" and d.get("strategy", "ddp") == "fsdp":
             raise ValueError(f"{where}: allreduce_dtype is a ddp setting; fsdp reduces gradients in fp32")
-        bucket = d.get("ddp_bucket_mb", 25.0)
-        if isinstance(bucket, bool) or not isinstance(bucket, (int, float)) or not bucket > 0:
+        if d.get("ddp_reducer", "buckets") not in DDP_REDUCERS:
+            raise ValueError(f"{where}: ddp_reducer must be one of {', '.join(DDP_REDUCERS)}, got {d['ddp_reducer']!r}")
+        if d.get("ddp_reducer", "buckets") != "buckets" and d.get("strategy", "ddp") == "fsdp":
+            raise ValueError(f"{where}: ddp_reducer is a ddp setting; fsdp reduce-scatters its own way")
+        bucket = d.get("ddp_bucket_mb")
+        if bucket is not None and (isinstance(bucket, bool) or not isinstance(bucket, (int, float)) or not bucket > 0):
             raise ValueError(f"{where}: ddp_bucket_mb must be a number of MB > 0, got {bucket!r}")
         if not isinstance(d.get("ddp_bucket_view", True), bool):
             raise ValueError(f"{where}: ddp_bucket_view is true or false, got {d['ddp_bucket_view']!r}")

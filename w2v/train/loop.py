@@ -495,8 +495,7 @@ def train(tcfg: TrainConfig, cuts_path: str | Path, out_dir: str | Path, model_c
     # after loading: every rank starts from rank 0's weights; frozen-transformer updates leave
     # parameters without gradients (DDP must be told; LayerDrop's dropped blocks wrap ties in)
     model = sharding.wrap(model, tcfg.strategy, info, dev, use_bf16, find_unused=task == "finetune",
-                          **({"allreduce_dtype": tcfg.allreduce_dtype, "bucket_cap_mb": tcfg.ddp_bucket_mb,
-                              "gradient_as_bucket_view": tcfg.ddp_bucket_view} if tcfg.strategy == "ddp" else {}))
+                          **sharding.ddp_settings(tcfg))
     sharded = sharding.is_sharded(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = optim.adamw(params, tcfg, sharded)

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from w2v.train.config import ALLREDUCE_DTYPES, STRATEGIES
+from w2v.train.config import ALLREDUCE_DTYPES, DDP_REDUCERS, STRATEGIES
 from w2v.train.distributed import DistInfo
 
 
@@ -29,8 +29,23 @@ def _layers(model: nn.Module) -> nn.ModuleList:
     return model.wav2vec2.encoder.layers
 
 
+FLAT_BUCKET_MB = 512.0  # `Replicated`'s buffers: one all-reduce for all of BASE's 380 MB of gradients
+
+
+def ddp_settings(tcfg) -> dict:
+    """The keyword arguments of :func:`wrap` that a TrainConfig's DDP settings give (none for fsdp)."""
+    if tcfg.strategy != "ddp":
+        return {}
+    out = {"allreduce_dtype": tcfg.allreduce_dtype, "reducer": tcfg.ddp_reducer}
+    if tcfg.ddp_bucket_mb is not None:
+        out["bucket_cap_mb"] = tcfg.ddp_bucket_mb
+    if tcfg.ddp_reducer == "buckets":
+        out["gradient_as_bucket_view"] = tcfg.ddp_bucket_view
+    return out
+
+
 def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf16: bool,
-         find_unused: bool, allreduce_dtype: str = "fp32", **ddp_options) -> nn.Module:
+         find_unused: bool, allreduce_dtype: str = "fp32", reducer: str = "buckets", **ddp_options) -> nn.Module:
     """``model`` ready for ``info.world_size`` processes (unchanged in one process).
 
     Call after loading any checkpoint into ``model`` and before building the optimizer (FSDP
@@ -42,12 +57,22 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
     ``allreduce_dtype`` (DDP only): "bf16" sends the gradient buckets as bfloat16 (half the bytes;
     each rank's share is rounded to bf16 before the sum, as fairseq's fp16 training sends fp16
     gradients), "fp32" as they are.
-    ``ddp_options`` go to DistributedDataParallel (e.g. ``bucket_cap_mb``).
+    ``reducer`` (DDP only): "buckets" is torch's DistributedDataParallel, ``ddp_options`` going to
+    it (e.g. ``bucket_cap_mb``, ``gradient_as_bucket_view``); "flat" is :class:`Replicated`,
+    which all-reduces the gradients after the backward in a few large buffers (``bucket_cap_mb``,
+    default FLAT_BUCKET_MB) and needs neither ``find_unused`` nor LayerDrop's ties.
     """
     if allreduce_dtype not in ALLREDUCE_DTYPES:
         raise ValueError(f"allreduce_dtype {allreduce_dtype!r}; expected one of {ALLREDUCE_DTYPES}")
+    if reducer not in DDP_REDUCERS:
+        raise ValueError(f"reducer {reducer!r}; expected one of {DDP_REDUCERS}")
     if not info.enabled:
         return model
+    if strategy == "ddp" and reducer == "flat":
+        others = sorted(set(ddp_options) - {"bucket_cap_mb"})
+        if others:
+            raise ValueError(f"{others}: settings of torch's DDP (reducer buckets), not of reducer flat")
+        return Replicated(model, allreduce_dtype, ddp_options.get("bucket_cap_mb", FLAT_BUCKET_MB))
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
@@ -63,7 +88,8 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
         return ddp
     if strategy != "fsdp":
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-    ddp_only = sorted([*ddp_options, *(["allreduce_dtype"] if allreduce_dtype != "fp32" else [])])
+    ddp_only = sorted([*ddp_options, *(["allreduce_dtype"] if allreduce_dtype != "fp32" else []),
+                       *(["reducer"] if reducer != "buckets" else [])])
     if ddp_only:
         raise ValueError(f"{ddp_only} are DDP settings; fsdp reduces gradients in fp32 (its own way)")
     from torch.distributed.device_mesh import init_device_mesh
@@ -81,6 +107,84 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
         fully_shard(layer, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
     return model
+
+
+class Replicated(nn.Module):
+    """Data parallelism without torch's DDP reducer: every rank holds the whole model (rank 0's
+    weights, broadcast here) and, after the backward of an update's last batch
+    (:func:`gradient_sync`), the gradients' mean over the ranks replaces each rank's own.
+
+    The gradients that exist are copied into a few flat buffers of up to ``bucket_mb`` each (in
+    parameter order; the copy of one buffer overlaps the all-reduce of the one before), each
+    buffer is all-reduced once (NCCL averages in the all-reduce; other backends sum, then
+    divide the buffer once; "bf16" sends a bfloat16 copy, as `_bf16_allreduce`), and the
+    parameters' gradients become views of the buffers (copied back where a gradient is not
+    contiguous, keeping its layout). Against torch's reducer this takes no hook per parameter
+    in the backward, no division per gradient and no small buckets; it gives up overlapping the
+    all-reduce with the backward, which a compiled model's whole-graph backward does not allow
+    anyway (it hands every gradient over at its end).
+
+    Parameters without a gradient (a frozen Transformer, LayerDrop's dropped blocks) are left
+    out and keep none, so AdamW leaves them as one process would. Every rank must leave out the
+    same ones, as a shared LayerDrop generator (`share_layerdrop`) and the same schedule do.
+    """
+
+    def __init__(self, module: nn.Module, allreduce_dtype: str = "fp32", bucket_mb: float = FLAT_BUCKET_MB):
+        super().__init__()
+        if allreduce_dtype not in ALLREDUCE_DTYPES:
+            raise ValueError(f"allreduce_dtype {allreduce_dtype!r}; expected one of {ALLREDUCE_DTYPES}")
+        if not bucket_mb > 0:
+            raise ValueError(f"bucket_mb {bucket_mb!r}: the size of the flat buffers in MB, > 0")
+        self.module = module
+        self.allreduce_dtype = allreduce_dtype
+        self.bucket_bytes = int(bucket_mb * 2**20)
+        with torch.no_grad():
+            for t in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(t.data, src=0)
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def buckets(self) -> list[list[nn.Parameter]]:
+        """The parameters with a gradient, in order, in groups of one dtype and up to ``bucket_mb``."""
+        out, size = [], 0
+        for p in self.module.parameters():
+            if p.grad is None:
+                continue
+            nbytes = p.grad.numel() * p.grad.element_size()
+            if not out or size + nbytes > self.bucket_bytes or out[-1][0].grad.dtype != p.grad.dtype:
+                out.append([])
+                size = 0
+            out[-1].append(p)
+            size += nbytes
+        return out
+
+    @torch.no_grad()
+    def reduce_gradients(self) -> None:
+        """Every rank's gradients replaced by their mean over the ranks (a collective)."""
+        world = dist.get_world_size()
+        average = dist.get_backend() == "nccl"
+        pending = []
+        for bucket in self.buckets():
+            flat = torch.cat([p.grad.reshape(-1) for p in bucket])
+            wire = flat.to(torch.bfloat16) if self.allreduce_dtype == "bf16" else flat
+            work = dist.all_reduce(wire, op=dist.ReduceOp.AVG if average else dist.ReduceOp.SUM, async_op=True)
+            pending.append((bucket, flat, wire, work))
+        for bucket, flat, wire, work in pending:
+            work.wait()  # on a GPU: the compute stream waits, not the host
+            if not average:
+                wire.div_(world)
+            if wire is not flat:
+                flat.copy_(wire)
+            offset = 0
+            for p in bucket:
+                n = p.grad.numel()
+                mean = flat[offset:offset + n].view(p.grad.shape)
+                if p.grad.is_contiguous():
+                    p.grad = mean
+                else:
+                    p.grad.copy_(mean)
+                offset += n
 
 
 def _bf16_allreduce(group, bucket):  # no annotations: DDP compares them to its own types, which postponed ones are not
@@ -143,8 +247,13 @@ def gradient_sync(model: nn.Module, enabled: bool):
     """Run one batch's forward and backward in this context; ``enabled`` False (all batches of an
     update but its last, when gradients accumulate over several) keeps the gradients local:
     DDP all-reduces and FSDP reduce-scatters once per update, the last batch's backward carrying
-    the sum of all. A no-op in one process and when ``enabled``."""
-    if enabled:
+    the sum of all; `Replicated` all-reduces when the last batch's backward is done. A no-op in
+    one process and, but for `Replicated`, when ``enabled``."""
+    if isinstance(model, Replicated):  # reduces after the backward, not in it
+        yield
+        if enabled:
+            model.reduce_gradients()
+    elif enabled:
         yield
     elif isinstance(model, nn.parallel.DistributedDataParallel):
         with model.no_sync():
