@@ -83,9 +83,20 @@ rep.reduce_gradients()
 layout = {"weight_strides": list(weight.grad.stride()), "weight": weight.grad.reshape(-1).tolist(),
           "untouched": [model[0].bias.grad is None, model[2].bias.grad is None],
           "view_of_buffer": model[2].weight.grad._base is not None}
+# ranks with gradients for different parameters: an error on every rank, not a hang
+rep = sharding.wrap(model, "ddp", info, dev, False, find_unused=False, reducer="flat")
+for p in model.parameters():
+    p.grad = torch.zeros_like(p)
+if info.rank == 1:
+    model[2].bias.grad = None
+try:
+    rep.reduce_gradients()
+    mismatch = None
+except RuntimeError as e:
+    mismatch = str(e)
 flat = lambda gs: torch.cat([g.reshape(-1) for g in gs]).tolist()  # noqa: E731
 (out / f"rank_{info.rank}.json").write_text(json.dumps({
     "own": flat(own), "mean": flat(plain), "first": flat(via_first), "fp32": flat(results["fp32"]), "bf16": flat(results["bf16"]),
     "flat": flat(results["flat"]), "flat_bf16": flat(results["flat_bf16"]), "flat_buckets": buckets,
-    "flat_layout": layout, "counted_first": seen_by_first, "counted_after": len(counted)}))
+    "flat_layout": layout, "flat_mismatch": mismatch, "counted_first": seen_by_first, "counted_after": len(counted)}))
 distributed.shutdown()

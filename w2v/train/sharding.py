@@ -138,6 +138,7 @@ class Replicated(nn.Module):
         self.module = module
         self.allreduce_dtype = allreduce_dtype
         self.bucket_bytes = int(bucket_mb * 2**20)
+        self.checked = False  # the first reduction compares the ranks' gradient sets
         with torch.no_grad():
             for t in [*module.parameters(), *module.buffers()]:
                 dist.broadcast(t.data, src=0)
@@ -159,13 +160,32 @@ class Replicated(nn.Module):
             size += nbytes
         return out
 
+    def _check_same_gradients(self, buckets: list[list[nn.Parameter]]) -> None:
+        """Once: every rank has gradients for the same parameters (a clear error, not a hang)."""
+        names = {p: n for n, p in self.module.named_parameters()}
+        mine = [names[p] for bucket in buckets for p in bucket]
+        signature = torch.tensor([len(mine), sum(p.numel() for bucket in buckets for p in bucket)],
+                                 dtype=torch.float64, device=next(iter(names)).device)
+        seen = [torch.zeros_like(signature) for _ in range(dist.get_world_size())]
+        dist.all_gather(seen, signature)
+        if any(not torch.equal(t, signature) for t in seen):
+            raise RuntimeError(
+                f"rank {dist.get_rank()}: the ranks have gradients for different parameters "
+                f"(parameters, values per rank: {[t.tolist() for t in seen]}); this rank's: {mine[:8]}"
+                f"{' ...' if len(mine) > 8 else ''}. Every rank must run the same parameters: LayerDrop "
+                "from one generator (sharding.share_layerdrop), the same freezing schedule")
+        self.checked = True
+
     @torch.no_grad()
     def reduce_gradients(self) -> None:
         """Every rank's gradients replaced by their mean over the ranks (a collective)."""
         world = dist.get_world_size()
         average = dist.get_backend() == "nccl"
+        buckets = self.buckets()
+        if not self.checked:  # ranks that disagree would all-reduce buffers of different sizes
+            self._check_same_gradients(buckets)
         pending = []
-        for bucket in self.buckets():
+        for bucket in buckets:
             flat = torch.cat([p.grad.reshape(-1) for p in bucket])
             wire = flat.to(torch.bfloat16) if self.allreduce_dtype == "bf16" else flat
             work = dist.all_reduce(wire, op=dist.ReduceOp.AVG if average else dist.ReduceOp.SUM, async_op=True)
