@@ -95,8 +95,7 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    for t in [*model.parameters(), *model.buffers()]:  # DDP does this itself; fully_shard does not
-        dist.broadcast(t.data, src=0)
+    _from_rank0(model)  # DDP does this itself; fully_shard does not
     mesh = init_device_mesh(dev.type, (info.world_size,))
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 \
         else MixedPrecisionPolicy()
@@ -107,6 +106,13 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
         fully_shard(layer, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
     return model
+
+
+@torch.no_grad()
+def _from_rank0(model: nn.Module) -> None:
+    """Rank 0's weights and buffers on every rank."""
+    for t in [*model.parameters(), *model.buffers()]:
+        dist.broadcast(t.data, src=0)
 
 
 class Replicated(nn.Module):
@@ -139,9 +145,7 @@ class Replicated(nn.Module):
         self.allreduce_dtype = allreduce_dtype
         self.bucket_bytes = int(bucket_mb * 2**20)
         self.checked = False  # the first reduction compares the ranks' gradient sets
-        with torch.no_grad():
-            for t in [*module.parameters(), *module.buffers()]:
-                dist.broadcast(t.data, src=0)
+        _from_rank0(module)
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
