@@ -131,9 +131,9 @@ def test_first_layer_bench_times_the_unfused_layer_and_checks_agreement():
 def test_loop_bench_runs_the_training_loop_and_reports_its_rate(tmp_path, capsys):
     main(["bench", "loop", "--preset", "tiny", "--files", "6", "--seconds", "2.5", "--crop", "2",
           "--max-duration", "4", "--updates", "4", "--log-every", "2", "--workers", "2", "--device", "cpu",
-          "--dir", str(tmp_path)])
+          "--gc-interval", "3", "--dir", str(tmp_path)])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert [r["update"] for r in out["intervals"]] == [2, 4]
+    assert [r["update"] for r in out["intervals"]] == [2, 4] and out["gc_interval"] == 3
     assert all(r["audio_s_per_s"] > 0 and 0 <= r["data_share"] <= 1 for r in out["intervals"])
     assert out["steady_audio_s_per_s"] == round(out["intervals"][1]["audio_s_per_s"], 1)  # not the first
     assert (tmp_path / "exp" / "model.pt").exists() and len(list((tmp_path / "audio").glob("*.flac"))) == 6

@@ -8,6 +8,7 @@ read of loss and gradient norm, logging. It prints the loop's own `train_log.jso
 and the steady rate: the median over the intervals after the first, which holds compilation.
 
     w2v bench loop --preset base --compile --matmul-conv --files 100 --updates 200   # a GPU
+    w2v bench loop --preset base --compile --matmul-conv --gc-interval 0             # Python's own collection
     w2v bench loop --preset tiny --files 8 --seconds 3 --crop 2 --updates 20 --log-every 5 --max-duration 8  # CPU
 """
 
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--matmul-conv", action="store_true")
     p.add_argument("--cuda-graphs", action="store_true", help="with --compile: the stack as CUDA graphs (cuda_graphs)")
+    p.add_argument("--gc-interval", type=int, default=None, metavar="N",
+                   help="Python's garbage collection every N updates (gc_interval; 0: Python's automatic "
+                        "collection); default: training's")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--dir", default=None, help="keep files and the run here (default: a temporary folder)")
     return p
@@ -68,7 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
         tcfg = TrainConfig(task="pretrain", max_updates=a.updates, lr=2e-4, warmup=0.1, max_duration=a.max_duration,
                            crop_seconds=a.crop, cache_audio=a.cache, log_every=a.log_every,
                            save_every=a.updates, loader_workers=a.workers, loader=a.loader, compile=a.compile,
-                           matmul_conv=a.matmul_conv, cuda_graphs=a.cuda_graphs)
+                           matmul_conv=a.matmul_conv, cuda_graphs=a.cuda_graphs,
+                           **({} if a.gc_interval is None else {"gc_interval": a.gc_interval}))
         t0 = time.time()
         train(tcfg, cuts, root / "exp", load_model_config(a.preset), device=a.device)
         rows = [json.loads(x) for x in (root / "exp" / "train_log.jsonl").read_text().splitlines()]
@@ -76,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         steady = [r["audio_s_per_s"] for r in rows[1:]]
         result = {"preset": a.preset, "files": a.files, "seconds": a.seconds, "crop": a.crop, "workers": a.workers,
                   "loader": a.loader, "cache": a.cache, "compile": a.compile, "matmul_conv": a.matmul_conv,
-                  "cuda_graphs": a.cuda_graphs,
+                  "cuda_graphs": a.cuda_graphs, "gc_interval": tcfg.gc_interval,
                   "updates": a.updates, "wall_s": round(time.time() - t0, 1),
                   "intervals": [{"update": r["update"], "audio_s_per_s": r["audio_s_per_s"],
                                  "data_share": r.get("data_share")} for r in rows],
