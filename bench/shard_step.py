@@ -129,7 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the scaling of each variant from the medians")
     p.add_argument("--variant", action="append", default=None, metavar="K=V[,K=V]",
                    help="with --interleave, repeatable: one variant's DDP settings (allreduce_dtype, bucket_cap_mb, "
-                        "gradient_as_bucket_view, static_graph, reducer) and how its phase runs (gradient_sync=0: no "
+                        "gradient_as_bucket_view, static_graph, reducer, overlap) and how its phase runs (gradient_sync=0: no "
                         "all-reduce, every batch under no_sync; python_gc=0: no garbage collection; gc_interval=N: "
                         "the phase's own collection schedule); default: the command's own flags")
     p.add_argument("--repeat", type=int, default=1,
@@ -261,7 +261,7 @@ def allreduce_rate(numel: int, dev: torch.device, info) -> dict:
 
 
 VARIANT_KEYS = {"allreduce_dtype": str, "bucket_cap_mb": float, "gradient_as_bucket_view": bool,
-                "static_graph": bool, "reducer": str, "gradient_sync": bool, "python_gc": bool,
+                "static_graph": bool, "reducer": str, "overlap": bool, "gradient_sync": bool, "python_gc": bool,
                 "gc_interval": int}
 # variant keys that are not DDP's settings but how the phase runs: gradient_sync=0 runs every batch
 # under no_sync (the DDP wrapper without its all-reduce: what the wrapper alone costs a batch);
@@ -297,6 +297,8 @@ def parse_variant(text: str) -> dict:
         raise ValueError(f"reducer is one of {sharding.DDP_REDUCERS}")
     if settings.get("reducer") == "flat" and {"gradient_as_bucket_view", "static_graph"} & set(settings):
         raise ValueError("gradient_as_bucket_view and static_graph are settings of torch's DDP (reducer buckets)")
+    if "overlap" in settings and settings.get("reducer") != "flat":
+        raise ValueError("overlap is a setting of reducer=flat (the encoder's all-reduce launched during the backward)")
     return settings
 
 
@@ -348,6 +350,7 @@ def interleaved(a: argparse.Namespace, raw, step, timed, window, collector, info
             with under_ddp(settings) as (ddp, sync):
                 phases[i].append(timed(ddp, barrier=True, sync=sync))
                 windows[i].append(window(ddp, barrier=True, sync=sync))
+            del ddp  # nothing of it outlives its phase
     profiled = {}
     if a.profile:  # the same steps alone and under the first variant, each after 2 to warm DDP's buckets
         profiled["alone"] = profile_steps(lambda number: step(raw, number), 2, a.profile, dev, info,
@@ -357,6 +360,7 @@ def interleaved(a: argparse.Namespace, raw, step, timed, window, collector, info
                 step(ddp, number, sync)
             profiled["ddp"] = profile_steps(lambda number: step(ddp, number, sync), 2, a.profile, dev, info,
                                             a.trace and a.trace / "ddp")["profile"]
+        del ddp
     mine = {k: [t[2:] for t in rounds[1:]] for k, rounds in phases.items()}
     ranks = distributed.gather({"steps": mine, "windows": {k: w[1:] for k, w in windows.items()},
                                 "profile": profiled}, info)

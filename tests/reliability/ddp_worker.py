@@ -89,12 +89,23 @@ def replicated_init(self, module, *a, **k):  # ddp_reducer: flat
     real_replicated(self, module, *a, **k)
 
 
-def reduce_gradients(self):  # counted: once per update
+def reduce_gradients(self):  # counted: once per update; and the encoder's share launched during the backward
     seen["flat_reductions"] = seen.get("flat_reductions", 0) + 1
+    seen["early_launches"] = self.early_launches
     real_reduce(self)
 
 
+real_early = sharding.Replicated._launch_early
+
+
+def launch_early(self, grad):  # launched while the backward has yet to reach the conv feature encoder
+    pending = [p.grad is None for p in self.module.wav2vec2.feature_extractor.parameters()]
+    seen.setdefault("conv_grads_pending_at_early_launch", []).append(all(pending))
+    real_early(self, grad)
+
+
 sharding.Replicated.__init__, sharding.Replicated.reduce_gradients = replicated_init, reduce_gradients
+sharding.Replicated._launch_early = launch_early
 distributed.shard_batches, builtins.open, os.replace = shard, open_, replace
 if len(sys.argv) > 4:
     kill_at, real_save = int(sys.argv[4]), ck.CheckpointDir.save

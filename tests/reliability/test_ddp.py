@@ -73,24 +73,32 @@ def test_ddp_settings_reach_the_wrapper_and_bf16_gradients_keep_the_ranks_equal(
 
 
 def test_flat_reducer_trains_the_model_torchs_ddp_trains_reducing_once_per_update(two_rank_run, tmp_path):
-    """`ddp_reducer: flat` (sharding.Replicated): no DDP wrapper, one all-reduce of flat buffers
-    after each update's last backward; the ranks stay equal and end where torch's DDP ends; with
-    `update_freq: 2` still one reduction per update."""
+    """`ddp_reducer: flat` (sharding.Replicated): no DDP wrapper; flat buffers all-reduced by the
+    end of each update's last backward, the encoder's launched during it; the ranks stay equal
+    and end where torch's DDP ends, with `update_freq: 2` too, one reduction per update."""
     cuts, _, rec_ref = two_rank_run
+    r = ddp_worker(cuts, tmp_path / "buckets2", tmp_path / "rec_buckets2", update_freq=2)
+    assert r.returncode == 0, r.stderr[-4000:]
     for name, settings in (("flat", {}), ("flat2", {"update_freq": 2})):
         r = ddp_worker(cuts, tmp_path / name, tmp_path / f"rec_{name}", ddp_reducer="flat", **settings)
         assert r.returncode == 0, r.stderr[-4000:]
         seen = [json.loads((tmp_path / f"rec_{name}/rank_{k}.json").read_text()) for k in (0, 1)]
         for rank in seen:
             assert "ddp_bucket_cap_mb" not in rank and "no_sync" not in rank  # torch's DDP never built
-            assert rank["flat_reducer"] == {"args": ["fp32", 512.0]} and rank["flat_reductions"] == 4
+            assert rank["flat_reducer"] == {"args": ["fp32", 512.0, True]} and rank["flat_reductions"] == 4
+            # the encoder's share launched during the last batch's backward, from the second update on
+            # (the first checks that the ranks agree)
+            assert rank["early_launches"] == 3
+            if name == "flat":  # each update starts without gradients: the conv encoder's are still to come
+                assert rank["conv_grads_pending_at_early_launch"] == [True] * 3
         w0, w1 = (torch.load(tmp_path / f"rec_{name}/weights_{k}.pt", weights_only=True) for k in (0, 1))
         assert all(torch.equal(w0[k], w1[k]) for k in w0)
-    ref = torch.load(rec_ref / "weights_0.pt", weights_only=True)
-    flat = torch.load(tmp_path / "rec_flat/weights_0.pt", weights_only=True)
-    assert ref.keys() == flat.keys()
-    for k in ref:
-        torch.testing.assert_close(flat[k], ref[k], rtol=1e-5, atol=1e-6, msg=k)
+    for ref_dir, name in ((rec_ref, "flat"), (tmp_path / "rec_buckets2", "flat2")):
+        ref = torch.load(ref_dir / "weights_0.pt", weights_only=True)
+        flat = torch.load(tmp_path / f"rec_{name}/weights_0.pt", weights_only=True)
+        assert ref.keys() == flat.keys()
+        for k in ref:
+            torch.testing.assert_close(flat[k], ref[k], rtol=1e-5, atol=1e-6, msg=f"{name}: {k}")
 
 
 def test_killed_two_process_run_resumes_bit_identical(two_rank_run, tmp_path):

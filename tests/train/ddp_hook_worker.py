@@ -94,9 +94,45 @@ try:
     mismatch = None
 except RuntimeError as e:
     mismatch = str(e)
+# overlap: the encoder's share launched in the backward of a forward through the wrapper only;
+# its hook on the encoder goes with the wrapper, as DDP's hooks do
+
+
+class Holder(torch.nn.Module):  # a wav2vec 2.0-shaped model: something before the encoder
+    def __init__(self):
+        super().__init__()
+        self.front = torch.nn.Linear(4, 4)
+        self.wav2vec2 = torch.nn.Module()
+        self.wav2vec2.encoder = torch.nn.Linear(4, 4)
+
+    def forward(self, v):
+        return self.wav2vec2.encoder(self.front(v))
+
+
+holder = Holder()
+rep = sharding.wrap(holder, "ddp", info, dev, False, find_unused=False, reducer="flat")
+rep.checked = True  # as after a first update
+v = torch.randn(3, 4, generator=torch.Generator().manual_seed(5 + info.rank))
+holder(v).square().sum().backward()  # the model itself, not the wrapper: nothing launched
+overlap = {"raw_forward_launches": rep.early_launches}
+expected = [p.grad.clone() for p in holder.parameters()]
+for g in expected:
+    dist.all_reduce(g)
+    g /= info.world_size
+for p in holder.parameters():
+    p.grad = None
+with sharding.gradient_sync(rep, True):
+    rep(v).square().sum().backward()
+overlap["launches"] = rep.early_launches
+# the encoder's share (launched early) and the front's (after the backward): both the mean
+overlap["mean"] = all(torch.allclose(p.grad, g, rtol=1e-6, atol=1e-7) for p, g in zip(holder.parameters(), expected))
+hooks = [len(holder.wav2vec2.encoder._forward_pre_hooks)]
+del rep
+gc.collect()
+hooks.append(len(holder.wav2vec2.encoder._forward_pre_hooks))
 flat = lambda gs: torch.cat([g.reshape(-1) for g in gs]).tolist()  # noqa: E731
 (out / f"rank_{info.rank}.json").write_text(json.dumps({
     "own": flat(own), "mean": flat(plain), "first": flat(via_first), "fp32": flat(results["fp32"]), "bf16": flat(results["bf16"]),
     "flat": flat(results["flat"]), "flat_bf16": flat(results["flat_bf16"]), "flat_buckets": buckets,
-    "flat_layout": layout, "flat_mismatch": mismatch, "counted_first": seen_by_first, "counted_after": len(counted)}))
+    "flat_layout": layout, "flat_mismatch": mismatch, "encoder_hooks": hooks, "overlap": overlap, "counted_first": seen_by_first, "counted_after": len(counted)}))
 distributed.shutdown()

@@ -120,14 +120,14 @@ def test_shard_step_interleave_times_ranks_alone_and_each_ddp_variant_in_rounds(
                         "--layerdrop", "0.5", "--no-activation-checkpointing", "--update-freq", "2",
                         "--variant", "gradient_sync=0,python_gc=0", "--variant", "allreduce_dtype=fp32,gc_interval=2",
                         "--variant", "allreduce_dtype=bf16,bucket_cap_mb=400,gradient_as_bucket_view=1",
-                        "--variant", "reducer=flat", "--profile", "1"],
+                        "--variant", "reducer=flat,overlap=0", "--profile", "1"],
                        capture_output=True, text=True, timeout=300, cwd=ROOT, env=CPU_ONLY)
     assert r.returncode == 0, r.stderr[-4000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["interleave"] == 3 and out["world_size"] == 2 and sum(out["layerdrop_blocks_dropped"]) > 0
     assert [v["settings"] for v in out["variants"]] == [
         {"gradient_sync": False, "python_gc": False}, {"allreduce_dtype": "fp32", "gc_interval": 2},
-        {"allreduce_dtype": "bf16", "bucket_cap_mb": 400.0, "gradient_as_bucket_view": True}, {"reducer": "flat"}]
+        {"allreduce_dtype": "bf16", "bucket_cap_mb": 400.0, "gradient_as_bucket_view": True}, {"reducer": "flat", "overlap": False}]
     # --profile: the same steps alone and under the first variant, the DDP wrapper without its all-reduce
     for rank in out["profile_per_rank"]:
         assert rank["alone"]["steps"] == rank["ddp"]["steps"] == 1 and rank["ddp"]["wall_ms_per_step"] > 0
@@ -154,6 +154,7 @@ def test_shard_step_interleave_times_ranks_alone_and_each_ddp_variant_in_rounds(
     (["--interleave", "2", "--variant", "static_graph=yes"], "static_graph takes 1/0 or true/false, not 'yes'"),
     (["--interleave", "2", "--variant", "gc_interval=-5"], "gc_interval='-5' is not a int >= 0"),
     (["--interleave", "2", "--variant", "reducer=ring"], "reducer is one of ('buckets', 'flat')"),
+    (["--interleave", "2", "--variant", "overlap=0"], "overlap is a setting of reducer=flat"),
     (["--interleave", "2", "--variant", "reducer=flat,gradient_as_bucket_view=1"],
      "gradient_as_bucket_view and static_graph are settings of torch's DDP (reducer buckets)"),
     (["--gc-interval", "-1"], "--gc-interval -1: a number of steps, 0 (Python's automatic collection) or more"),

@@ -145,6 +145,9 @@ def test_ddp_all_reduces_gradients_in_fp32_or_bf16_and_a_deleted_wrapper_leaves_
         assert torch.allclose(torch.tensor(layout["weight"]), mean[:64 * 64], rtol=1e-5, atol=1e-7)
         assert layout["untouched"] == [True, True] and layout["view_of_buffer"]
     assert seen[0]["flat"] == seen[1]["flat"] and seen[0]["flat_layout"] == seen[1]["flat_layout"]
+    assert seen[0]["encoder_hooks"] == [1, 0]  # overlap's hook on the encoder, gone with its wrapper
+    # launched once, in the backward of the forward through the wrapper, not of the model's own
+    assert seen[0]["overlap"] == {"raw_forward_launches": 0, "launches": 1, "mean": True}
     for k, rank in enumerate(seen):  # one rank without a gradient the other has
         assert rank["flat_mismatch"].startswith(f"rank {k}: the ranks have gradients for different parameters")
         assert "[[4.0, 4225.0], [3.0, 4224.0]]" in rank["flat_mismatch"]

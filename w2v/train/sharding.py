@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+import weakref
 
 import torch
 import torch.distributed as dist
@@ -59,8 +60,9 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
     gradients), "fp32" as they are.
     ``reducer`` (DDP only): "buckets" is torch's DistributedDataParallel, ``ddp_options`` going to
     it (e.g. ``bucket_cap_mb``, ``gradient_as_bucket_view``); "flat" is :class:`Replicated`,
-    which all-reduces the gradients after the backward in a few large buffers (``bucket_cap_mb``,
-    default FLAT_BUCKET_MB) and needs neither ``find_unused`` nor LayerDrop's ties.
+    which all-reduces the gradients in a few large buffers (``bucket_cap_mb``, default
+    FLAT_BUCKET_MB; the encoder's launched during the backward unless ``overlap`` is False) and
+    needs neither ``find_unused`` nor LayerDrop's ties.
     """
     if allreduce_dtype not in ALLREDUCE_DTYPES:
         raise ValueError(f"allreduce_dtype {allreduce_dtype!r}; expected one of {ALLREDUCE_DTYPES}")
@@ -69,10 +71,11 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
     if not info.enabled:
         return model
     if strategy == "ddp" and reducer == "flat":
-        others = sorted(set(ddp_options) - {"bucket_cap_mb"})
+        others = sorted(set(ddp_options) - {"bucket_cap_mb", "overlap"})
         if others:
             raise ValueError(f"{others}: settings of torch's DDP (reducer buckets), not of reducer flat")
-        return Replicated(model, allreduce_dtype, ddp_options.get("bucket_cap_mb", FLAT_BUCKET_MB))
+        return Replicated(model, allreduce_dtype, ddp_options.get("bucket_cap_mb", FLAT_BUCKET_MB),
+                          ddp_options.get("overlap", True))
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
@@ -117,7 +120,7 @@ def _from_rank0(model: nn.Module) -> None:
 
 class Replicated(nn.Module):
     """Data parallelism without torch's DDP reducer: every rank holds the whole model (rank 0's
-    weights, broadcast here) and, after the backward of an update's last batch
+    weights, broadcast here) and, by the end of the backward of an update's last batch
     (:func:`gradient_sync`), the gradients' mean over the ranks replaces each rank's own.
 
     The gradients that exist are copied into a few flat buffers of up to ``bucket_mb`` each (in
@@ -126,16 +129,24 @@ class Replicated(nn.Module):
     divide the buffer once; "bf16" sends a bfloat16 copy, as `_bf16_allreduce`), and the
     parameters' gradients become views of the buffers (copied back where a gradient is not
     contiguous, keeping its layout). Against torch's reducer this takes no hook per parameter
-    in the backward, no division per gradient and no small buckets; it gives up overlapping the
-    all-reduce with the backward, which a compiled model's whole-graph backward does not allow
-    anyway (it hands every gradient over at its end).
+    in the backward, no division per gradient and no small buckets.
+
+    ``overlap``: a wav2vec 2.0-style model's Transformer encoder (``wav2vec2.encoder``: the
+    positional convolution and the blocks, nearly all the weights) has all its gradients once
+    the gradient of its input exists; a hook on that input launches their all-reduce then, and
+    it runs while the backward goes on through the feature projection and the conv feature
+    encoder. (A compiled model's whole-graph stack hands every block's gradient over at once,
+    so torch's per-parameter buckets overlap little more than this.) The rest follows after the
+    backward.
 
     Parameters without a gradient (a frozen Transformer, LayerDrop's dropped blocks) are left
     out and keep none, so AdamW leaves them as one process would. Every rank must leave out the
-    same ones, as a shared LayerDrop generator (`share_layerdrop`) and the same schedule do.
+    same ones, as a shared LayerDrop generator (`share_layerdrop`) and the same schedule do;
+    the first reduction checks it.
     """
 
-    def __init__(self, module: nn.Module, allreduce_dtype: str = "fp32", bucket_mb: float = FLAT_BUCKET_MB):
+    def __init__(self, module: nn.Module, allreduce_dtype: str = "fp32", bucket_mb: float = FLAT_BUCKET_MB,
+                 overlap: bool = True):
         super().__init__()
         if allreduce_dtype not in ALLREDUCE_DTYPES:
             raise ValueError(f"allreduce_dtype {allreduce_dtype!r}; expected one of {ALLREDUCE_DTYPES}")
@@ -144,16 +155,30 @@ class Replicated(nn.Module):
         self.module = module
         self.allreduce_dtype = allreduce_dtype
         self.bucket_bytes = int(bucket_mb * 2**20)
-        self.checked = False  # the first reduction compares the ranks' gradient sets
+        self.checked = False  # the first reduction compares the ranks' gradient sets (and launches none early)
+        self.syncing = True  # gradient_sync: this batch's backward ends the update
+        self._forwarding = False
+        self.early_launches = 0
+        self._early: list = []  # all-reduces launched during the backward
+        self._early_params: set[nn.Parameter] = set()
+        self.encoder = getattr(getattr(module, "wav2vec2", None), "encoder", None) if overlap else None
+        if self.encoder is not None:  # the hook goes with this wrapper (a later one, or none, may follow)
+            me = weakref.ref(self)
+            handle = self.encoder.register_forward_pre_hook(lambda m, args: me() and me()._arm(m, args))
+            weakref.finalize(self, handle.remove)
         _from_rank0(module)
 
     def forward(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
+        self._forwarding = True  # only forwards through this wrapper arm the overlap's hook
+        try:
+            return self.module(*args, **kwargs)
+        finally:
+            self._forwarding = False
 
-    def buckets(self) -> list[list[nn.Parameter]]:
-        """The parameters with a gradient, in order, in groups of one dtype and up to ``bucket_mb``."""
+    def buckets(self, params=None) -> list[list[nn.Parameter]]:
+        """``params`` (default: all with a gradient), in order, in groups of one dtype and up to ``bucket_mb``."""
         out, size = [], 0
-        for p in self.module.parameters():
+        for p in self.module.parameters() if params is None else params:
             if p.grad is None:
                 continue
             nbytes = p.grad.numel() * p.grad.element_size()
@@ -163,6 +188,31 @@ class Replicated(nn.Module):
             out[-1].append(p)
             size += nbytes
         return out
+
+    def _arm(self, encoder: nn.Module, args: tuple) -> None:
+        """Forward pre-hook of the encoder: in a backward that all-reduces, launch the encoder's
+        share when the gradient of its input is computed (all its parameters' are in by then)."""
+        x = args[0] if args else None
+        if self._forwarding and self.syncing and self.checked and torch.is_grad_enabled() and isinstance(x, torch.Tensor) \
+                and x.requires_grad:
+            x.register_hook(self._launch_early)
+
+    @torch.no_grad()
+    def _launch_early(self, grad: torch.Tensor) -> None:
+        params = [p for p in self.encoder.parameters() if p.grad is not None]
+        self._early += self._launch(self.buckets(params))
+        self._early_params.update(params)
+        self.early_launches += 1
+
+    def _launch(self, buckets: list[list[nn.Parameter]]) -> list:
+        average = dist.get_backend() == "nccl"
+        pending = []
+        for bucket in buckets:
+            flat = torch.cat([p.grad.reshape(-1) for p in bucket])
+            wire = flat.to(torch.bfloat16) if self.allreduce_dtype == "bf16" else flat
+            work = dist.all_reduce(wire, op=dist.ReduceOp.AVG if average else dist.ReduceOp.SUM, async_op=True)
+            pending.append((bucket, flat, wire, work, average))
+        return pending
 
     def _check_same_gradients(self, buckets: list[list[nn.Parameter]]) -> None:
         """Once: every rank has gradients for the same parameters (a clear error, not a hang)."""
@@ -182,19 +232,14 @@ class Replicated(nn.Module):
 
     @torch.no_grad()
     def reduce_gradients(self) -> None:
-        """Every rank's gradients replaced by their mean over the ranks (a collective)."""
-        world = dist.get_world_size()
-        average = dist.get_backend() == "nccl"
-        buckets = self.buckets()
+        """Every rank's gradients replaced by their mean over the ranks (a collective): those the
+        backward launched early, and the rest now."""
+        buckets = self.buckets([p for p in self.module.parameters() if p not in self._early_params])
         if not self.checked:  # ranks that disagree would all-reduce buffers of different sizes
             self._check_same_gradients(buckets)
-        pending = []
-        for bucket in buckets:
-            flat = torch.cat([p.grad.reshape(-1) for p in bucket])
-            wire = flat.to(torch.bfloat16) if self.allreduce_dtype == "bf16" else flat
-            work = dist.all_reduce(wire, op=dist.ReduceOp.AVG if average else dist.ReduceOp.SUM, async_op=True)
-            pending.append((bucket, flat, wire, work))
-        for bucket, flat, wire, work in pending:
+        pending, self._early, self._early_params = self._early + self._launch(buckets), [], set()
+        world = dist.get_world_size()
+        for bucket, flat, wire, work, average in pending:
             work.wait()  # on a GPU: the compute stream waits, not the host
             if not average:
                 wire.div_(world)
@@ -273,7 +318,8 @@ def gradient_sync(model: nn.Module, enabled: bool):
     DDP all-reduces and FSDP reduce-scatters once per update, the last batch's backward carrying
     the sum of all; `Replicated` all-reduces when the last batch's backward is done. A no-op in
     one process and, but for `Replicated`, when ``enabled``."""
-    if isinstance(model, Replicated):  # reduces after the backward, not in it
+    if isinstance(model, Replicated):  # reduces during and after the backward of the update's last batch
+        model.syncing = enabled
         yield
         if enabled:
             model.reduce_gradients()
