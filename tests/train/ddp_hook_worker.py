@@ -105,8 +105,8 @@ class Holder(torch.nn.Module):  # a wav2vec 2.0-shaped model: something before t
         self.wav2vec2 = torch.nn.Module()
         self.wav2vec2.encoder = torch.nn.Linear(4, 4)
 
-    def forward(self, v):
-        return self.wav2vec2.encoder(self.front(v))
+    def forward(self, v):  # the encoder twice: launched from the first call's input only
+        return self.wav2vec2.encoder(self.wav2vec2.encoder(self.front(v)))
 
 
 holder = Holder()

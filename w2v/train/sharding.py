@@ -157,7 +157,7 @@ class Replicated(nn.Module):
         self.bucket_bytes = int(bucket_mb * 2**20)
         self.checked = False  # the first reduction compares the ranks' gradient sets (and launches none early)
         self.syncing = True  # gradient_sync: this batch's backward ends the update
-        self._forwarding = False
+        self._forwarding = self._armed = False
         self.early_launches = 0
         self._early: list = []  # all-reduces launched during the backward
         self._early_params: set[nn.Parameter] = set()
@@ -170,6 +170,7 @@ class Replicated(nn.Module):
 
     def forward(self, *args, **kwargs):
         self._forwarding = True  # only forwards through this wrapper arm the overlap's hook
+        self._armed = False
         try:
             return self.module(*args, **kwargs)
         finally:
@@ -193,8 +194,11 @@ class Replicated(nn.Module):
         """Forward pre-hook of the encoder: in a backward that all-reduces, launch the encoder's
         share when the gradient of its input is computed (all its parameters' are in by then)."""
         x = args[0] if args else None
-        if self._forwarding and self.syncing and self.checked and torch.is_grad_enabled() and isinstance(x, torch.Tensor) \
-                and x.requires_grad:
+        # the first call only: should a model run its encoder twice, the first call's input is the
+        # last to get its gradient, when both calls' parameter gradients are in
+        if self._forwarding and not self._armed and self.syncing and self.checked and torch.is_grad_enabled() \
+                and isinstance(x, torch.Tensor) and x.requires_grad:
+            self._armed = True
             x.register_hook(self._launch_early)
 
     @torch.no_grad()
