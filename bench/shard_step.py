@@ -44,7 +44,6 @@ first variant (``--trace DIR`` keeps both timelines).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
@@ -295,10 +294,8 @@ def parse_variant(text: str) -> dict:
         raise ValueError(f"allreduce_dtype is one of {sharding.ALLREDUCE_DTYPES}")
     if settings.get("reducer", "buckets") not in sharding.DDP_REDUCERS:
         raise ValueError(f"reducer is one of {sharding.DDP_REDUCERS}")
-    if settings.get("reducer") == "flat" and {"gradient_as_bucket_view", "static_graph"} & set(settings):
-        raise ValueError("gradient_as_bucket_view and static_graph are settings of torch's DDP (reducer buckets)")
-    if "overlap" in settings and settings.get("reducer") != "flat":
-        raise ValueError("overlap is a setting of reducer=flat (the encoder's all-reduce launched during the backward)")
+    sharding.check_ddp_options(settings.get("reducer", "buckets"),
+                               [k for k in settings if k not in PHASE_KEYS and k not in ("allreduce_dtype", "reducer")])
     return settings
 
 
@@ -321,9 +318,9 @@ def interleaved(a: argparse.Namespace, raw, step, timed, window, collector, info
     phases = {"alone": []} | {i: [] for i in range(len(variants))}  # per round: this rank's step times
     windows = {k: [] for k in phases}  # per round: this rank's seconds per step, back to back
 
-    @contextlib.contextmanager
-    def under_ddp(settings: dict):
-        """The model under DDP with ``settings`` (PHASE_KEYS among them say how the phase runs)."""
+    def under_ddp(settings: dict, run):
+        """``run(ddp, sync)``'s result, the model under DDP with ``settings`` (PHASE_KEYS among them
+        say how the phase runs); the wrapper and its hooks gone afterwards, the model alone again."""
         phase = {k: settings.get(k, v) for k, v in PHASE_KEYS.items()}
         ddp = sharding.wrap(raw, "ddp", info, dev, bf16, find_unused=False,
                             **{k: v for k, v in settings.items() if k not in PHASE_KEYS})
@@ -335,7 +332,7 @@ def interleaved(a: argparse.Namespace, raw, step, timed, window, collector, info
             gc.disable()
             collector.interval = 0
         try:
-            yield ddp, phase["gradient_sync"]
+            return run(ddp, phase["gradient_sync"])
         finally:
             collector.interval = interval
             (gc.enable if automatic else gc.disable)()
@@ -347,20 +344,22 @@ def interleaved(a: argparse.Namespace, raw, step, timed, window, collector, info
         phases["alone"].append(timed(raw, barrier=False))
         windows["alone"].append(window(raw, barrier=False))
         for i, settings in enumerate(variants):
-            with under_ddp(settings) as (ddp, sync):
-                phases[i].append(timed(ddp, barrier=True, sync=sync))
-                windows[i].append(window(ddp, barrier=True, sync=sync))
-            del ddp  # nothing of it outlives its phase
+            steps, per_step = under_ddp(settings, lambda ddp, sync: (timed(ddp, barrier=True, sync=sync),
+                                                                      window(ddp, barrier=True, sync=sync)))
+            phases[i].append(steps)
+            windows[i].append(per_step)
     profiled = {}
     if a.profile:  # the same steps alone and under the first variant, each after 2 to warm DDP's buckets
         profiled["alone"] = profile_steps(lambda number: step(raw, number), 2, a.profile, dev, info,
                                           a.trace and a.trace / "alone")["profile"]
-        with under_ddp(variants[0]) as (ddp, sync):
+
+        def warm_then_profile(ddp, sync: bool) -> dict:
             for number in range(2):
                 step(ddp, number, sync)
-            profiled["ddp"] = profile_steps(lambda number: step(ddp, number, sync), 2, a.profile, dev, info,
-                                            a.trace and a.trace / "ddp")["profile"]
-        del ddp
+            return profile_steps(lambda number: step(ddp, number, sync), 2, a.profile, dev, info,
+                                 a.trace and a.trace / "ddp")["profile"]
+
+        profiled["ddp"] = under_ddp(variants[0], warm_then_profile)
     mine = {k: [t[2:] for t in rounds[1:]] for k, rounds in phases.items()}
     ranks = distributed.gather({"steps": mine, "windows": {k: w[1:] for k, w in windows.items()},
                                 "profile": profiled}, info)

@@ -23,6 +23,13 @@ from __future__ import annotations
 import gc
 
 
+def check_interval(interval) -> None:
+    """ValueError unless ``interval`` is a number of updates, 0 or more."""
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 0:
+        raise ValueError(f"gc_interval is a number of updates, 0 (Python's automatic garbage collection) or more, "
+                         f"got {interval!r}")
+
+
 class ScheduledCollection:
     """Between :meth:`start` and :meth:`stop` (or as a context manager), Python's garbage
     collection runs at :meth:`after_update` every ``interval`` updates (0: Python's automatic
@@ -31,9 +38,7 @@ class ScheduledCollection:
     FREEZE_AFTER = 2  # updates: the first ones compile; what they leave lives as long as the run
 
     def __init__(self, interval: int):
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 0:
-            raise ValueError(f"gc_interval is a number of updates, 0 (Python's automatic collection) or more, "
-                             f"got {interval!r}")
+        check_interval(interval)
         self.interval = interval
         self.updates = 0
         self.collections = 0

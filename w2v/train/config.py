@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from w2v.train.collect import check_interval
+
 STRATEGIES = ("ddp", "fsdp")  # several processes (w2v.train.sharding)
 ALLREDUCE_DTYPES = ("fp32", "bf16")  # DDP's gradients on the wire (sharding.wrap)
 DDP_REDUCERS = ("buckets", "flat")  # torch's DDP, or sharding.Replicated (sharding.wrap)
@@ -105,10 +107,10 @@ class TrainConfig:
             raise ValueError(f"{where}: ddp_bucket_mb must be a number of MB > 0, got {bucket!r}")
         if not isinstance(d.get("ddp_bucket_view", True), bool):
             raise ValueError(f"{where}: ddp_bucket_view is true or false, got {d['ddp_bucket_view']!r}")
-        gc_interval = d.get("gc_interval", 50)
-        if isinstance(gc_interval, bool) or not isinstance(gc_interval, int) or gc_interval < 0:
-            raise ValueError(f"{where}: gc_interval is a number of updates, 0 (Python's automatic garbage "
-                             f"collection) or more, got {gc_interval!r}")
+        try:
+            check_interval(d.get("gc_interval", cls.gc_interval))
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
         freq = d.get("update_freq", 1)
         if isinstance(freq, bool) or not isinstance(freq, int) or freq < 1:
             raise ValueError(f"{where}: update_freq is a number of batches per update, 1 or more, got {freq!r}")

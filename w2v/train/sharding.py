@@ -70,10 +70,9 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
         raise ValueError(f"reducer {reducer!r}; expected one of {DDP_REDUCERS}")
     if not info.enabled:
         return model
+    if strategy == "ddp":
+        check_ddp_options(reducer, ddp_options)
     if strategy == "ddp" and reducer == "flat":
-        others = sorted(set(ddp_options) - {"bucket_cap_mb", "overlap"})
-        if others:
-            raise ValueError(f"{others}: settings of torch's DDP (reducer buckets), not of reducer flat")
         return Replicated(model, allreduce_dtype, ddp_options.get("bucket_cap_mb", FLAT_BUCKET_MB),
                           ddp_options.get("overlap", True))
     if strategy == "ddp":
@@ -109,6 +108,20 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
         fully_shard(layer, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
     return model
+
+
+FLAT_OPTIONS = ("bucket_cap_mb", "overlap")  # what `Replicated` takes; torch's DDP takes the rest
+
+
+def check_ddp_options(reducer: str, options) -> None:
+    """ValueError for DDP settings the reducer does not take (bench/shard_step.py checks its
+    variants with it before starting any rank)."""
+    if reducer == "flat" and set(options) - set(FLAT_OPTIONS):
+        raise ValueError(f"gradient_as_bucket_view and static_graph are settings of torch's DDP (reducer buckets), "
+                         f"and reducer flat takes only {' and '.join(FLAT_OPTIONS)}: got "
+                         f"{sorted(set(options) - set(FLAT_OPTIONS))}")
+    if reducer != "flat" and "overlap" in options:
+        raise ValueError("overlap is a setting of reducer=flat (the encoder's all-reduce launched during the backward)")
 
 
 @torch.no_grad()
@@ -155,12 +168,12 @@ class Replicated(nn.Module):
         self.module = module
         self.allreduce_dtype = allreduce_dtype
         self.bucket_bytes = int(bucket_mb * 2**20)
+        self.average = dist.get_backend() == "nccl"  # NCCL takes the mean itself; others sum, then divide
         self.checked = False  # the first reduction compares the ranks' gradient sets (and launches none early)
         self.syncing = True  # gradient_sync: this batch's backward ends the update
         self._forwarding = self._armed = False
         self.early_launches = 0
-        self._early: list = []  # all-reduces launched during the backward
-        self._early_params: set[nn.Parameter] = set()
+        self._early: list = []  # all-reduces launched during the backward: (bucket, flat, wire, work)
         self.encoder = getattr(getattr(module, "wav2vec2", None), "encoder", None) if overlap else None
         if self.encoder is not None:  # the hook goes with this wrapper (a later one, or none, may follow)
             me = weakref.ref(self)
@@ -203,19 +216,16 @@ class Replicated(nn.Module):
 
     @torch.no_grad()
     def _launch_early(self, grad: torch.Tensor) -> None:
-        params = [p for p in self.encoder.parameters() if p.grad is not None]
-        self._early += self._launch(self.buckets(params))
-        self._early_params.update(params)
+        self._early += self._launch(self.buckets(self.encoder.parameters()))
         self.early_launches += 1
 
     def _launch(self, buckets: list[list[nn.Parameter]]) -> list:
-        average = dist.get_backend() == "nccl"
+        op = dist.ReduceOp.AVG if self.average else dist.ReduceOp.SUM
         pending = []
         for bucket in buckets:
             flat = torch.cat([p.grad.reshape(-1) for p in bucket])
             wire = flat.to(torch.bfloat16) if self.allreduce_dtype == "bf16" else flat
-            work = dist.all_reduce(wire, op=dist.ReduceOp.AVG if average else dist.ReduceOp.SUM, async_op=True)
-            pending.append((bucket, flat, wire, work, average))
+            pending.append((bucket, flat, wire, dist.all_reduce(wire, op=op, async_op=True)))
         return pending
 
     def _check_same_gradients(self, buckets: list[list[nn.Parameter]]) -> None:
@@ -238,14 +248,15 @@ class Replicated(nn.Module):
     def reduce_gradients(self) -> None:
         """Every rank's gradients replaced by their mean over the ranks (a collective): those the
         backward launched early, and the rest now."""
-        buckets = self.buckets([p for p in self.module.parameters() if p not in self._early_params])
+        early = {p for bucket, *_ in self._early for p in bucket}
+        buckets = self.buckets([p for p in self.module.parameters() if p not in early])
         if not self.checked:  # ranks that disagree would all-reduce buffers of different sizes
             self._check_same_gradients(buckets)
-        pending, self._early, self._early_params = self._early + self._launch(buckets), [], set()
+        pending, self._early = self._early + self._launch(buckets), []
         world = dist.get_world_size()
-        for bucket, flat, wire, work, average in pending:
+        for bucket, flat, wire, work in pending:
             work.wait()  # on a GPU: the compute stream waits, not the host
-            if not average:
+            if not self.average:
                 wire.div_(world)
             if wire is not flat:
                 flat.copy_(wire)
