@@ -112,8 +112,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="with --profile: each rank's timeline as a Chrome trace, DIR/rank<N>.json.gz")
     p.add_argument("--static-graph", action="store_true", help="ddp: the same parameters get gradients every step")
     p.add_argument("--reducer", choices=sharding.DDP_REDUCERS, default="buckets",
-                   help="ddp: buckets (torch's DDP) or flat (sharding.Replicated: one all-reduce of flat buffers "
-                        "after the backward), as training's ddp_reducer")
+                   help="ddp: buckets (torch's DDP) or flat (sharding.Replicated: a few flat all-reduces, the "
+                        "encoder's during the backward), as training's ddp_reducer; here buckets unless given (a "
+                        "--variant without reducer= is torch's DDP), in training flat")
     p.add_argument("--no-host-sync", dest="host_sync", action="store_false",
                    help="steps without reading their loss on the host (training reads it every update: the "
                         "host waits for the device once a step); what the device idles for the host's sake")
@@ -348,6 +349,11 @@ def interleaved(a: argparse.Namespace, raw, step, timed, window, collector, info
                                                                       window(ddp, barrier=True, sync=sync)))
             phases[i].append(steps)
             windows[i].append(per_step)
+        if info.is_main:  # progress, and what a job cut off by its time limit still reports
+            line = " ".join(f"{k}={statistics.median(v[-1][2:] or v[-1]):.5f}/{windows[k][-1]:.5f}"
+                            for k, v in phases.items())
+            print(f"round {len(phases['alone'])}/{a.interleave} (rank 0, step/window s): {line}",
+                  file=sys.stderr, flush=True)
     profiled = {}
     if a.profile:  # the same steps alone and under the first variant, each after 2 to warm DDP's buckets
         profiled["alone"] = profile_steps(lambda number: step(raw, number), 2, a.profile, dev, info,

@@ -42,8 +42,9 @@ def test_two_processes_train_identically_and_only_rank0_writes(two_rank_run):
     assert seen[0]["all_batches"] % 2 == 1  # uneven: the case that hangs DDP without padding
     assert seen[0]["batches_per_epoch"] == seen[1]["batches_per_epoch"]
     assert seen[1]["writes"] == []
-    # the defaults: torch's DDP with its own bucket size, fp32 on the wire
-    assert seen[0]["ddp_bucket_cap_mb"] is None and "comm_hooks" not in seen[0] and "flat_reducer" not in seen[0]
+    # the defaults: the flat reducer (no torch DDP) with its own buffer size, fp32 on the wire, the
+    # encoder's share launched during the backward
+    assert seen[0]["flat_reducer"] == {"args": ["fp32", 512.0, True]} and "ddp_bucket_cap_mb" not in seen[0]
     assert any(w.endswith("model.pt") for w in seen[0]["writes"])
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_00000002.pt",
                                                                       "checkpoint_00000004.pt"]
@@ -59,30 +60,37 @@ def test_two_processes_train_identically_and_only_rank0_writes(two_rank_run):
 
 
 def test_ddp_settings_reach_the_wrapper_and_bf16_gradients_keep_the_ranks_equal(tmp_path):
-    """Training's `allreduce_dtype: bf16` and `ddp_bucket_mb` reach DDP; the ranks, each summing
-    the same bf16 shares, still end with the same weights."""
+    """Training's `allreduce_dtype: bf16` and `ddp_bucket_mb` reach either reducer (torch's DDP
+    with `ddp_reducer: buckets`); the ranks, each summing the same bf16 shares, still end with
+    the same weights."""
     cuts = write_tiny_cuts(tmp_path / "a", n=7)
-    r = ddp_worker(cuts, tmp_path / "out", tmp_path / "rec", allreduce_dtype="bf16", ddp_bucket_mb=1.5)
-    assert r.returncode == 0, r.stderr[-4000:]
-    seen = [json.loads((tmp_path / f"rec/rank_{k}.json").read_text()) for k in (0, 1)]
-    for rank in seen:
-        assert rank["ddp_bucket_cap_mb"] == 1.5 and rank["comm_hooks"] == ["_bf16_allreduce"]
-    w0, w1 = (torch.load(tmp_path / f"rec/weights_{k}.pt", weights_only=True) for k in (0, 1))
-    for k in w0:
-        assert torch.isfinite(w0[k].float()).all() and torch.equal(w0[k], w1[k]), k
+    for reducer in ("buckets", "flat"):
+        rec = tmp_path / f"rec_{reducer}"
+        r = ddp_worker(cuts, tmp_path / reducer, rec, allreduce_dtype="bf16", ddp_bucket_mb=1.5, ddp_reducer=reducer)
+        assert r.returncode == 0, r.stderr[-4000:]
+        seen = [json.loads((rec / f"rank_{k}.json").read_text()) for k in (0, 1)]
+        for rank in seen:
+            if reducer == "buckets":
+                assert rank["ddp_bucket_cap_mb"] == 1.5 and rank["comm_hooks"] == ["_bf16_allreduce"]
+            else:
+                assert rank["flat_reducer"] == {"args": ["bf16", 1.5, True]} and "ddp_bucket_cap_mb" not in rank
+        w0, w1 = (torch.load(rec / f"weights_{k}.pt", weights_only=True) for k in (0, 1))
+        for k in w0:
+            assert torch.isfinite(w0[k].float()).all() and torch.equal(w0[k], w1[k]), k
 
 
 def test_flat_reducer_trains_the_model_torchs_ddp_trains_reducing_once_per_update(two_rank_run, tmp_path):
-    """`ddp_reducer: flat` (sharding.Replicated): no DDP wrapper; flat buffers all-reduced by the
-    end of each update's last backward, the encoder's launched during it; the ranks stay equal
-    and end where torch's DDP ends, with `update_freq: 2` too, one reduction per update."""
-    cuts, _, rec_ref = two_rank_run
-    r = ddp_worker(cuts, tmp_path / "buckets2", tmp_path / "rec_buckets2", update_freq=2)
-    assert r.returncode == 0, r.stderr[-4000:]
-    for name, settings in (("flat", {}), ("flat2", {"update_freq": 2})):
-        r = ddp_worker(cuts, tmp_path / name, tmp_path / f"rec_{name}", ddp_reducer="flat", **settings)
+    """`ddp_reducer: flat` (sharding.Replicated, the default; the fixture's run): no DDP wrapper;
+    flat buffers all-reduced by the end of each update's last backward, the encoder's launched
+    during it; the ranks stay equal and end where torch's DDP (`ddp_reducer: buckets`) ends, with
+    `update_freq: 2` too, one reduction per update."""
+    cuts, _, rec_flat = two_rank_run
+    for name, settings in (("buckets", {}), ("buckets2", {"update_freq": 2}), ("flat2", {"update_freq": 2})):
+        reducer = "flat" if name.startswith("flat") else "buckets"
+        r = ddp_worker(cuts, tmp_path / name, tmp_path / f"rec_{name}", ddp_reducer=reducer, **settings)
         assert r.returncode == 0, r.stderr[-4000:]
-        seen = [json.loads((tmp_path / f"rec_{name}/rank_{k}.json").read_text()) for k in (0, 1)]
+    for name, rec in (("flat", rec_flat), ("flat2", tmp_path / "rec_flat2")):
+        seen = [json.loads((rec / f"rank_{k}.json").read_text()) for k in (0, 1)]
         for rank in seen:
             assert "ddp_bucket_cap_mb" not in rank and "no_sync" not in rank  # torch's DDP never built
             assert rank["flat_reducer"] == {"args": ["fp32", 512.0, True]} and rank["flat_reductions"] == 4
@@ -91,11 +99,11 @@ def test_flat_reducer_trains_the_model_torchs_ddp_trains_reducing_once_per_updat
             assert rank["early_launches"] == 3
             if name == "flat":  # each update starts without gradients: the conv encoder's are still to come
                 assert rank["conv_grads_pending_at_early_launch"] == [True] * 3
-        w0, w1 = (torch.load(tmp_path / f"rec_{name}/weights_{k}.pt", weights_only=True) for k in (0, 1))
+        w0, w1 = (torch.load(rec / f"weights_{k}.pt", weights_only=True) for k in (0, 1))
         assert all(torch.equal(w0[k], w1[k]) for k in w0)
-    for ref_dir, name in ((rec_ref, "flat"), (tmp_path / "rec_buckets2", "flat2")):
-        ref = torch.load(ref_dir / "weights_0.pt", weights_only=True)
-        flat = torch.load(tmp_path / f"rec_{name}/weights_0.pt", weights_only=True)
+    for name, rec, ref_name in (("flat", rec_flat, "buckets"), ("flat2", tmp_path / "rec_flat2", "buckets2")):
+        ref = torch.load(tmp_path / f"rec_{ref_name}/weights_0.pt", weights_only=True)
+        flat = torch.load(rec / "weights_0.pt", weights_only=True)
         assert ref.keys() == flat.keys()
         for k in ref:
             torch.testing.assert_close(flat[k], ref[k], rtol=1e-5, atol=1e-6, msg=f"{name}: {k}")

@@ -136,11 +136,13 @@ def test_bad_ddp_settings_are_errors_naming_them(settings, message):
 
 def test_update_freq_reduces_once_per_update_under_ddp_and_fsdp_alike(tmp_path):
     """`update_freq: 2`: the first batch of each update keeps its gradients local (DDP's no_sync,
-    FSDP's gradient sync off), the second reduces the sum; DDP's ranks stay equal, with gradients
-    in the buckets (`ddp_bucket_view`, the default), and FSDP trains the same model."""
+    FSDP's gradient sync off), the second reduces the sum; torch DDP's ranks (`ddp_reducer:
+    buckets`) stay equal, with gradients in the buckets (`ddp_bucket_view`, its default), and FSDP
+    trains the same model. (The flat reducer's one reduction per update: test_ddp.py.)"""
     cuts = write_tiny_cuts(tmp_path / "a", n=7)
-    for strategy in ("ddp", "fsdp"):
-        r = ddp_worker(cuts, tmp_path / strategy, tmp_path / f"rec_{strategy}", strategy=strategy, update_freq=2)
+    for strategy, settings in (("ddp", {"ddp_reducer": "buckets"}), ("fsdp", {})):
+        r = ddp_worker(cuts, tmp_path / strategy, tmp_path / f"rec_{strategy}", strategy=strategy, update_freq=2,
+                       **settings)
         assert r.returncode == 0, r.stderr[-4000:]
     seen = [json.loads((tmp_path / f"rec_ddp/rank_{k}.json").read_text()) for k in (0, 1)]
     for rank in seen:

@@ -1,7 +1,7 @@
 """Run under torchrun (2 CPU processes, gloo) by test_sharding.py: DDP's gradient all-reduce as
 `sharding.wrap` sets it up, on a small linear model and different data on each rank.
 
-Arguments: OUT_DIR. Each rank writes rank_K.json: its own gradients, their mean over the ranks (an fp32 all-reduce), the gradients DDP leaves after an "fp32" and after a "bf16"
+Arguments: OUT_DIR [cuda] (cuda: a GPU per rank, NCCL). Each rank writes rank_K.json: its own gradients, their mean over the ranks (an fp32 all-reduce), the gradients DDP leaves after an "fp32" and after a "bf16"
 all-reduce (each from a fresh wrapper of the same model, the one before deleted, as
 bench/shard_step.py --interleave does), and how many buckets the first wrapper's counting
 communication hook saw before and after the others ran; then the same through
@@ -24,10 +24,10 @@ from w2v.train import distributed, sharding
 out = Path(sys.argv[1])
 torch.set_num_threads(1)
 info = distributed.dist_info()
-dev = distributed.init(info, torch.device("cpu"), 120.0)
+dev = distributed.init(info, torch.device(sys.argv[2] if len(sys.argv) > 2 else "cpu"), 120.0)
 torch.manual_seed(0)
-model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Tanh(), torch.nn.Linear(64, 1))
-x = torch.randn(16, 64, generator=torch.Generator().manual_seed(1 + info.rank))
+model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Tanh(), torch.nn.Linear(64, 1)).to(dev)
+x = torch.randn(16, 64, generator=torch.Generator().manual_seed(1 + info.rank)).to(dev)
 
 
 def grads(m: torch.nn.Module) -> list[torch.Tensor]:
@@ -109,10 +109,11 @@ class Holder(torch.nn.Module):  # a wav2vec 2.0-shaped model: something before t
         return self.wav2vec2.encoder(self.wav2vec2.encoder(self.front(v)))
 
 
-holder = Holder()
+holder = Holder().to(dev)
 rep = sharding.wrap(holder, "ddp", info, dev, False, find_unused=False, reducer="flat")
 rep.checked = True  # as after a first update
-v = torch.randn(3, 4, generator=torch.Generator().manual_seed(5 + info.rank))
+nccl_mean = rep.average  # NCCL takes the mean in the all-reduce; gloo sums, then the buffer is divided
+v = torch.randn(3, 4, generator=torch.Generator().manual_seed(5 + info.rank)).to(dev)
 holder(v).square().sum().backward()  # the model itself, not the wrapper: nothing launched
 overlap = {"raw_forward_launches": rep.early_launches}
 expected = [p.grad.clone() for p in holder.parameters()]
@@ -134,5 +135,5 @@ flat = lambda gs: torch.cat([g.reshape(-1) for g in gs]).tolist()  # noqa: E731
 (out / f"rank_{info.rank}.json").write_text(json.dumps({
     "own": flat(own), "mean": flat(plain), "first": flat(via_first), "fp32": flat(results["fp32"]), "bf16": flat(results["bf16"]),
     "flat": flat(results["flat"]), "flat_bf16": flat(results["flat_bf16"]), "flat_buckets": buckets,
-    "flat_layout": layout, "flat_mismatch": mismatch, "encoder_hooks": hooks, "overlap": overlap, "counted_first": seen_by_first, "counted_after": len(counted)}))
+    "flat_layout": layout, "flat_mismatch": mismatch, "flat_nccl_mean": nccl_mean, "encoder_hooks": hooks, "overlap": overlap, "counted_first": seen_by_first, "counted_after": len(counted)}))
 distributed.shutdown()

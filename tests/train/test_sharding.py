@@ -84,14 +84,19 @@ def test_a_loaded_optimizer_state_keeps_how_the_optimizer_computes():
     assert skipped and float(opt.state[model.weight]["step"]) == 1
 
 
-def _two_cpu_ranks(worker: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """tests/train/``worker`` under torchrun as 2 CPU processes (gloo), writing into ``tmp_path``."""
+def _two_cpu_ranks(worker: str, tmp_path: Path, *args: str, gpus: bool = False) -> subprocess.CompletedProcess:
+    """tests/train/``worker`` under torchrun as 2 CPU processes (gloo), writing into ``tmp_path``;
+    ``gpus``: a process per GPU (NCCL) instead, the worker told so by its last argument "cuda"."""
     root = Path(__file__).resolve().parents[2]
     tmp_path.mkdir(parents=True, exist_ok=True)
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(root / "tests/train" / worker), str(tmp_path), *args],
+                           str(root / "tests/train" / worker), str(tmp_path), *args, *(["cuda"] if gpus else [])],
                           capture_output=True, text=True, timeout=300, cwd=root,
-                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+                          env=os.environ if gpus else {**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+
+
+TWO_GPUS = [pytest.param(False, id="gloo"), pytest.param(True, id="nccl", marks=pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 GPUs"))]
 
 
 @pytest.mark.parametrize("path", ["compiled", "eager"])
@@ -115,11 +120,13 @@ def test_ddp_skips_dropped_blocks_and_ties_their_parameters_in(tmp_path, path):
     assert r.returncode != 0 and "find_unused_parameters" in r.stderr
 
 
-def test_ddp_all_reduces_gradients_in_fp32_or_bf16_and_a_deleted_wrapper_leaves_no_hooks(tmp_path):
+@pytest.mark.parametrize("gpus", TWO_GPUS)
+def test_ddp_all_reduces_gradients_in_fp32_or_bf16_and_a_deleted_wrapper_leaves_no_hooks(tmp_path, gpus):
     """`sharding.wrap(allreduce_dtype=...)`: "fp32" leaves every rank the exact mean gradient,
     "bf16" the mean to bfloat16's precision (half the bytes on the wire); a wrapper deleted
-    before the next is made no longer reduces (bench/shard_step.py --interleave relies on it)."""
-    r = _two_cpu_ranks("ddp_hook_worker.py", tmp_path)
+    before the next is made no longer reduces (bench/shard_step.py --interleave relies on it).
+    On 2 GPUs the same through NCCL, which takes the flat reducer's mean itself (ReduceOp.AVG)."""
+    r = _two_cpu_ranks("ddp_hook_worker.py", tmp_path, gpus=gpus)
     assert r.returncode == 0, r.stderr[-4000:]
     seen = [json.loads((tmp_path / f"rank_{k}.json").read_text()) for k in (0, 1)]
     mean = torch.tensor(seen[0]["mean"])
@@ -145,6 +152,7 @@ def test_ddp_all_reduces_gradients_in_fp32_or_bf16_and_a_deleted_wrapper_leaves_
         assert torch.allclose(torch.tensor(layout["weight"]), mean[:64 * 64], rtol=1e-5, atol=1e-7)
         assert layout["untouched"] == [True, True] and layout["view_of_buffer"]
     assert seen[0]["flat"] == seen[1]["flat"] and seen[0]["flat_layout"] == seen[1]["flat_layout"]
+    assert seen[0]["flat_nccl_mean"] is gpus and seen[1]["flat_nccl_mean"] is gpus
     assert seen[0]["encoder_hooks"] == [1, 0]  # overlap's hook on the encoder, gone with its wrapper
     # launched once, in the backward of the forward through the wrapper, not of the model's own
     assert seen[0]["overlap"] == {"raw_forward_launches": 0, "launches": 1, "mean": True}

@@ -61,9 +61,9 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     strategy: str = "ddp"  # several processes: ddp (full copy per GPU) | fsdp (weights, grads, optimizer sharded)
     allreduce_dtype: str = "fp32"  # ddp: the gradients on the wire: fp32 | bf16 (half the bytes; fairseq's fp16 comm hook)
-    ddp_reducer: str = "buckets"  # ddp: buckets (torch's DDP) | flat (sharding.Replicated: after the backward, no hooks)
+    ddp_reducer: str = "flat"  # ddp: flat (sharding.Replicated: a few flat all-reduces, no hooks) | buckets (torch's DDP)
     ddp_bucket_mb: float | None = None  # ddp: bucket size in MB; None: the reducer's own (buckets 25, flat 512)
-    ddp_bucket_view: bool = True  # ddp: gradients live in the all-reduce buckets (no copies in and out; BENCHMARKS.md)
+    ddp_bucket_view: bool = True  # ddp_reducer buckets: gradients live in DDP's buckets (no copies in and out; BENCHMARKS.md)
     gc_interval: int = 50  # Python's garbage collection every this many updates, on every rank at once (0: automatic)
     activation_checkpointing: bool = False  # recompute each Transformer block in backward (LARGE and above)
     compile: bool = False  # torch.compile the conv stack and Transformer blocks (w2v.models.accel)
@@ -98,9 +98,9 @@ class TrainConfig:
             raise ValueError(f"{where}: allreduce_dtype must be fp32 or bf16, got {d['allreduce_dtype']!r}")
         if d.get("allreduce_dtype", "fp32") != "fp32" and d.get("strategy", "ddp") == "fsdp":
             raise ValueError(f"{where}: allreduce_dtype is a ddp setting; fsdp reduces gradients in fp32")
-        if d.get("ddp_reducer", "buckets") not in DDP_REDUCERS:
+        if d.get("ddp_reducer", "flat") not in DDP_REDUCERS:
             raise ValueError(f"{where}: ddp_reducer must be one of {', '.join(DDP_REDUCERS)}, got {d['ddp_reducer']!r}")
-        if d.get("ddp_reducer", "buckets") != "buckets" and d.get("strategy", "ddp") == "fsdp":
+        if "ddp_reducer" in d and d.get("strategy", "ddp") == "fsdp":
             raise ValueError(f"{where}: ddp_reducer is a ddp setting; fsdp reduce-scatters its own way")
         bucket = d.get("ddp_bucket_mb")
         if bucket is not None and (isinstance(bucket, bool) or not isinstance(bucket, (int, float)) or not bucket > 0):
