@@ -122,6 +122,7 @@ def test_unknown_strategy_is_an_error_naming_it():
     ({"ddp_bucket_view": "yes"}, "ddp_bucket_view is true or false, got 'yes'"),
     ({"ddp_reducer": "ring"}, "ddp_reducer must be one of buckets, flat, got 'ring'"),
     ({"ddp_reducer": "flat", "strategy": "fsdp"}, "ddp_reducer is a ddp setting; fsdp reduce-scatters its own way"),
+    ({"ddp_reducer": "buckets", "strategy": "fsdp"}, "ddp_reducer is a ddp setting; fsdp reduce-scatters its own way"),
     ({"update_freq": 2.5}, "update_freq is a number of batches per update, 1 or more, got 2.5"),
     ({"gc_interval": -1}, "gc_interval is a number of updates, 0 (Python's automatic garbage collection) or more, "
                           "got -1"),
