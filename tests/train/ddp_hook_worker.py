@@ -1,4 +1,4 @@
-"""Run under torchrun (2 CPU processes, gloo) by test_sharding.py: DDP's gradient all-reduce as
+"""Run under torchrun (2 CPU processes on gloo, or a process per GPU on NCCL) by test_sharding.py: DDP's gradient all-reduce as
 `sharding.wrap` sets it up, on a small linear model and different data on each rank.
 
 Arguments: OUT_DIR [cuda] (cuda: a GPU per rank, NCCL). Each rank writes rank_K.json: its own gradients, their mean over the ranks (an fp32 all-reduce), the gradients DDP leaves after an "fp32" and after a "bf16"

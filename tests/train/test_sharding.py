@@ -84,7 +84,7 @@ def test_a_loaded_optimizer_state_keeps_how_the_optimizer_computes():
     assert skipped and float(opt.state[model.weight]["step"]) == 1
 
 
-def _two_cpu_ranks(worker: str, tmp_path: Path, *args: str, gpus: bool = False) -> subprocess.CompletedProcess:
+def _two_ranks(worker: str, tmp_path: Path, *args: str, gpus: bool = False) -> subprocess.CompletedProcess:
     """tests/train/``worker`` under torchrun as 2 CPU processes (gloo), writing into ``tmp_path``;
     ``gpus``: a process per GPU (NCCL) instead, the worker told so by its last argument "cuda"."""
     root = Path(__file__).resolve().parents[2]
@@ -106,7 +106,7 @@ def test_ddp_skips_dropped_blocks_and_ties_their_parameters_in(tmp_path, path):
     into the output at weight zero: DDP, not searching for unused parameters, finds every
     gradient ready, the dropped blocks stay untouched by the update, and both ranks end with
     the same weights. Without the tie the same DDP fails at the next update."""
-    r = _two_cpu_ranks("layerdrop_ddp_worker.py", tmp_path / "tie", path)
+    r = _two_ranks("layerdrop_ddp_worker.py", tmp_path / "tie", path)
     assert r.returncode == 0, r.stderr[-4000:]
     seen = [json.loads((tmp_path / f"tie/rank_{k}.json").read_text()) for k in (0, 1)]
     assert seen[0]["dropped_blocks"] == "tie" and not seen[0]["find_unused"]
@@ -116,7 +116,7 @@ def test_ddp_skips_dropped_blocks_and_ties_their_parameters_in(tmp_path, path):
     w0, w1 = (torch.load(tmp_path / f"tie/weights_{k}.pt", weights_only=True) for k in (0, 1))
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
 
-    r = _two_cpu_ranks("layerdrop_ddp_worker.py", tmp_path / "skip", path, "skip-unsearched")
+    r = _two_ranks("layerdrop_ddp_worker.py", tmp_path / "skip", path, "skip-unsearched")
     assert r.returncode != 0 and "find_unused_parameters" in r.stderr
 
 
@@ -126,7 +126,7 @@ def test_ddp_all_reduces_gradients_in_fp32_or_bf16_and_a_deleted_wrapper_leaves_
     "bf16" the mean to bfloat16's precision (half the bytes on the wire); a wrapper deleted
     before the next is made no longer reduces (bench/shard_step.py --interleave relies on it).
     On 2 GPUs the same through NCCL, which takes the flat reducer's mean itself (ReduceOp.AVG)."""
-    r = _two_cpu_ranks("ddp_hook_worker.py", tmp_path, gpus=gpus)
+    r = _two_ranks("ddp_hook_worker.py", tmp_path, gpus=gpus)
     assert r.returncode == 0, r.stderr[-4000:]
     seen = [json.loads((tmp_path / f"rank_{k}.json").read_text()) for k in (0, 1)]
     mean = torch.tensor(seen[0]["mean"])
