@@ -81,7 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1, help="utterances per rank")
     p.add_argument("--seconds", type=float, default=15.625, help="seconds per utterance (the pre-training crop)")
     p.add_argument("--steps", type=int, default=1,
-                   help="updates timed, each reported (the first includes warm-up); step_s: median of the second half")
+                   help="updates timed, each reported (the first includes warm-up; under fsdp with LayerDrop so does "
+                        "the first with each number of dropped blocks, BENCHMARKS.md); step_s: median of the second half")
     p.add_argument("--strategy", choices=sharding.STRATEGIES, default="fsdp")
     p.add_argument("--layerdrop", type=float, default=None, help="LayerDrop rate instead of the preset's")
     p.add_argument("--no-activation-checkpointing", dest="checkpointing", action="store_false")
