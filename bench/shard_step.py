@@ -270,6 +270,7 @@ VARIANT_KEYS = {"allreduce_dtype": str, "bucket_cap_mb": float, "gradient_as_buc
 # (a collection on one rank makes the other wait at the all-reduce); gc_interval=N collects every
 # N steps in the phase (0: Python's automatic collection) instead of as --gc-interval says
 PHASE_KEYS = {"gradient_sync": True, "python_gc": True, "gc_interval": None}
+WARM_STEPS = 2  # each phase's first steps, left out of its timing (DDP rebuilds its buckets at the second)
 
 
 def parse_variant(text: str) -> dict:
@@ -294,9 +295,10 @@ def parse_variant(text: str) -> dict:
                 raise ValueError(f"{key}={value!r} is not a {kind.__name__}{' >= 0' if kind is int else ''}") from None
     if settings.get("allreduce_dtype", "fp32") not in sharding.ALLREDUCE_DTYPES:
         raise ValueError(f"allreduce_dtype is one of {sharding.ALLREDUCE_DTYPES}")
-    if settings.get("reducer", "buckets") not in sharding.DDP_REDUCERS:
+    reducer = settings.get("reducer", "buckets")  # a variant without reducer= is torch's DDP
+    if reducer not in sharding.DDP_REDUCERS:
         raise ValueError(f"reducer is one of {sharding.DDP_REDUCERS}")
-    sharding.check_ddp_options(settings.get("reducer", "buckets"),
+    sharding.check_ddp_options(reducer,
                                [k for k in settings if k not in PHASE_KEYS and k not in ("allreduce_dtype", "reducer")])
     return settings
 
@@ -312,7 +314,7 @@ def interleaved(a: argparse.Namespace, raw, step, timed, window, collector, info
     """``--interleave`` rounds in this job: each round times every rank alone (no DDP, the
     dropped blocks skipped: what one GPU does, on every GPU at once), then each variant under
     DDP; the same steps (LayerDrop draws) in every phase. Round 1 compiles and is left out, and
-    so are each phase's first 2 steps (DDP rebuilds its buckets at the second). Alone: the
+    so are each phase's first WARM_STEPS steps (DDP rebuilds its buckets at the second). Alone: the
     fastest rank's median; DDP: the slowest rank's. Each phase is timed twice: step by step
     (a barrier before each DDP step), then as one window of steps back to back, as training
     runs them (``window_*``). Rank 0 gets the summary."""
@@ -351,23 +353,23 @@ def interleaved(a: argparse.Namespace, raw, step, timed, window, collector, info
             phases[i].append(steps)
             windows[i].append(per_step)
         if info.is_main:  # progress, and what a job cut off by its time limit still reports
-            line = " ".join(f"{k}={statistics.median(v[-1][2:] or v[-1]):.5f}/{windows[k][-1]:.5f}"
+            line = " ".join(f"{k}={statistics.median(v[-1][WARM_STEPS:] or v[-1]):.5f}/{windows[k][-1]:.5f}"
                             for k, v in phases.items())
             print(f"round {len(phases['alone'])}/{a.interleave} (rank 0, step/window s): {line}",
                   file=sys.stderr, flush=True)
     profiled = {}
-    if a.profile:  # the same steps alone and under the first variant, each after 2 to warm DDP's buckets
-        profiled["alone"] = profile_steps(lambda number: step(raw, number), 2, a.profile, dev, info,
+    if a.profile:  # the same steps alone and under the first variant, each after WARM_STEPS (DDP's buckets)
+        profiled["alone"] = profile_steps(lambda number: step(raw, number), WARM_STEPS, a.profile, dev, info,
                                           a.trace and a.trace / "alone")["profile"]
 
         def warm_then_profile(ddp, sync: bool) -> dict:
-            for number in range(2):
+            for number in range(WARM_STEPS):
                 step(ddp, number, sync)
-            return profile_steps(lambda number: step(ddp, number, sync), 2, a.profile, dev, info,
+            return profile_steps(lambda number: step(ddp, number, sync), WARM_STEPS, a.profile, dev, info,
                                  a.trace and a.trace / "ddp")["profile"]
 
         profiled["ddp"] = under_ddp(variants[0], warm_then_profile)
-    mine = {k: [t[2:] for t in rounds[1:]] for k, rounds in phases.items()}
+    mine = {k: [t[WARM_STEPS:] for t in rounds[1:]] for k, rounds in phases.items()}
     ranks = distributed.gather({"steps": mine, "windows": {k: w[1:] for k, w in windows.items()},
                                 "profile": profiled}, info)
     if not info.is_main:
