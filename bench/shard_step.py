@@ -413,6 +413,19 @@ def run_rank(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
     info = distributed.dist_info()
     dev = distributed.init(info, torch.device("cuda" if torch.cuda.is_available() else "cpu"), 1800.0)
+    measure(a, info, dev)
+    # The model, its DDP wrapper and the optimizer went with measure's frame (their reference
+    # cycles go here), so this rank's process group ends in destroy_process_group once every rank
+    # is done with it, not as the interpreter exits. (One CI run saw a gloo rank abort at its end,
+    # "terminate called without an active exception", with the DDP wrapper still alive.)
+    gc.collect()
+    if info.enabled:
+        torch.distributed.barrier()
+    distributed.shutdown()
+
+
+def measure(a: argparse.Namespace, info, dev: torch.device) -> None:
+    """This rank's share of the run (its steps, its timings, the profile); rank 0 prints the report."""
     bf16 = a.precision == "bf16" or (a.precision == "auto" and dev.type == "cuda")
     cfg = load_model_config(a.preset, **({} if a.layerdrop is None else {"layerdrop": a.layerdrop}))
     torch.manual_seed(a.seed)
@@ -508,7 +521,6 @@ def run_rank(a: argparse.Namespace) -> None:
         summary = interleaved(a, raw, step, timed, window, collector, info, dev, bf16)
         if summary is not None:
             print(json.dumps({**common, "steps": a.steps, **summary}), flush=True)
-        distributed.shutdown()
         return
     times = timed(model, barrier=True)
     profiled = profile_steps(lambda number: step(model, number), a.steps, a.profile, dev, info, a.trace) \
@@ -530,7 +542,6 @@ def run_rank(a: argparse.Namespace) -> None:
             "state_gib_per_rank_estimate": round(16 * n_params / shards / GIB, 3),
             "step_s": last, "audio_s_per_s": round(info.world_size * a.update_freq * a.batch * a.seconds / last, 1),
             "ranks": ranks}), flush=True)
-    distributed.shutdown()
 
 
 def main() -> int:
