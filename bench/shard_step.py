@@ -413,19 +413,22 @@ def run_rank(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
     info = distributed.dist_info()
     dev = distributed.init(info, torch.device("cuda" if torch.cuda.is_available() else "cpu"), 1800.0)
-    measure(a, info, dev)
+    with ScheduledCollection(a.gc_interval) as collector:  # as training: every rank collects at the same step
+        measure(a, info, dev, collector)
     # The model, its DDP wrapper and the optimizer went with measure's frame (their reference
-    # cycles go here), so this rank's process group ends in destroy_process_group once every rank
-    # is done with it, not as the interpreter exits. (One CI run saw a gloo rank abort at its end,
-    # "terminate called without an active exception", with the DDP wrapper still alive.)
+    # cycles go here, nothing frozen by the collector any more), so this rank's process group ends
+    # in destroy_process_group once every rank is done with it, not as the interpreter exits. (One
+    # CI run saw a gloo rank abort at its end, "terminate called without an active exception",
+    # with the DDP wrapper still alive.)
     gc.collect()
     if info.enabled:
         torch.distributed.barrier()
     distributed.shutdown()
 
 
-def measure(a: argparse.Namespace, info, dev: torch.device) -> None:
-    """This rank's share of the run (its steps, its timings, the profile); rank 0 prints the report."""
+def measure(a: argparse.Namespace, info, dev: torch.device, collector: ScheduledCollection) -> None:
+    """This rank's share of the run (its steps, its timings, the profile; ``collector`` told of
+    each update); rank 0 prints the report."""
     bf16 = a.precision == "bf16" or (a.precision == "auto" and dev.type == "cuda")
     cfg = load_model_config(a.preset, **({} if a.layerdrop is None else {"layerdrop": a.layerdrop}))
     torch.manual_seed(a.seed)
@@ -451,7 +454,6 @@ def measure(a: argparse.Namespace, info, dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     losses = []
-    collector = ScheduledCollection(a.gc_interval).start()  # as training: every rank collects at the same step
 
     def layerdrop(number: int, micro: int = 0) -> torch.Generator:
         """Step ``number``'s LayerDrop draws for its batch ``micro``, the same on every rank and for

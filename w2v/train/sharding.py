@@ -72,10 +72,9 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo, dev: torch.device, bf1
         return model
     if strategy == "ddp":
         check_ddp_options(reducer, ddp_options)
-    if strategy == "ddp" and reducer == "flat":
-        return Replicated(model, allreduce_dtype, ddp_options.get("bucket_cap_mb", FLAT_BUCKET_MB),
-                          ddp_options.get("overlap", True))
-    if strategy == "ddp":
+        if reducer == "flat":
+            return Replicated(model, allreduce_dtype, ddp_options.get("bucket_cap_mb", FLAT_BUCKET_MB),
+                              ddp_options.get("overlap", True))
         from torch.nn.parallel import DistributedDataParallel
 
         from w2v.models.accel import set_module_flags
